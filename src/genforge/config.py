@@ -1,0 +1,232 @@
+"""Typed configuration: dataclasses built from YAML and ``--set key=value`` overrides.
+
+Each component owns a dataclass (data, training loop, model, optimisation) whose
+``__post_init__`` checks its values. This module only knows how to build nested dataclasses
+from plain dicts strictly: an unknown key or a value of the wrong type is an error naming the
+dotted key, raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from genforge.errors import GenforgeError
+
+# ---------------------------------------------------------------------------------------------
+# Components shared by every family
+# ---------------------------------------------------------------------------------------------
+
+FITS = ("none", "resize", "center-crop", "pad")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class DataConfig:
+    source: str = "fashion-mnist"  # a named dataset or a path (folder, IDX, CIFAR, .npz, .zip)
+    resolution: int = 32  # square side the images are fitted to at load time
+    fit: str = "pad"  # how to reach the resolution: none | resize | center-crop | pad
+    channels: int = 0  # 0 keeps the source's; 1 grey; 3 colour
+    limit: int = 0  # use only the first N training images (0 = all)
+
+    def __post_init__(self):
+        _check(self.resolution > 0, "data.resolution", "must be positive", self.resolution)
+        _check(self.fit in FITS, "data.fit", f"must be one of {', '.join(FITS)}", self.fit)
+        _check(self.channels in (0, 1, 3), "data.channels", "must be 0 (as stored), 1 or 3", self.channels)
+        _check(self.limit >= 0, "data.limit", "must be >= 0", self.limit)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64
+    steps: int = 0  # stop after this many optimisation steps (0 = no step limit)
+    minutes: float = 0.0  # stop after this much training time, summed over resumes (0 = no limit)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | mps
+    precision: str = "auto"  # auto (bf16 where it is fast, else fp32) | fp32 | bf16 | fp16 (CUDA)
+    channels_last: bool = True  # memory format for convolutions (faster on CPU with oneDNN and on GPUs)
+    compile: bool = False  # torch.compile the step's modules
+    log_every: int = 50
+    sample_every: int = 500  # write samples/step-N.png (0 = only at the end)
+    checkpoint_every: int = 500  # also on SIGINT/SIGTERM and at the end
+    keep_checkpoints: int = 3
+    eval_every: int = 0  # cheap evaluation during training (0 = off)
+    eval_samples: int = 2000
+    grid_images: int = 64
+
+    def __post_init__(self):
+        _check(self.batch_size > 0, "train.batch_size", "must be positive", self.batch_size)
+        _check(self.steps >= 0, "train.steps", "must be >= 0", self.steps)
+        _check(self.minutes >= 0, "train.minutes", "must be >= 0", self.minutes)
+        _check(self.device in DEVICES, "train.device", f"must be one of {', '.join(DEVICES)}", self.device)
+        _check(self.precision in PRECISIONS, "train.precision", f"must be one of {', '.join(PRECISIONS)}", self.precision)
+        for name in ("log_every", "checkpoint_every", "keep_checkpoints", "grid_images"):
+            _check(getattr(self, name) > 0, f"train.{name}", "must be positive", getattr(self, name))
+        for name in ("sample_every", "eval_every", "eval_samples"):
+            _check(getattr(self, name) >= 0, f"train.{name}", "must be >= 0", getattr(self, name))
+
+
+def _check(ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise GenforgeError(f"{key} {rule}, got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Building dataclasses from dicts, strictly
+# ---------------------------------------------------------------------------------------------
+
+
+def from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``values``; unknown keys and wrong types are errors."""
+    if not isinstance(values, dict):
+        raise GenforgeError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise GenforgeError(f"unknown config key '{prefix}{unknown[0]}' (known: {', '.join(sorted(fields))})")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field without a default was not given
+        raise GenforgeError(f"{prefix.rstrip('.') or 'config'}: {e}") from None
+
+
+def _coerce(kind: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(kind):
+        return from_dict(kind, value, key + ".")
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(kind) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(options[0], value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise GenforgeError(f"{key} must be a list, got {value!r}")
+        (item,) = typing.get_args(kind)[:1]
+        return tuple(_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise GenforgeError(f"{key} must be true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise GenforgeError(f"{key} must be an integer, got {value!r}")
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise GenforgeError(f"{key} must be a number, got {value!r}")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise GenforgeError(f"{key} must be a string, got {value!r}")
+    raise AssertionError(f"config field {key} has an unsupported type {kind}")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Dataclass -> plain dict of YAML/JSON types (tuples become lists)."""
+
+    def plain(v):
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(dataclasses.asdict(config))
+
+
+def parse_set(assignment: str) -> tuple[list[str], Any]:
+    """``"train.batch_size=128"`` -> (["train", "batch_size"], 128); the value is read as YAML."""
+    if "=" not in assignment:
+        raise GenforgeError(f"--set expects key=value, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    path = key.strip().split(".")
+    if not all(path):
+        raise GenforgeError(f"--set has an empty key part in {assignment!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Recursively overlay ``overrides`` on ``base`` (new dict; inputs unchanged)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def nest(path: list[str], value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {path[-1]: value}
+    for part in reversed(path[:-1]):
+        out = {part: out}
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise GenforgeError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise GenforgeError(f"{path}: not valid YAML{where}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise GenforgeError(f"{path}: the config must be a mapping of sections, got {type(values).__name__}")
+    return values
+
+
+def resolve(
+    cls: type,
+    presets: dict[str, dict[str, Any]],
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    sets: list[str] = (),
+    extra: dict[str, Any] | None = None,
+) -> Any:
+    """defaults < preset < YAML file < --set overrides < explicit flags (``extra``)."""
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in presets:
+            raise GenforgeError(f"unknown preset {preset!r} (known: {', '.join(presets)})")
+        values = merge(values, presets[preset])
+    if config_file is not None:
+        values = merge(values, read_yaml(config_file))
+    for assignment in sets:
+        values = merge(values, nest(*parse_set(assignment)))
+    if extra:
+        values = merge(values, extra)
+    return from_dict(cls, values)
+
+
+def dump_yaml(config: Any) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+__all__ = [
+    "DataConfig", "TrainConfig", "from_dict", "to_dict", "resolve", "dump_yaml", "read_yaml",
+    "parse_set", "merge", "nest", "field",
+]

@@ -1,0 +1,165 @@
+"""Pure loss functions. Each returns ``(total, parts)``: the scalar to backpropagate and a dict
+of its named terms (detached), so that logs show what the total is made of and tests can pin
+each coefficient to its own term.
+
+GAN losses take the discriminator's raw logits. The founding document's minimax game
+min_G max_D E[log D(x)] + E[log(1 - D(G(z)))] appears here in its practical, non-saturating form
+(Goodfellow et al. 2014, sec. 3): the generator maximises log D(G(z)) instead of minimising
+log(1 - D(G(z))), which has the same fixed point but does not vanish when D wins early.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+Parts = dict[str, torch.Tensor]
+
+# ---------------------------------------------------------------------------------------------
+# GAN: discriminator and generator losses by name
+# ---------------------------------------------------------------------------------------------
+
+
+def d_nonsaturating(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, Parts]:
+    """-log D(x) - log(1 - D(G(z))), with D = sigmoid(logits)."""
+    real = F.softplus(-real_logits).mean()
+    fake = F.softplus(fake_logits).mean()
+    return real + fake, {"d_real": real.detach(), "d_fake": fake.detach()}
+
+
+def g_nonsaturating(fake_logits: torch.Tensor) -> tuple[torch.Tensor, Parts]:
+    """-log D(G(z))."""
+    loss = F.softplus(-fake_logits).mean()
+    return loss, {"g_adv": loss.detach()}
+
+
+def d_hinge(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, Parts]:
+    """max(0, 1 - D(x)) + max(0, 1 + D(G(z))) (Lim & Ye 2017; Miyato et al. 2018)."""
+    real = F.relu(1 - real_logits).mean()
+    fake = F.relu(1 + fake_logits).mean()
+    return real + fake, {"d_real": real.detach(), "d_fake": fake.detach()}
+
+
+def g_hinge(fake_logits: torch.Tensor) -> tuple[torch.Tensor, Parts]:
+    """-D(G(z))."""
+    loss = -fake_logits.mean()
+    return loss, {"g_adv": loss.detach()}
+
+
+def d_least_squares(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, Parts]:
+    """LSGAN (Mao et al. 2017), targets 1 for real and 0 for fake, halved as in the paper."""
+    real = 0.5 * (real_logits - 1).pow(2).mean()
+    fake = 0.5 * fake_logits.pow(2).mean()
+    return real + fake, {"d_real": real.detach(), "d_fake": fake.detach()}
+
+
+def g_least_squares(fake_logits: torch.Tensor) -> tuple[torch.Tensor, Parts]:
+    loss = 0.5 * (fake_logits - 1).pow(2).mean()
+    return loss, {"g_adv": loss.detach()}
+
+
+def d_wasserstein(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, Parts]:
+    """Critic loss of WGAN: D(G(z)) - D(x). Pair it with ``gradient_penalty`` (WGAN-GP)."""
+    real = -real_logits.mean()
+    fake = fake_logits.mean()
+    return real + fake, {"d_real": real.detach(), "d_fake": fake.detach()}
+
+
+def g_wasserstein(fake_logits: torch.Tensor) -> tuple[torch.Tensor, Parts]:
+    loss = -fake_logits.mean()
+    return loss, {"g_adv": loss.detach()}
+
+
+GanLoss = tuple[Callable[..., tuple[torch.Tensor, Parts]], Callable[..., tuple[torch.Tensor, Parts]]]
+
+# name -> (discriminator loss, generator loss); ``--help`` lists the keys.
+GAN_LOSSES: dict[str, GanLoss] = {
+    "nonsaturating": (d_nonsaturating, g_nonsaturating),
+    "hinge": (d_hinge, g_hinge),
+    "lsgan": (d_least_squares, g_least_squares),
+    "wgan-gp": (d_wasserstein, g_wasserstein),
+}
+
+# ---------------------------------------------------------------------------------------------
+# GAN: penalties on the discriminator's gradient
+# ---------------------------------------------------------------------------------------------
+
+
+def r1_penalty(real_images: torch.Tensor, real_logits: torch.Tensor, gamma: float) -> tuple[torch.Tensor, Parts]:
+    """gamma/2 * E ||grad_x D(x)||^2 on real data (Mescheder et al. 2018).
+
+    ``real_images`` must have had ``requires_grad_(True)`` before ``real_logits`` were computed.
+    """
+    (grad,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True)
+    penalty = grad.pow(2).flatten(1).sum(1).mean()
+    total = 0.5 * gamma * penalty
+    return total, {"r1": penalty.detach()}
+
+
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor],
+    real_images: torch.Tensor,
+    fake_images: torch.Tensor,
+    weight: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, Parts]:
+    """weight * E (||grad D(x_hat)|| - 1)^2 on random interpolates x_hat (Gulrajani et al. 2017)."""
+    b = real_images.shape[0]
+    alpha = torch.rand(b, 1, 1, 1, device=real_images.device, generator=generator)
+    mixed = (alpha * real_images.detach() + (1 - alpha) * fake_images.detach()).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    penalty = (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
+    return weight * penalty, {"gp": penalty.detach()}
+
+
+# ---------------------------------------------------------------------------------------------
+# VQ-VAE losses (appended below)
+# ---------------------------------------------------------------------------------------------
+
+# the reconstruction term by name: L2 is the VQ-VAE paper's, L1 keeps edges sharper
+RECONSTRUCTION_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "mse": F.mse_loss,
+    "l1": F.l1_loss,
+}
+
+
+def vqvae_loss(
+    x: torch.Tensor,
+    recon: torch.Tensor,
+    quantizer_loss: torch.Tensor,
+    quantizer_parts: Parts,
+    recon_weight: float = 1.0,
+    recon_kind: str = "mse",
+) -> tuple[torch.Tensor, Parts]:
+    """recon_weight * d(x, recon) + quantizer_loss; d is ``RECONSTRUCTION_LOSSES[recon_kind]``.
+
+    ``quantizer_loss`` already holds the codebook and beta-weighted commitment terms (see
+    ``QuantizerOutput``); its parts are passed through so the log shows each of them.
+    """
+    if recon_kind not in RECONSTRUCTION_LOSSES:
+        from genforge.errors import GenforgeError  # imported here: this section is appended to the file
+
+        raise GenforgeError(f"reconstruction loss must be one of {', '.join(RECONSTRUCTION_LOSSES)}, got {recon_kind!r}")
+    assert x.shape == recon.shape, f"images {tuple(x.shape)} and reconstructions {tuple(recon.shape)} differ"
+    recon_term = RECONSTRUCTION_LOSSES[recon_kind](recon.float(), x.float())  # float32 under autocast too
+    total = recon_weight * recon_term + quantizer_loss
+    parts = {f"recon_{recon_kind}": recon_term.detach(), "quantizer": quantizer_loss.detach()}
+    parts.update({name: value.detach() for name, value in quantizer_parts.items()})
+    return total, parts
+
+
+def adaptive_weight(
+    nll_loss: torch.Tensor, g_loss: torch.Tensor, last_layer_weight: torch.Tensor, max_weight: float = 1e4
+) -> torch.Tensor:
+    """Weight that makes the adversarial gradient as large as the reconstruction's at the decoder's
+    last layer (Esser et al. 2021, taming's ``calculate_adaptive_weight``):
+    ||grad nll|| / (||grad g|| + 1e-4), clamped to [0, max_weight] and detached.
+
+    Both losses must still have their graphs; they are kept (retain_graph) for the real backward.
+    """
+    (nll_grad,) = torch.autograd.grad(nll_loss, last_layer_weight, retain_graph=True)
+    (g_grad,) = torch.autograd.grad(g_loss, last_layer_weight, retain_graph=True)
+    weight = nll_grad.norm() / (g_grad.norm() + 1e-4)
+    return weight.clamp(0.0, max_weight).detach()

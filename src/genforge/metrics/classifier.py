@@ -39,7 +39,7 @@ NEEDS_LABELS = (
 class ClassifierConfig:
     channels: int = 1
     num_classes: int = 10
-    widths: tuple[int, int, int] = (16, 32, 64)
+    widths: tuple[int, int, int] = (32, 64, 128)
     feature_dim: int = 128
     image_size: int = 32  # every input is padded or resized to this
 
@@ -49,9 +49,10 @@ class ClassifierConfig:
 
 
 def conv_block(c_in: int, c_out: int) -> nn.Sequential:
-    # One conv per resolution keeps training within a couple of CPU minutes; BN makes it converge
-    # in a few epochs.
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+    # A strided conv rather than conv + max-pool: on CPU the element-wise layers (BN, ReLU, pool)
+    # at full resolution cost more than the convolutions, and halving first keeps training to a
+    # couple of minutes. BN makes it converge in a few epochs.
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
 class Classifier(nn.Module):
@@ -82,6 +83,8 @@ def prepare(images: np.ndarray, config: ClassifierConfig, device: torch.device |
     """
     if images.ndim != 4 or images.shape[3] != config.channels:
         raise GenforgeError(f"the classifier expects images (N, H, W, {config.channels}), got shape {images.shape}")
+    if not images.flags.writeable:  # e.g. np.frombuffer data: torch warns on read-only memory
+        images = images.copy()
     x = to_float(images, device)  # (N, C, H, W)
     size = config.image_size
     h, w = x.shape[2:]
@@ -297,8 +300,9 @@ class ClassifierExtractor:
 
     name = "classifier"
 
-    def __init__(self, model: Classifier, device: torch.device | str = "cpu"):
+    def __init__(self, model: Classifier, device: torch.device | str = "cpu", batch_size: int = 500):
         self.model = model.to(device).eval()
+        self.batch_size = batch_size
         self.device = device
 
     @torch.no_grad()

@@ -102,7 +102,8 @@ def kid(
 # ---------------------------------------------------------------------------------------------
 # k-nearest-neighbour manifolds: precision/recall, density/coverage
 
-_CHUNK = 1024  # rows per distance block: 1024 x 10,000 float64 = 80 MB
+_CHUNK = 1024  # most rows per distance block: 1024 x 10,000 float64 = 80 MB
+_BLOCK_ELEMENTS = 1 << 24  # and at most 128 MB per block however many columns
 
 
 def _squared_norms(x: np.ndarray) -> np.ndarray:
@@ -116,8 +117,9 @@ def _distance_blocks(a: np.ndarray, b: np.ndarray):
     squared radii would lose an ulp in sqrt-then-square and drop a point from its own ball.
     """
     b_norms = _squared_norms(b)
-    for start in range(0, len(a), _CHUNK):
-        block = a[start : start + _CHUNK]
+    rows = max(1, min(_CHUNK, _BLOCK_ELEMENTS // max(1, len(b))))
+    for start in range(0, len(a), rows):
+        block = a[start : start + rows]
         d2 = _squared_norms(block)[:, None] + b_norms[None, :] - 2.0 * (block @ b.T)
         yield start, np.sqrt(np.maximum(d2, 0.0, out=d2), out=d2)
 

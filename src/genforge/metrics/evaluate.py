@@ -30,8 +30,8 @@ CACHE_VERSION = 1
 class FeatureExtractor(Protocol):
     """What evaluate needs from a feature network. It may also offer
 
-    ``class_probs(images) -> (N, K)`` probabilities (enables IS and the class metrics) and
-    ``features_and_probs(images)`` returning both from one forward pass.
+    ``class_probs(images) -> (N, K)`` probabilities (enables IS and the class metrics),
+    ``features_and_probs(images)`` returning both from one forward pass, and ``batch_size``.
     """
 
     name: str
@@ -42,9 +42,14 @@ class FeatureExtractor(Protocol):
 
 
 def extract(
-    images: np.ndarray, extractor: FeatureExtractor, *, batch_size: int = 256, progress: bool = True, desc: str = "features"
+    images: np.ndarray, extractor: FeatureExtractor, *, batch_size: int | None = None, progress: bool = True, desc: str = "features"
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Run the extractor over ``images`` in batches: features (N, D) and class probs (N, K) or None."""
+    """Run the extractor over ``images`` in batches: features (N, D) and class probs (N, K) or None.
+
+    ``batch_size`` defaults to the extractor's own ``batch_size`` attribute (Inception at 299x299
+    needs far smaller batches than the classifier), else 256.
+    """
+    batch_size = batch_size or getattr(extractor, "batch_size", 256)
     if images.ndim != 4 or images.dtype != np.uint8 or images.shape[3] not in (1, 3):
         raise GenforgeError(f"expected uint8 images (N, H, W, 1 or 3), got {images.dtype} {images.shape}")
     if len(images) == 0:
@@ -138,7 +143,7 @@ def reference_stats(
     extractor: FeatureExtractor,
     cache_path: str | os.PathLike | None = None,
     *,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     progress: bool = True,
 ) -> Reference:
     """Features, mean, covariance, k-NN radii and class histogram of the real images.
@@ -226,7 +231,7 @@ def evaluate_samples(
     *,
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, float]:

@@ -10,6 +10,7 @@ range [-1, 0.9921875]. Grey images are tiled to three channels.
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -73,10 +74,15 @@ class InceptionExtractor:
 
     name = "inception"
 
-    def __init__(self, device: torch.device | str = "cpu"):
+    def __init__(self, device: torch.device | str = "cpu", batch_size: int = 32):
+        self.batch_size = batch_size  # a 299x299 batch of 32 already needs a few GB of activations
         path = weights_path()
         # The one torch.jit.load in genforge: TorchScript from the installed wheel, not a pickle.
-        self.model = torch.jit.load(str(path), map_location="cpu").to(device).eval()
+        # TorchScript is deprecated in favour of torch.export, but this file only exists as
+        # TorchScript; the warning would tell the user nothing they can act on.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.model = torch.jit.load(str(path), map_location="cpu").to(device).eval()
         self.device = device
 
     @torch.no_grad()

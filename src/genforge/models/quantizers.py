@@ -38,7 +38,7 @@ class QuantizerConfig:
     ema: bool = True  # EMA codebook updates instead of a codebook loss
     decay: float = 0.99  # EMA decay
     kmeans_init: bool = True  # first training batch initialises the codebook by k-means
-    restart_after: int = 0  # training steps a code may go unused before it is restarted (0 = off)
+    restart_after: int = 100  # training steps a code may go unused before it is restarted (0 = off)
     cosine: bool = False  # l2-normalise codes and encoder vectors
     fsq_levels: tuple[int, ...] = (8, 5, 5, 5)  # fsq only: 8*5*5*5 = 1000 codes
 
@@ -151,7 +151,7 @@ class VectorQuantizer(nn.Module):
         self.project_in = _projection(latent_dim, self.code_dim)
         self.project_out = _projection(self.code_dim, latent_dim)
         k, d = config.num_codes, self.code_dim
-        # codes of about unit norm, the scale of normalised encoder features; a tiny codebook
+        # codes of about unit norm, the scale of a fresh encoder's output; a tiny codebook
         # (taming's uniform(-1/K, 1/K)) starts with every vector mapped to the same code
         codebook = torch.randn(k, d) / math.sqrt(d)
         if config.ema:  # updated by moving averages, not by the optimiser
@@ -194,9 +194,9 @@ class VectorQuantizer(nn.Module):
                 codebook = torch.zeros((), device=z.device)
             else:
                 codebook = F.mse_loss(codes, rows.detach())  # moves the codes
-            if self.training:
-                self._update(rows.detach(), indices)
             quantized = rows + (codes - rows).detach()  # value of codes, gradient of rows
+            if self.training:  # after the lookup: this batch is quantized with the codes it was matched to
+                self._update(rows.detach(), indices)
         quantized = self.project_out(_to_grid(quantized.to(z.dtype), b, h, w))  # (B, D, H, W)
         parts = {"codebook": codebook.detach(), "commitment": commitment.detach()}
         return QuantizerOutput(quantized, indices.reshape(b, h, w), codebook + commitment, parts)

@@ -162,7 +162,10 @@ class GANFamily:
     def _update_ema(self) -> None:
         if self.G_ema is None:
             return
-        decay = self.cfg.optim.ema_decay if self.steps_done > self.cfg.optim.ema_start else 0.0
+        # Warm-up (as TensorFlow's ExponentialMovingAverage with num_updates): early averages
+        # would otherwise be dominated by the random initial weights for thousands of steps.
+        n = self.steps_done - self.cfg.optim.ema_start
+        decay = min(self.cfg.optim.ema_decay, (1 + n) / (10 + n)) if n > 0 else 0.0
         ema_params, params = list(self.G_ema.parameters()), list(self.G.parameters())
         torch._foreach_lerp_(ema_params, params, 1.0 - decay)
         for eb, b in zip(self.G_ema.buffers(), self.G.buffers()):

@@ -1,0 +1,18 @@
+"""Shared test set-up: tiny CPU work runs fastest (and steadiest on a busy 2-core machine) on one thread."""
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+os.environ.setdefault("GENFORGE_CACHE", "")  # tests that need a cache set it to a tmp_path themselves
+
+FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+
+
+@pytest.fixture
+def fashion_available() -> bool:
+    if not os.path.exists(FASHION):
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    return True

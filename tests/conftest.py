@@ -6,7 +6,6 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
-os.environ.setdefault("GENFORGE_CACHE", "")  # tests that need a cache set it to a tmp_path themselves
 
 FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 

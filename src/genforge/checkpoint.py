@@ -196,7 +196,12 @@ def unpack_optimizer(prefix: str, optimizer: torch.optim.Optimizer, tensors: dic
 
 def _refuse_pickle(path: Path) -> None:
     with open(path, "rb") as f:
-        head = f.read(4)
+        head = f.read(9)
+    # A safetensors file starts with its header's length (u64, little-endian) and then '{'; a
+    # length such as 640 (0x280) begins with the same two bytes as a protocol-2 pickle.
+    length = int.from_bytes(head[:8], "little")
+    if head[8:9] == b"{" and 0 < length <= path.stat().st_size - 8:
+        return
     if any(head.startswith(m) for m in _PICKLE_MAGICS):
         raise GenforgeError(f"{path}: is a pickle (torch.save) file; genforge checkpoints are safetensors + JSON and never unpickle")
 

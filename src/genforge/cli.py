@@ -41,6 +41,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     from genforge.losses import GAN_LOSSES
     from genforge.training.gan import GAN_PRESETS
+    from genforge.training.prior import PRIOR_PRESETS
+    from genforge.training.vqvae import VQVAE_PRESETS
 
     parser = argparse.ArgumentParser(prog="genforge", description="Train, sample, evaluate and compare GANs and VQ-VAEs.")
     parser.add_argument("--version", action="version", version=f"genforge {__version__}")
@@ -50,6 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
     families = train.add_subparsers(dest="family", required=True)
     gan = families.add_parser("gan", help=f"DCGAN; losses: {', '.join(GAN_LOSSES)}")
     _train_flags(gan, GAN_PRESETS)
+    vq = families.add_parser("vqvae", help="VQ-VAE: encoder, vector-quantized codebook (or FSQ), decoder")
+    _train_flags(vq, VQVAE_PRESETS)
+    prior = families.add_parser("prior", help="transformer prior over a VQ-VAE's codes (ar or maskgit)")
+    _train_flags(prior, PRIOR_PRESETS)
+    prior.add_argument("--vqvae", required=True, type=Path, help="the trained VQ-VAE run")
+    prior.add_argument("--kind", choices=["ar", "maskgit"], help="autoregressive (default) or parallel decoding")
+
+    for name, text in (("reconstruct", "originals beside their VQ-VAE reconstructions"), ("encode", "code indices of a dataset (.npz)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("run", type=Path)
+        p.add_argument("--data", help="dataset (default: the run's own)")
+        p.add_argument("--split", default="test", choices=["train", "test", "all"])
+        p.add_argument("--out", type=Path, required=True)
+        p.add_argument("--n", type=int, default=32 if name == "reconstruct" else 0, help="images to use (0 = all)")
+        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
 
     sample = sub.add_parser("sample", help="sample images from a trained run")
     sample.add_argument("run", type=Path)
@@ -60,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--nrow", type=int, help="images per row in the grid")
     sample.add_argument("--truncation", type=float, help="GAN: redraw latent entries beyond this magnitude")
     sample.add_argument("--interpolate", type=int, metavar="STEPS", help="GAN: --n strips of STEPS images between two latents")
+    sample.add_argument("--class", dest="class_label", type=int, help="prior: class to generate (class-conditional priors)")
+    sample.add_argument("--temperature", type=float, help="prior: softmax temperature (default 1)")
+    sample.add_argument("--top-k", type=int, help="prior: sample among the k most likely codes")
+    sample.add_argument("--top-p", type=float, help="prior (ar): nucleus sampling mass")
+    sample.add_argument("--steps", type=int, help="prior (maskgit): parallel decoding steps")
+    sample.add_argument("--cfg-scale", type=float, help="prior: classifier-free guidance scale (with --class)")
+    sample.add_argument("--no-cache", action="store_true", help="prior (ar): recompute the prefix every step (slow; for checks)")
     sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
 
     data = sub.add_parser("data", help="inspect or locate datasets")
@@ -96,6 +120,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _sample(args)
     if args.command == "data":
         return _data(args)
+    if args.command in ("reconstruct", "encode"):
+        return _vqvae_tool(args)
     raise AssertionError(args.command)
 
 
@@ -104,11 +130,24 @@ def _train(args: argparse.Namespace) -> int:
     from genforge.training import runs
     from genforge.training.gan import GAN_PRESETS, GANRunConfig
 
+    from genforge.training.prior import PRIOR_PRESETS, PriorRunConfig
+    from genforge.training.vqvae import VQVAE_PRESETS, VQVAERunConfig
+
+    extra = _flag_overrides(args)
     if args.family == "gan":
-        config = resolve(GANRunConfig, GAN_PRESETS, args.preset, args.config, args.sets, _flag_overrides(args))
+        config = resolve(GANRunConfig, GAN_PRESETS, args.preset, args.config, args.sets, extra)
         result = runs.train_gan(config, args.out, progress=not args.quiet, dry_run=args.dry_run)
+    elif args.family == "vqvae":
+        config = resolve(VQVAERunConfig, VQVAE_PRESETS, args.preset, args.config, args.sets, extra)
+        result = runs.train_vqvae(config, args.out, progress=not args.quiet, dry_run=args.dry_run)
     else:
-        raise AssertionError(args.family)
+        if "data" in extra:
+            raise GenforgeError("a prior trains on its VQ-VAE's data; --data does not apply")
+        extra["vqvae"] = str(args.vqvae)
+        if args.kind is not None:
+            extra["kind"] = args.kind
+        config = resolve(PriorRunConfig, PRIOR_PRESETS, args.preset, args.config, args.sets, extra)
+        result = runs.train_prior(config, args.out, progress=not args.quiet, dry_run=args.dry_run)
     if args.dry_run:
         print(dump_yaml(result), end="")
         return 0
@@ -132,9 +171,34 @@ def _sample(args: argparse.Namespace) -> int:
         images = sampler.interpolate(args.n, args.interpolate, g, truncation=args.truncation)
         nrow = args.interpolate
     else:
-        images = sampler.sample(args.n, g, truncation=args.truncation)
+        options = dict(truncation=args.truncation)
+        if sampler.kind == "prior":
+            options.update(class_label=args.class_label, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                           steps=args.steps, cfg_scale=args.cfg_scale, use_cache=not args.no_cache)
+        else:
+            for flag in ("class_label", "temperature", "top_k", "top_p", "steps", "cfg_scale"):
+                if getattr(args, flag) is not None:
+                    name = "class" if flag == "class_label" else flag.replace("_", "-")
+                    raise GenforgeError(f"--{name} applies to prior runs; this is a GAN run")
+        images = sampler.sample(args.n, g, **options)
     path = save_samples(to_uint8(images), args.out, args.format, nrow=nrow)
     print(f"wrote {len(images)} samples to {path}")
+    return 0
+
+
+def _vqvae_tool(args: argparse.Namespace) -> int:
+    from genforge import vqtools
+    from genforge.training.device import pick_device
+
+    if args.n < 0:
+        raise GenforgeError(f"--n must be >= 0, got {args.n}")
+    device = pick_device(args.device)
+    if args.command == "reconstruct":
+        scores = vqtools.reconstruct(args.run, args.out, data=args.data, split=args.split, n=args.n or 32, device=device)
+        print(f"wrote originals | reconstructions to {args.out}; " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    else:
+        count, grid = vqtools.encode(args.run, args.out, data=args.data, split=args.split, n=args.n, device=device)
+        print(f"wrote {count} code grids of {grid[0]}x{grid[1]} to {args.out}")
     return 0
 
 

@@ -9,6 +9,7 @@ dotted key, raised before anything is written.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -101,6 +102,9 @@ def from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
         raise GenforgeError(f"{prefix.rstrip('.') or 'config'}: {e}") from None
 
 
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(kind: Any, value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(kind):
         return from_dict(kind, value, key + ".")
@@ -127,6 +131,8 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
         raise GenforgeError(f"{key} must be an integer, got {value!r}")
     if kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):  # YAML 1.1 reads 1e-4 as a string
             return float(value)
         raise GenforgeError(f"{key} must be a number, got {value!r}")
     if kind is str:

@@ -51,7 +51,7 @@ class Batches:
     the permutation seeded by (seed, epoch). Resuming at any step needs no sampler state.
     """
 
-    images: torch.Tensor  # uint8 (N, H, W, C) on the training device
+    images: torch.Tensor  # uint8 (N, H, W, C) images, or integer (N, h, w) code grids, on the device
     labels: torch.Tensor | None  # int64 (N,)
     batch_size: int
     seed: int
@@ -69,9 +69,12 @@ class Batches:
             self._perm = torch.randperm(len(self.images), generator=g).to(self.images.device)
             self._epoch = epoch
         index = self._perm[slot * self.batch_size : (slot + 1) * self.batch_size]
+        y = self.labels[index] if self.labels is not None else None
+        if self.images.dtype != torch.uint8:  # code grids for priors: (B, h, w) integers, as they are
+            return self.images[index].long(), y
         x = self.images[index].permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (B, C, H, W) in [-1, 1]
         x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-        return x, (self.labels[index] if self.labels is not None else None)
+        return x, y
 
 
 @dataclass
@@ -195,6 +198,8 @@ def run(
                     now = time.perf_counter()
                     images_per_second = window_images / max(now - window_start, 1e-9)
                     last = {k: float(v) / count for k, v in sums.items()}
+                    if hasattr(family, "log_extras"):
+                        last.update(family.log_extras())
                     write({"step": step, "time": round(elapsed, 3), "images_per_s": round(images_per_second, 1), **last})
                     bar.set_postfix_str(_postfix(last, images_per_second, step, total_steps, elapsed, budget))
                     sums, count, window_start, window_images = {}, 0, now, 0

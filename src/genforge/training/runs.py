@@ -107,3 +107,86 @@ def train_gan(config, out: Path, *, progress: bool = True, stop_after: int | Non
         "gan", config, out, lambda c, device, dtype: GANFamily(c, device, dtype), data.images, data.labels,
         progress=progress, stop_after=stop_after,
     )
+
+
+def train_vqvae(config, out: Path, *, progress: bool = True, stop_after: int | None = None, dry_run: bool = False):
+    """Train (or resume) a VQ-VAE run."""
+    from genforge.images import to_float
+    from genforge.training.vqvae import VQVAEFamily, build_config
+
+    data = load_data(config.data)
+    config = build_config(config, data.resolution, data.channels)
+    if dry_run:
+        return config
+    grid = to_float(data.images[: config.train.grid_images // 2])
+
+    def build(c, device, dtype):
+        return VQVAEFamily(c, device, dtype, grid_images=grid)
+
+    return start("vqvae", config, out, build, data.images, data.labels, progress=progress, stop_after=stop_after)
+
+
+def train_prior(config, out: Path, *, progress: bool = True, stop_after: int | None = None, dry_run: bool = False):
+    """Train (or resume) a prior over the codes of the VQ-VAE run ``config.vqvae``."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from genforge.metrics.core import bits_per_dim
+    from genforge.models.prior import PriorConfig
+    from genforge.training import prior as P
+
+    if not config.vqvae:
+        raise GenforgeError("a prior needs its VQ-VAE: pass --vqvae RUN")
+    out = Path(out)
+    device = pick_device(config.train.device)
+    c_vq = ckpt.load(config.vqvae, kind="vqvae", map_location=device)
+    vqvae, vq_cfg = P.load_vqvae(c_vq, device)
+    data = load_data(vq_cfg.data)
+    num_classes = data.num_classes if (config.conditional and data.labels is not None) else 0
+    m = to_dict(config.model)
+    m.update(vocab_size=vqvae.num_codes, grid_h=vqvae.grid_size[0], grid_w=vqvae.grid_size[1], num_classes=num_classes)
+    config.model = PriorConfig(**m)
+    config.vqvae = str(Path(config.vqvae))
+    if dry_run:
+        return config
+    check_resume(out, "prior", to_dict(config))
+    key = f"{c_vq.path.resolve()}@{c_vq.step}"
+
+    def make():
+        arrays = {"train": P.encode_images(vqvae, data.images, device, progress=progress)}
+        if data.labels is not None:
+            arrays["train_labels"] = data.labels
+        try:
+            test = load_data(vq_cfg.data, split="test")
+        except GenforgeError:
+            return arrays  # single-split data: no held-out NLL
+        arrays["test"] = P.encode_images(vqvae, test.images, device, progress=progress)
+        if test.labels is not None:
+            arrays["test_labels"] = test.labels
+        return arrays
+
+    if progress:
+        print(f"codes of {len(data)} images from {c_vq.path} (cached in {out / 'codes.npz'})", file=sys.stderr)
+    codes = P.cached_codes(out / "codes.npz", key, make)
+    vq_config = c_vq.config
+    result = start(
+        "prior", config, out, lambda c, dev, dtype: P.PriorFamily(c, vqvae, vq_config, dev, dtype),
+        codes["train"].astype(np.int64), codes.get("train_labels"), progress=progress, stop_after=stop_after,
+    )
+    if "test" in codes and not result.interrupted:
+        sampler = P.PriorSampler(ckpt.load(out, kind="prior", map_location=device), device)
+        labels = torch.from_numpy(codes["test_labels"]).long() if "test_labels" in codes else None
+        nats = sampler.family.test_nll(torch.from_numpy(codes["test"].astype(np.int64)), labels)
+        h, w = vqvae.grid_size
+        scores = {
+            "test_nll_nats_per_code": nats,
+            "test_bits_per_dim": bits_per_dim(nats, h * w, vq_cfg.model.resolution**2, vq_cfg.model.in_channels),
+        }
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": result.step, "eval": scores}) + "\n")
+        result.last.update(scores)
+        if progress:
+            print(f"test NLL {nats:.4f} nats/code, {scores['test_bits_per_dim']:.4f} bits/dim", file=sys.stderr)
+    return result

@@ -25,9 +25,9 @@ def blobs(n, size=28, channels=1, seed=0):
 
 @pytest.fixture(scope="module")
 def tiny_classifier():
-    images, labels = blobs(192)
+    images, labels = blobs(256)
     test_images, test_labels = blobs(64, seed=1)
-    model, acc = clf.train_classifier(images, labels, test_images, test_labels, epochs=2, batch_size=64, progress=False)
+    model, acc = clf.train_classifier(images, labels, test_images, test_labels, epochs=3, batch_size=32, progress=False)
     return model, acc
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,7 +90,7 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, data):
     # simulate the kill: the step-8 checkpoint never happened
     for p in root.iterdir():
         if p.name in ("step-0000008", "latest"):
-            (p.unlink() if p.is_file() else __import__("shutil").rmtree(p))
+            p.unlink() if p.is_file() else shutil.rmtree(p)
     assert ckpt.find(parts) == root / "step-0000006"
     result = runs.train_gan(gan_config(data, *sets), parts, progress=False)
     assert result.step == 10

@@ -119,7 +119,7 @@ def load(path: str | Path, kind: str | tuple[str, ...] | None = None, map_locati
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise GenforgeError(f"{meta_path}: corrupt checkpoint metadata (not JSON)") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not {"kind", "step", "config"} <= set(meta):
         raise GenforgeError(f"{meta_path}: not a genforge checkpoint (no '{FORMAT}' marker)")
     if meta.get("version") != VERSION:
         raise GenforgeError(f"{meta_path}: checkpoint format version {meta.get('version')} is not supported (expected {VERSION})")

@@ -138,6 +138,8 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
     if kind is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):  # --set data.source=2024
+            return str(value)
         raise GenforgeError(f"{key} must be a string, got {value!r}")
     raise AssertionError(f"config field {key} has an unsupported type {kind}")
 

@@ -24,6 +24,8 @@ RESUMABLE = {"steps", "minutes", "device", "log_every", "sample_every", "checkpo
 
 def check_resume(out: Path, kind: str, config: dict[str, Any]) -> dict[str, Any] | None:
     """If ``out`` holds a run, make sure it is of ``kind`` and trains the same thing; return its config."""
+    if out.exists() and not out.is_dir():
+        raise GenforgeError(f"{out}: exists and is not a folder; pick another --out")
     found = ckpt.find(out) if (out / "checkpoints").is_dir() else None
     if found is None:
         return None

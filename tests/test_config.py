@@ -60,7 +60,7 @@ def test_unknown_key_lists_known_ones():
         ("train.minutes=fast", "train.minutes must be a number"),
         ("train.minutes=true", "train.minutes must be a number"),
         ("data.source=[a, b]", "data.source must be a string"),
-        ("data.source=12", "data.source must be a string"),
+        ("data.source=[1, 2]", "data.source must be a string"),
         ("train=5", "train must be a mapping"),
     ],
 )
@@ -276,3 +276,11 @@ def test_dry_run_with_a_bad_key_is_one_line(tmp_path, capsys):
     assert code != 0
     assert err.count("\n") == 1 and err.startswith("genforge: error: unknown config key 'train.bogus'")
     assert not out.exists()
+
+
+def test_number_like_string_values_are_kept_as_strings():
+    from genforge.config import resolve
+    from genforge.training.gan import GAN_PRESETS, GANRunConfig
+
+    cfg = resolve(GANRunConfig, GAN_PRESETS, None, None, ["data.source=2024"])
+    assert cfg.data.source == "2024"

@@ -86,6 +86,41 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--no-cache", action="store_true", help="prior (ar): recompute the prefix every step (slow; for checks)")
     sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
 
+    ev = sub.add_parser("evaluate", help="score a run (or a folder/.npz of images) against real data")
+    ev.add_argument("run", type=Path, nargs="?", help="run folder, or a folder/.npz of images from any tool")
+    ev.add_argument("--data", help="real data to compare with (default: the run's own)")
+    ev.add_argument("--n", type=int, default=10_000, help="samples to generate and score (default 10000)")
+    ev.add_argument("--features", default="classifier", choices=["classifier", "inception"], help="feature network (default classifier)")
+    ev.add_argument("--real-vs-real", action="store_true", help="score a train subset against the test split: the floor")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ev.add_argument("--no-record", action="store_true", help="do not append the result to the run's metrics.jsonl")
+    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+
+    evaluator = sub.add_parser("evaluator", help="the classifier feature network of a dataset")
+    esub = evaluator.add_subparsers(dest="evaluator_command", required=True)
+    et = esub.add_parser("train", help="train (or show the cached) classifier on the dataset's labelled train split")
+    et.add_argument("--data", required=True)
+    et.add_argument("--epochs", type=int, default=3)
+    et.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+
+    cmp_ = sub.add_parser("compare", help="side-by-side HTML report of several runs")
+    cmp_.add_argument("runs", type=Path, nargs="+")
+    cmp_.add_argument("--out", type=Path, required=True)
+    cmp_.add_argument("--data", help="only count evaluations made on this data")
+    cmp_.add_argument("--title", default="genforge compare")
+    rep = sub.add_parser("report", help="HTML report of one run (default: RUN/report.html)")
+    rep.add_argument("run", type=Path)
+    rep.add_argument("--out", type=Path)
+
+    demo = sub.add_parser("demo", help="the main job: GAN vs VQ-VAE + prior on Fashion-MNIST, same budget, one report")
+    demo.add_argument("--minutes", type=float, default=15.0, help="total time budget (default 15)")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"))
+    demo.add_argument("--data", default="fashion-mnist")
+    demo.add_argument("--n", type=int, default=10_000, help="samples per evaluation")
+    demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    demo.add_argument("--quiet", action="store_true")
+
     data = sub.add_parser("data", help="inspect or locate datasets")
     dsub = data.add_subparsers(dest="data_command", required=True)
     info = dsub.add_parser("info", help="count, shape, channels, classes, value range")
@@ -122,6 +157,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _data(args)
     if args.command in ("reconstruct", "encode"):
         return _vqvae_tool(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
+    if args.command == "evaluator":
+        return _evaluator(args)
+    if args.command in ("compare", "report"):
+        return _report(args)
+    if args.command == "demo":
+        from genforge.demo import run_demo
+
+        result = run_demo(args.out, args.minutes, args.data, args.n, args.device, progress=not args.quiet)
+        print(f"wrote {result.report}")
+        return 0
     raise AssertionError(args.command)
 
 
@@ -199,6 +246,49 @@ def _vqvae_tool(args: argparse.Namespace) -> int:
     else:
         count, grid = vqtools.encode(args.run, args.out, data=args.data, split=args.split, n=args.n, device=device)
         print(f"wrote {count} code grids of {grid[0]}x{grid[1]} to {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from genforge import evaluation
+    from genforge.training.device import pick_device
+
+    device = pick_device(args.device)
+    if args.real_vs_real:
+        if args.data is None:
+            raise GenforgeError("--real-vs-real needs --data NAME")
+        scores = evaluation.real_vs_real(args.data, n=args.n, features=args.features, device=device)
+    elif args.run is None:
+        raise GenforgeError("evaluate needs a RUN (or --real-vs-real --data NAME)")
+    else:
+        scores = evaluation.evaluate(args.run, data=args.data, n=args.n, features=args.features, device=device,
+                                     seed=args.seed, record=not args.no_record)
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        for key, value in scores.items():
+            print(f"{key:>26}: {value:.4f}" if isinstance(value, float) else f"{key:>26}: {value}")
+    return 0
+
+
+def _evaluator(args: argparse.Namespace) -> int:
+    from genforge import evaluation
+    from genforge.training.device import pick_device
+
+    model, info = evaluation.train_evaluator(args.data, pick_device(args.device), epochs=args.epochs)
+    print(f"classifier for {args.data}: test accuracy {info.get('test_accuracy', float('nan')):.4f}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from genforge import report
+
+    if args.command == "compare":
+        summaries = [report.collect(run, data=args.data) for run in args.runs]
+        path = report.write_report(summaries, args.out, title=args.title)
+    else:
+        path = report.write_report([report.collect(args.run)], args.out or args.run / "report.html", title=f"genforge report: {args.run.name}")
+    print(f"wrote {path}")
     return 0
 
 

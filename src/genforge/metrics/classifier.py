@@ -81,8 +81,8 @@ def prepare(images: np.ndarray, config: ClassifierConfig, device: torch.device |
     28x28 (the MNIST family) is padded, not stretched, so strokes keep their width; the pad is
     black (pixel 0 = -1), the background of those datasets. Other sizes are resized bilinearly.
     """
-    if images.ndim != 4 or images.shape[3] != config.channels:
-        raise GenforgeError(f"the classifier expects images (N, H, W, {config.channels}), got shape {images.shape}")
+    if images.ndim != 4 or images.shape[3] != config.channels or images.dtype != np.uint8:
+        raise GenforgeError(f"the classifier expects uint8 images (N, H, W, {config.channels}), got {images.dtype} {images.shape}")
     if not images.flags.writeable:  # e.g. np.frombuffer data: torch warns on read-only memory
         images = images.copy()
     x = to_float(images, device)  # (N, C, H, W)

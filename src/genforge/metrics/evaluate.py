@@ -153,6 +153,8 @@ def reference_stats(
     classes when it has them, so real and fake pass through the same classifier and its
     errors cancel; otherwise it counts ``real_labels``; otherwise it is None.
     """
+    if real_labels is not None and len(real_labels) != len(real_images):
+        raise GenforgeError(f"{len(real_images)} real images but {len(real_labels)} labels")
     key = _fingerprint(real_images, real_labels, extractor.name)
     if cache_path is not None and Path(cache_path).is_file():
         cached = _load_npz(Path(cache_path))

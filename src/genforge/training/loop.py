@@ -206,6 +206,8 @@ def run(
                 if evaluate is not None and cfg.eval_every and step % cfg.eval_every == 0:
                     scores = evaluate(step)
                     write({"step": step, "time": round(elapsed, 3), "eval": scores})
+                    shown = " | ".join(f"{k} {scores[k]:.3g}" for k in ("fd", "recall", "classes_covered") if k in scores)
+                    bar.set_description_str(shown)
                 if cfg.sample_every and step % cfg.sample_every == 0:
                     _save_samples(family, run_dir, step, cfg)
                 if step % cfg.checkpoint_every == 0:

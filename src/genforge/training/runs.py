@@ -107,8 +107,17 @@ def train_gan(config, out: Path, *, progress: bool = True, stop_after: int | Non
         return config
     return start(
         "gan", config, out, lambda c, device, dtype: GANFamily(c, device, dtype), data.images, data.labels,
-        progress=progress, stop_after=stop_after,
+        progress=progress, stop_after=stop_after, evaluate_factory=_training_evaluator(config.data, config.train, progress),
     )
+
+
+def _training_evaluator(data_cfg, train_cfg, progress: bool):
+    """With train.eval_every > 0: a factory for the cheap in-training evaluation (classifier features)."""
+    if not train_cfg.eval_every:
+        return None
+    from genforge.evaluation import make_training_evaluator
+
+    return lambda family: make_training_evaluator(family, data_cfg, train_cfg.eval_samples or 2000, progress)
 
 
 def train_vqvae(config, out: Path, *, progress: bool = True, stop_after: int | None = None, dry_run: bool = False):
@@ -176,6 +185,7 @@ def train_prior(config, out: Path, *, progress: bool = True, stop_after: int | N
     result = start(
         "prior", config, out, lambda c, dev, dtype: P.PriorFamily(c, vqvae, vq_config, dev, dtype),
         codes["train"].astype(np.int64), codes.get("train_labels"), progress=progress, stop_after=stop_after,
+        evaluate_factory=_training_evaluator(vq_cfg.data, config.train, progress),
     )
     if "test" in codes and not result.interrupted:
         sampler = P.PriorSampler(ckpt.load(out, kind="prior", map_location=device), device)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genforge.config import from_dict, to_dict
+from genforge.config import from_dict, resolve, to_dict
 from genforge.training.device import pick_precision
 from genforge.training.loop import run
 
@@ -37,15 +37,16 @@ def make_family(family: str, precision: str, channels_last: bool, batch_size: in
     train = {"batch_size": batch_size, "precision": precision, "channels_last": channels_last, "log_every": 50,
              "sample_every": 0, "checkpoint_every": 100_000}
     if family == "gan":
-        from genforge.training.gan import GANFamily, GANRunConfig, build_config
+        from genforge.training.gan import GAN_PRESETS, GANFamily, GANRunConfig, build_config
 
-        cfg = build_config(from_dict(GANRunConfig, {"train": train}), 32, 1)
+        cfg = build_config(resolve(GANRunConfig, GAN_PRESETS, "default", extra={"train": train}), 32, 1)
         return GANFamily(cfg, device, pick_precision(precision, device)), cfg
     if family == "vqvae":
         from genforge.training.vqvae import VQVAEFamily, VQVAERunConfig, build_config
 
         cfg = build_config(from_dict(VQVAERunConfig, {"train": train}), 32, 1)
-        return VQVAEFamily(cfg, device, pick_precision(precision, device)), cfg
+        grid = torch.zeros(32, 1, 32, 32)
+        return VQVAEFamily(cfg, device, pick_precision(precision, device), grid_images=grid), cfg
     raise SystemExit(f"unknown family {family}")
 
 
@@ -85,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="all", choices=["gan", "vqvae", "all"])
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--settings", default="all", help="comma-separated indices into the settings table")
     args = parser.parse_args()
     torch.manual_seed(0)

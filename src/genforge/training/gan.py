@@ -59,9 +59,9 @@ class GANRunConfig:
 # Named starting points; `genforge train gan --preset NAME`. Values overlay the defaults above.
 GAN_PRESETS: dict[str, dict[str, Any]] = {
     # The founding document's DCGAN as the paper trains it: fp32, non-saturating loss, Adam 2e-4/0.5.
-    "dcgan": {"train": {"precision": "fp32"}},
+    "dcgan": {"train": {"precision": "fp32", "channels_last": False, "batch_size": 128}},
     # genforge's default: the same networks with the measures that pay off on small budgets.
-    "default": {"optim": {"ema_decay": 0.999}},
+    "default": {"optim": {"ema_decay": 0.999}, "train": {"batch_size": 128}},
     # Hinge loss + spectral-norm discriminator + TTUR (Miyato et al. 2018; Heusel et al. 2017).
     "hinge-sn": {"model": {"d_norm": "spectral"}, "optim": {"loss": "hinge", "lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.9, "ema_decay": 0.999}},
     "wgan-gp": {"model": {"d_norm": "none"}, "optim": {"loss": "wgan-gp", "d_steps": 5, "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.0, "beta2": 0.9}},

@@ -284,3 +284,13 @@ def test_number_like_string_values_are_kept_as_strings():
 
     cfg = resolve(GANRunConfig, GAN_PRESETS, None, None, ["data.source=2024"])
     assert cfg.data.source == "2024"
+
+
+def test_section_defaults_come_from_the_parent_config():
+    """A prior's train section defaults to batch 128 even when other train keys are overridden."""
+    from genforge.config import resolve
+    from genforge.training.prior import PRIOR_PRESETS, PriorRunConfig
+
+    assert PriorRunConfig().train.batch_size == 128
+    cfg = resolve(PriorRunConfig, PRIOR_PRESETS, "default", None, ["train.minutes=1"])
+    assert cfg.train.batch_size == 128 and cfg.train.minutes == 1.0

@@ -68,15 +68,30 @@ class TrainConfig:
         _check(self.minutes >= 0, "train.minutes", "must be >= 0", self.minutes)
         _check(self.device in DEVICES, "train.device", f"must be one of {', '.join(DEVICES)}", self.device)
         _check(self.precision in PRECISIONS, "train.precision", f"must be one of {', '.join(PRECISIONS)}", self.precision)
-        for name in ("log_every", "checkpoint_every", "keep_checkpoints", "grid_images"):
-            _check(getattr(self, name) > 0, f"train.{name}", "must be positive", getattr(self, name))
-        for name in ("sample_every", "eval_every", "eval_samples"):
-            _check(getattr(self, name) >= 0, f"train.{name}", "must be >= 0", getattr(self, name))
+        positive(self, "train", "log_every", "checkpoint_every", "keep_checkpoints", "grid_images")
+        non_negative(self, "train", "sample_every", "eval_every", "eval_samples")
 
 
 def _check(ok: bool, key: str, rule: str, value: Any) -> None:
     if not ok:
         raise GenforgeError(f"{key} {rule}, got {value!r}")
+
+
+def positive(obj: Any, section: str, *names: str) -> None:
+    """Each named field of ``obj`` must be > 0 (the error names ``section.field``)."""
+    for name in names:
+        _check(getattr(obj, name) > 0, f"{section}.{name}", "must be positive", getattr(obj, name))
+
+
+def non_negative(obj: Any, section: str, *names: str) -> None:
+    for name in names:
+        _check(getattr(obj, name) >= 0, f"{section}.{name}", "must be >= 0", getattr(obj, name))
+
+
+def fraction(obj: Any, section: str, *names: str) -> None:
+    """Each named field must lie in [0, 1) (Adam betas, EMA decays)."""
+    for name in names:
+        _check(0 <= getattr(obj, name) < 1, f"{section}.{name}", "must be in [0, 1)", getattr(obj, name))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,6 +110,10 @@ def from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():
+        factory = fields[name].default_factory
+        if isinstance(value, dict) and factory is not dataclasses.MISSING and dataclasses.is_dataclass(hints[name]):
+            # A section's defaults are the parent's (e.g. a prior's train.batch_size), not the bare class's.
+            value = merge(to_dict(factory()), value)
         kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
     try:
         return cls(**kwargs)

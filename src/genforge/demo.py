@@ -37,11 +37,16 @@ def _say(message: str) -> None:
 
 def run_demo(out: Path, minutes: float = 15.0, data: str = "fashion-mnist", n_eval: int = 10_000,
              device_name: str = "auto", progress: bool = True, sets: list[str] = ()) -> DemoResult:
+    from genforge.data import load_dataset
     from genforge.errors import GenforgeError
     from genforge.training.device import pick_device
 
     if minutes <= 0:
         raise GenforgeError(f"--minutes must be positive, got {minutes}")
+    try:  # the floor and the VQ-VAE's scores use held-out images: find out now, not after the training
+        load_dataset(data, split="test", limit=1)
+    except GenforgeError as e:
+        raise GenforgeError(f"the demo needs {data}'s test split: {e}") from None
     started = time.perf_counter()
     out = Path(out)
     device = pick_device(device_name)

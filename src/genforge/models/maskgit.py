@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from genforge.errors import GenforgeError
 from genforge.models.prior import (
     Block,
+    PriorConfig,
     check_grid,
-    check_transformer_fields,
     class_slots,
     drop_classes,
     guided,
@@ -34,21 +34,14 @@ from genforge.models.prior import (
 
 
 @dataclass
-class MaskGITConfig:
-    vocab_size: int = 512  # codebook size; the [MASK] token is id vocab_size
-    grid_h: int = 8
-    grid_w: int = 8
-    num_classes: int = 0  # 0: unconditional
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.1
-    class_dropout: float = 0.1  # probability of training on the null class (for guidance)
+class MaskGITConfig(PriorConfig):
+    """The AR prior's fields (the [MASK] token is id vocab_size), plus parallel decoding's."""
+
     steps: int = 8  # default number of parallel decoding steps
     choice_temperature: float = 4.5  # gumbel noise on confidences at step 0, annealed to 0 (reference value)
 
     def __post_init__(self):
-        check_transformer_fields(self, "maskgit")
+        super().__post_init__()
         if not isinstance(self.steps, int) or self.steps < 1:
             raise GenforgeError(f"maskgit.steps must be a positive integer, got {self.steps!r}")
         if self.choice_temperature < 0:

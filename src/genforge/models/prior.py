@@ -40,7 +40,7 @@ class PriorConfig:
     class_dropout: float = 0.1  # probability of training on the null class (for guidance)
 
     def __post_init__(self):
-        check_transformer_fields(self, "prior")
+        check_transformer_fields(self, "model")
 
 
 def check_transformer_fields(cfg, section: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from genforge.config import DataConfig, TrainConfig
+from genforge.config import DataConfig, TrainConfig, fraction, non_negative, positive
 from genforge.errors import GenforgeError
 from genforge.losses import GAN_LOSSES, gradient_penalty, r1_penalty
 from genforge.models.gan import DCGANConfig, Discriminator, Generator
@@ -31,17 +31,9 @@ class GANOptimConfig:
     def __post_init__(self):
         if self.loss not in GAN_LOSSES:
             raise GenforgeError(f"optim.loss must be one of {', '.join(GAN_LOSSES)}, got {self.loss!r}")
-        for name in ("lr_g", "lr_d"):
-            if getattr(self, name) <= 0:
-                raise GenforgeError(f"optim.{name} must be positive, got {getattr(self, name)}")
-        for name in ("beta1", "beta2", "ema_decay"):
-            if not 0 <= getattr(self, name) < 1:
-                raise GenforgeError(f"optim.{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.d_steps < 1:
-            raise GenforgeError(f"optim.d_steps must be >= 1, got {self.d_steps}")
-        for name in ("r1_gamma", "gp_weight", "ema_start"):
-            if getattr(self, name) < 0:
-                raise GenforgeError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
+        positive(self, "optim", "lr_g", "lr_d", "d_steps")
+        fraction(self, "optim", "beta1", "beta2", "ema_decay")
+        non_negative(self, "optim", "r1_gamma", "gp_weight", "ema_start")
 
 
 @dataclass

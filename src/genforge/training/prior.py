@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from genforge import checkpoint as ckpt
-from genforge.config import TrainConfig, from_dict, to_dict
+from genforge.config import TrainConfig, fraction, from_dict, non_negative, positive, to_dict
 from genforge.errors import GenforgeError
 from genforge.models.maskgit import MaskGIT, MaskGITConfig
 from genforge.models.prior import PriorConfig, TransformerPrior
@@ -36,11 +36,9 @@ class PriorOptimConfig:
     grad_clip: float = 1.0  # 0 = off
 
     def __post_init__(self):
-        if self.lr <= 0:
-            raise GenforgeError(f"optim.lr must be positive, got {self.lr}")
-        for name in ("weight_decay", "warmup_steps", "grad_clip"):
-            if getattr(self, name) < 0:
-                raise GenforgeError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
+        positive(self, "optim", "lr")
+        fraction(self, "optim", "beta1", "beta2")
+        non_negative(self, "optim", "weight_decay", "warmup_steps", "grad_clip")
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from genforge.config import DataConfig, TrainConfig
+from genforge.config import DataConfig, TrainConfig, fraction, non_negative, positive
 from genforge.errors import GenforgeError
 from genforge.losses import RECONSTRUCTION_LOSSES, adaptive_weight, d_hinge, g_hinge, vqvae_loss
 from genforge.models.patchgan import PatchGAN, PatchGANConfig
@@ -29,19 +29,11 @@ class VQVAEOptimConfig:
     health_window: int = 100  # batches over which codebook usage/perplexity are counted
 
     def __post_init__(self):
-        for name in ("lr", "lr_d"):
-            if getattr(self, name) <= 0:
-                raise GenforgeError(f"optim.{name} must be positive, got {getattr(self, name)}")
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise GenforgeError(f"optim.{name} must be in [0, 1), got {getattr(self, name)}")
+        positive(self, "optim", "lr", "lr_d", "health_window")
+        fraction(self, "optim", "beta1", "beta2")
+        non_negative(self, "optim", "disc_weight", "disc_start")
         if self.recon_loss not in RECONSTRUCTION_LOSSES:
             raise GenforgeError(f"optim.recon_loss must be one of {', '.join(RECONSTRUCTION_LOSSES)}, got {self.recon_loss!r}")
-        for name in ("disc_weight", "disc_start"):
-            if getattr(self, name) < 0:
-                raise GenforgeError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
-        if self.health_window <= 0:
-            raise GenforgeError(f"optim.health_window must be positive, got {self.health_window}")
 
 
 @dataclass

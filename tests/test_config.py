@@ -78,7 +78,7 @@ def test_wrong_types_are_named(assignment, fragment):
         ("data.resolution=-32", "data.resolution must be positive"),
         ("optim.lr_g=0", "optim.lr_g must be positive"),
         ("optim.beta1=1.0", "optim.beta1 must be in [0, 1)"),
-        ("optim.d_steps=0", "optim.d_steps must be >= 1"),
+        ("optim.d_steps=0", "optim.d_steps must be positive"),
         ("model.g_channels=-8", "model.g_channels must be positive"),
         ("model.resolution=30", "DCGAN resolution 30 is not supported"),
     ],

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from genforge import demo
+from genforge.config import merge, nest, parse_set
 from genforge.demo import run_demo
 from genforge.errors import GenforgeError
-from synthetic import cli, install_evaluator, one_error, write_npz
+from synthetic import TINY_GAN, TINY_PRIOR, TINY_VQVAE, cli, install_evaluator, one_error, write_npz
+
+LIMIT = 2000  # images per split the demo's runs train on (the evaluation still uses 10,000 real ones)
 
 
 def test_demo_minutes_must_be_positive(tmp_path):
@@ -24,11 +28,25 @@ def test_demo_on_data_without_a_test_split_fails_before_training(tmp_path):
     assert not (tmp_path / "demo").exists()
 
 
+def _shrunk(presets: dict, tiny: list[str]) -> dict:
+    """The presets with ``default`` made tiny."""
+    values = presets["default"]
+    for assignment in tiny:
+        values = merge(values, nest(*parse_set(assignment)))
+    return {**presets, "default": values}
+
+
 def test_short_demo_on_fashion_mnist(fashion_available, tmp_path, monkeypatch, capsys):
+    """The whole demo on the real data with tiny models on the first LIMIT images of each split (the
+    prior inherits the VQ-VAE's data): encoding all 70,000 images with the default VQ-VAE alone
+    takes over half a minute on one core."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("GENFORGE_CACHE", str(cache))
     install_evaluator(cache, "fashion-mnist", limit=500)
-    result = run_demo(tmp_path / "demo", minutes=0.2, data="fashion-mnist", n_eval=200, device_name="cpu", progress=False)
+    monkeypatch.setattr(demo, "VQVAE_PRESETS", _shrunk(demo.VQVAE_PRESETS, TINY_VQVAE + ["train.batch_size=16", f"data.limit={LIMIT}"]))
+    monkeypatch.setattr(demo, "PRIOR_PRESETS", _shrunk(demo.PRIOR_PRESETS, TINY_PRIOR + ["train.batch_size=16"]))
+    result = run_demo(tmp_path / "demo", minutes=0.2, data="fashion-mnist", n_eval=200, device_name="cpu", progress=False,
+                      sets=TINY_GAN + ["train.batch_size=16", f"data.limit={LIMIT}"])
 
     assert result.report == tmp_path / "demo" / "report.html"
     page = result.report.read_text()

@@ -121,8 +121,9 @@ def test_evaluator_train_prints_accuracy(tmp_path, monkeypatch):
     data = write_npz(tmp_path / "d.npz", n=200)
     code, out, err = cli("evaluator", "train", "--data", data, "--epochs", 1, "--device", "cpu")
     assert code == 0, err
-    accuracy = float(out.strip().rsplit(" ", 1)[1])
-    assert out.startswith(f"classifier for {data}: test accuracy") and 0 <= accuracy <= 1
+    summary = out.strip().splitlines()[-1]
+    assert summary.startswith(f"classifier for {data}: test accuracy ")
+    assert 0 <= float(summary.rsplit(" ", 1)[1]) <= 1
     assert len(list((tmp_path / "cache" / "evaluators").glob("*/classifier.safetensors"))) == 1
 
 

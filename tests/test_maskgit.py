@@ -123,7 +123,7 @@ def test_state_dict_roundtrip_through_safetensors(tmp_path):
 def test_bad_input_raises_one_clear_error():
     with pytest.raises(GenforgeError, match="maskgit.steps"):
         MaskGITConfig(steps=0)
-    with pytest.raises(GenforgeError, match="maskgit.n_head must divide maskgit.n_embd"):
+    with pytest.raises(GenforgeError, match="model.n_head must divide model.n_embd"):
         MaskGITConfig(n_head=5)
     model = tiny()
     with pytest.raises(GenforgeError, match="steps"):

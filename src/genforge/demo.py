@@ -36,7 +36,8 @@ def _say(message: str) -> None:
 
 
 def run_demo(out: Path, minutes: float = 15.0, data: str = "fashion-mnist", n_eval: int = 10_000,
-             device_name: str = "auto", progress: bool = True, sets: list[str] = ()) -> DemoResult:
+             device_name: str = "auto", progress: bool = True, sets: list[str] = (), limit: int = 0) -> DemoResult:
+    """``limit`` > 0 trains on (and encodes) only that many images per split: for quick checks."""
     from genforge.data import load_dataset
     from genforge.errors import GenforgeError
     from genforge.training.device import pick_device
@@ -51,7 +52,7 @@ def run_demo(out: Path, minutes: float = 15.0, data: str = "fashion-mnist", n_ev
     out = Path(out)
     device = pick_device(device_name)
     per_family = minutes * TRAINING_SHARE / 2
-    common = {"data": {"source": data}, "train": {"device": device_name}}
+    common = {"data": {"source": data, "limit": limit}, "train": {"device": device_name}}
     gan_cfg = resolve(GANRunConfig, GAN_PRESETS, "default", None, sets, {**common, "train": {**common["train"], "minutes": per_family}})
     vq_cfg = resolve(VQVAERunConfig, VQVAE_PRESETS, "default", None, (), {**common, "train": {**common["train"], "minutes": per_family * VQVAE_SHARE}})
     prior_cfg = resolve(PriorRunConfig, PRIOR_PRESETS, "default", None, (), {

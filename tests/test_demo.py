@@ -37,16 +37,15 @@ def _shrunk(presets: dict, tiny: list[str]) -> dict:
 
 
 def test_short_demo_on_fashion_mnist(fashion_available, tmp_path, monkeypatch, capsys):
-    """The whole demo on the real data with tiny models on the first LIMIT images of each split (the
-    prior inherits the VQ-VAE's data): encoding all 70,000 images with the default VQ-VAE alone
-    takes over half a minute on one core."""
+    """The whole demo on the real data with tiny models on the first LIMIT images of each split:
+    encoding all 70,000 images with the default VQ-VAE alone takes over half a minute on one core."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("GENFORGE_CACHE", str(cache))
     install_evaluator(cache, "fashion-mnist", limit=500)
-    monkeypatch.setattr(demo, "VQVAE_PRESETS", _shrunk(demo.VQVAE_PRESETS, TINY_VQVAE + ["train.batch_size=16", f"data.limit={LIMIT}"]))
+    monkeypatch.setattr(demo, "VQVAE_PRESETS", _shrunk(demo.VQVAE_PRESETS, TINY_VQVAE + ["train.batch_size=16"]))
     monkeypatch.setattr(demo, "PRIOR_PRESETS", _shrunk(demo.PRIOR_PRESETS, TINY_PRIOR + ["train.batch_size=16"]))
     result = run_demo(tmp_path / "demo", minutes=0.2, data="fashion-mnist", n_eval=200, device_name="cpu", progress=False,
-                      sets=TINY_GAN + ["train.batch_size=16", f"data.limit={LIMIT}"])
+                      sets=TINY_GAN + ["train.batch_size=16"], limit=LIMIT)
 
     assert result.report == tmp_path / "demo" / "report.html"
     page = result.report.read_text()

@@ -193,7 +193,7 @@ def test_state_dict_roundtrip_through_safetensors(tmp_path):
 def test_bad_input_raises_one_clear_error():
     with pytest.raises(GenforgeError, match="model.n_head must divide model.n_embd"):
         PriorConfig(n_head=3, n_embd=32)
-    with pytest.raises(GenforgeError, match="prior.dropout"):
+    with pytest.raises(GenforgeError, match="model.dropout"):
         PriorConfig(dropout=1.5)
     model = tiny()
     with pytest.raises(GenforgeError, match="unconditional"):

@@ -65,12 +65,12 @@ def write_idx_folder(folder: Path, n_train: int = 256, n_test: int = 64) -> Path
     return folder
 
 
-def install_evaluator(cache: Path, source: str, limit: int | None = None) -> Path:
+def install_evaluator(cache: Path, source: str, limit: int | None = None, seed: int = 0) -> Path:
     """Train a tiny classifier on ``source`` and cache it where evaluation looks for the dataset's
     evaluator, so no test ever trains the full one."""
     key = dataset_key(source, "train", None, "none", None)
     data = load_dataset(source, split="train", limit=limit)
-    model, accuracy = train_classifier(data.images, data.labels, data.images, data.labels, epochs=1, batch_size=64, progress=False)
+    model, accuracy = train_classifier(data.images, data.labels, data.images, data.labels, epochs=1, batch_size=64, progress=False, seed=seed)
     return save_classifier(model, Path(cache) / "evaluators" / key, test_accuracy=accuracy, dataset_key=key)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 
@@ -125,6 +126,21 @@ def test_evaluator_train_prints_accuracy(tmp_path, monkeypatch):
     assert summary.startswith(f"classifier for {data}: test accuracy ")
     assert 0 <= float(summary.rsplit(" ", 1)[1]) <= 1
     assert len(list((tmp_path / "cache" / "evaluators").glob("*/classifier.safetensors"))) == 1
+
+
+def test_a_retrained_evaluator_does_not_reuse_stale_real_statistics(world, tmp_path, monkeypatch):
+    """The cached real statistics are features of one classifier; new weights need new statistics."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GENFORGE_CACHE", str(cache))
+    install_evaluator(cache, str(world["npz"]))
+    evaluate_json(world["gan"], "--n", 64, "--no-record")  # caches the real statistics
+    shutil.rmtree(cache / "evaluators")  # e.g. to retrain it: same dataset key, other weights
+    install_evaluator(cache, str(world["npz"]), seed=1)
+    after_retraining = evaluate_json(world["gan"], "--n", 64, "--no-record")
+    shutil.rmtree(cache / "reference")
+    from_scratch = evaluate_json(world["gan"], "--n", 64, "--no-record")
+    after_retraining.pop("sample_images_per_s"), from_scratch.pop("sample_images_per_s")
+    assert after_retraining == from_scratch
 
 
 def test_evaluation_during_training(world, tmp_path):

@@ -10,6 +10,7 @@ Caches (classifier weights, real-data statistics) live under ``$GENFORGE_CACHE``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -89,7 +90,10 @@ def reference(extractor, data_cfg: DataConfig, split: str = "train", n: int = RE
 
     real = load_data(replace(data_cfg, limit=n), split=split)
     key = dataset_key(data_cfg.source, split, data_cfg.resolution, data_cfg.fit, data_cfg.channels or None)
-    path = cache_root() / "reference" / f"{key}_n{len(real)}_{extractor.name}.npz"
+    # The statistics are features of one set of weights: a retrained classifier gets its own file.
+    info = getattr(extractor, "info", None)
+    weights = f"-{hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:8]}" if info else ""
+    path = cache_root() / "reference" / f"{key}_n{len(real)}_{extractor.name}{weights}.npz"
     return reference_stats(real.images, real.labels, extractor, cache_path=path, progress=progress)
 
 

@@ -2,6 +2,8 @@
 
 import os
 
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's BLAS too: KID on a busy machine
+
 import pytest
 import torch
 

@@ -43,11 +43,6 @@ def test_tour_command_parses(line):
     build_parser().parse_args(shlex.split(command)[1:])
 
 
-@pytest.mark.xfail(
-    strict=True, raises=GenforgeError,
-    reason="README bug: the example loads a dataset but never gives its source to resolve(), so runs.train_gan "
-    "trains on DataConfig's default source (fashion-mnist) whatever the first line names",
-)
 def test_python_api_example(tmp_path, monkeypatch):
     data = write_npz(tmp_path / "bars.npz")
     cache = tmp_path / "cache"

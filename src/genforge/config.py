@@ -77,6 +77,16 @@ def _check(ok: bool, key: str, rule: str, value: Any) -> None:
         raise GenforgeError(f"{key} {rule}, got {value!r}")
 
 
+def fill_from_data(obj: Any, section: str, **values: int) -> None:
+    """Set fields the data decides (resolution, channels); a different value already set is an error."""
+    for name, value in values.items():
+        current = getattr(obj, name)
+        if current and current != value:
+            raise GenforgeError(f"{section}.{name} is {current} but the data gives {value}")
+        setattr(obj, name, value)
+    obj.__post_init__()
+
+
 def positive(obj: Any, section: str, *names: str) -> None:
     """Each named field of ``obj`` must be > 0 (the error names ``section.field``)."""
     for name in names:

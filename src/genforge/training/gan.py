@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from genforge.config import DataConfig, TrainConfig, fraction, non_negative, positive
+from genforge.config import DataConfig, TrainConfig, fill_from_data, fraction, non_negative, positive
 from genforge.errors import GenforgeError
 from genforge.losses import GAN_LOSSES, gradient_penalty, r1_penalty
 from genforge.models.gan import DCGANConfig, Discriminator, Generator
@@ -82,12 +82,8 @@ class GANFamily:
         self.d_loss_fn, self.g_loss_fn = GAN_LOSSES[o.loss]
         self.noise = torch.Generator(device=device).manual_seed(cfg.train.seed)
         self.steps_done = 0
-        self.step_g = self._compile(self.G) if cfg.train.compile else self.G
-        self.step_d = self._compile(self.D) if cfg.train.compile else self.D
-
-    @staticmethod
-    def _compile(module: torch.nn.Module):
-        return torch.compile(module)
+        self.step_g = torch.compile(self.G) if cfg.train.compile else self.G
+        self.step_d = torch.compile(self.D) if cfg.train.compile else self.D
 
     # -- the Family protocol ----------------------------------------------------------------
 
@@ -179,13 +175,7 @@ class GANFamily:
         return out
 
 
-def build_config(values_cfg: GANRunConfig, resolution: int, channels: int) -> GANRunConfig:
+def build_config(cfg: GANRunConfig, resolution: int, channels: int) -> GANRunConfig:
     """Fill the model's resolution/channels from the data (a no-op when already set and equal)."""
-    m = values_cfg.model
-    for name, value in (("resolution", resolution), ("channels", channels)):
-        current = getattr(m, name)
-        if current and current != value:
-            raise GenforgeError(f"model.{name} is {current} but the data gives {value}")
-        setattr(m, name, value)
-    DCGANConfig.__post_init__(m)
-    return values_cfg
+    fill_from_data(cfg.model, "model", resolution=resolution, channels=channels)
+    return cfg

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from genforge.config import DataConfig, TrainConfig, fraction, non_negative, positive
+from genforge.config import DataConfig, TrainConfig, fill_from_data, fraction, non_negative, positive
 from genforge.errors import GenforgeError
 from genforge.losses import RECONSTRUCTION_LOSSES, adaptive_weight, d_hinge, g_hinge, vqvae_loss
 from genforge.models.patchgan import PatchGAN, PatchGANConfig
@@ -151,11 +151,6 @@ class VQVAEFamily:
 
 def build_config(cfg: VQVAERunConfig, resolution: int, channels: int) -> VQVAERunConfig:
     """Fill the model's resolution/channels from the data."""
-    m, d = cfg.model, cfg.discriminator
-    for obj, name, value, key in ((m, "resolution", resolution, "model.resolution"), (m, "in_channels", channels, "model.in_channels"), (d, "in_channels", channels, "discriminator.in_channels")):
-        current = getattr(obj, name)
-        if current and current != value:
-            raise GenforgeError(f"{key} is {current} but the data gives {value}")
-        setattr(obj, name, value)
-    VQVAEConfig.__post_init__(m)
+    fill_from_data(cfg.model, "model", resolution=resolution, in_channels=channels)
+    fill_from_data(cfg.discriminator, "discriminator", in_channels=channels)
     return cfg

@@ -42,12 +42,16 @@ def main() -> None:
         result = runs.train_gan(config, out)
         scores = evaluation.evaluate(out, n=args.n, device=device)
         rows.append((name, result, scores))
-    print(f"\n# {datetime.date.today()} | {platform.machine()} | {os.cpu_count()} cores | torch {torch.__version__} | "
-          f"default GAN, {args.steps} steps of batch 128, classifier features, {args.n} samples")
+    print(
+        f"\n# {datetime.date.today()} | {platform.machine()} | {os.cpu_count()} cores | torch {torch.__version__} | "
+        f"default GAN, {args.steps} steps of batch 128, classifier features, {args.n} samples"
+    )
     print("| setting | training images/s | Frechet distance | precision | recall | coverage |")
     print("|---|---|---|---|---|---|")
     for name, result, s in rows:
-        print(f"| {name} | {result.images_per_second:.0f} | {s['fd']:.3f} | {s['precision']:.3f} | {s['recall']:.3f} | {s['coverage']:.3f} |")
+        print(
+            f"| {name} | {result.images_per_second:.0f} | {s['fd']:.3f} | {s['precision']:.3f} | {s['recall']:.3f} | {s['coverage']:.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -49,24 +49,43 @@ def main() -> None:
         runs.train_gan(resolve(GANRunConfig, GAN_PRESETS, "default", None, (), train), args.out / "genforge")
         scores["genforge GAN"] = evaluation.evaluate(args.out / "genforge", n=args.n, device=device)
     if "vq" in arms:
-        runs.train_vqvae(resolve(VQVAERunConfig, VQVAE_PRESETS, "default", None, (), {"train": {"minutes": m * VQVAE_SHARE}}), args.out / "vqvae")
-        prior_cfg = resolve(PriorRunConfig, PRIOR_PRESETS, "default", None, (), {"vqvae": str(args.out / "vqvae"), "train": {"minutes": m * (1 - VQVAE_SHARE)}})
+        runs.train_vqvae(
+            resolve(VQVAERunConfig, VQVAE_PRESETS, "default", None, (), {"train": {"minutes": m * VQVAE_SHARE}}),
+            args.out / "vqvae",
+        )
+        prior_cfg = resolve(
+            PriorRunConfig,
+            PRIOR_PRESETS,
+            "default",
+            None,
+            (),
+            {"vqvae": str(args.out / "vqvae"), "train": {"minutes": m * (1 - VQVAE_SHARE)}},
+        )
         runs.train_prior(prior_cfg, args.out / "prior")
         scores["VQ-VAE + prior"] = evaluation.evaluate(args.out / "prior", n=args.n, device=device)
 
-    print(f"\n# {datetime.date.today()} | {platform.machine()} | {os.cpu_count()} cores | torch {torch.__version__} | "
-          f"{m:g} min per arm | classifier features, {args.n} samples")
+    print(
+        f"\n# {datetime.date.today()} | {platform.machine()} | {os.cpu_count()} cores | torch {torch.__version__} | "
+        f"{m:g} min per arm | classifier features, {args.n} samples"
+    )
     print("| arm | Frechet distance | KID | precision | recall | coverage | classes covered |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| real-vs-real floor | {floor['fd']:.3f} | {floor['kid']:.4f} | {floor['precision']:.3f} | {floor['recall']:.3f} | {floor['coverage']:.3f} | {floor['classes_covered']:.0f} |")
+    print(
+        f"| real-vs-real floor | {floor['fd']:.3f} | {floor['kid']:.4f} | {floor['precision']:.3f} | {floor['recall']:.3f} | {floor['coverage']:.3f} | {floor['classes_covered']:.0f} |"
+    )
     for name, s in scores.items():
-        print(f"| {name} | {s['fd']:.3f} | {s['kid']:.4f} | {s['precision']:.3f} | {s['recall']:.3f} | {s['coverage']:.3f} | {s['classes_covered']:.0f} |")
+        print(
+            f"| {name} | {s['fd']:.3f} | {s['kid']:.4f} | {s['precision']:.3f} | {s['recall']:.3f} | {s['coverage']:.3f} | {s['classes_covered']:.0f} |"
+        )
     if "textbook DCGAN" in scores:
         base = scores["textbook DCGAN"]["fd"]
         for name in ("genforge GAN", "VQ-VAE + prior"):
             if name in scores:
                 ratio = scores[name]["fd"] / base
-                print(f"{name} / textbook Frechet distance: {ratio:.3f}" + (" (goal <= 0.333)" if name == "genforge GAN" else ""))
+                print(
+                    f"{name} / textbook Frechet distance: {ratio:.3f}"
+                    + (" (goal <= 0.333)" if name == "genforge GAN" else "")
+                )
 
 
 if __name__ == "__main__":

@@ -71,8 +71,10 @@ def main() -> None:
         ("MaskGIT, 8 steps", lambda: sample_maskgit(8)),
         ("MaskGIT, 4 steps", lambda: sample_maskgit(4)),
     ]
-    print(f"# {datetime.date.today()} | {platform.machine()} | {os.cpu_count()} cores | torch {torch.__version__} | "
-          f"threads {torch.get_num_threads()} | device {device} | {args.n} images per call, {grid[0]}x{grid[1]} codes")
+    print(
+        f"# {datetime.date.today()} | {platform.machine()} | {os.cpu_count()} cores | torch {torch.__version__} | "
+        f"threads {torch.get_num_threads()} | device {device} | {args.n} images per call, {grid[0]}x{grid[1]} codes"
+    )
     print("| sampler | seconds / call | images/s |")
     print("|---|---|---|")
     speeds = {}
@@ -82,7 +84,9 @@ def main() -> None:
         print(f"| {name} | {seconds:.3f} | {speeds[name]:.0f} |", flush=True)
     print()
     print(f"KV cache vs no cache: {speeds['AR prior, KV cache'] / speeds['AR prior, no cache']:.1f}x (goal >= 5x)")
-    print(f"MaskGIT 8 steps vs cached AR: {speeds['MaskGIT, 8 steps'] / speeds['AR prior, KV cache']:.2f}x (goal >= 5x)")
+    print(
+        f"MaskGIT 8 steps vs cached AR: {speeds['MaskGIT, 8 steps'] / speeds['AR prior, KV cache']:.2f}x (goal >= 5x)"
+    )
 
 
 if __name__ == "__main__":

@@ -31,9 +31,20 @@ def screenshot(page: Path, out: Path, size: str = "1400,2400", chromium: str = C
     out.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="genforge-chromium-") as profile:
         command = [
-            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-            f"--user-data-dir={profile}", f"--window-size={size}", f"--screenshot={out}", page.as_uri(),
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--window-size={size}",
+            f"--screenshot={out}",
+            page.as_uri(),
         ]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)

@@ -34,8 +34,14 @@ SETTINGS = [
 
 def make_family(family: str, precision: str, channels_last: bool, batch_size: int):
     device = torch.device("cpu")
-    train = {"batch_size": batch_size, "precision": precision, "channels_last": channels_last, "log_every": 50,
-             "sample_every": 0, "checkpoint_every": 100_000}
+    train = {
+        "batch_size": batch_size,
+        "precision": precision,
+        "channels_last": channels_last,
+        "log_every": 50,
+        "sample_every": 0,
+        "checkpoint_every": 100_000,
+    }
     if family == "gan":
         from genforge.training.gan import GAN_PRESETS, GANFamily, GANRunConfig, build_config
 
@@ -75,10 +81,28 @@ def bare_step_seconds(family, images: np.ndarray, steps: int) -> float:
 def loop_step_seconds(family, cfg, images: np.ndarray, steps: int) -> float:
     with tempfile.TemporaryDirectory() as d:
         cfg.train.steps = 10
-        run(family, images, None, cfg.train, Path(d) / "warm", to_dict(cfg), noise={"noise": family.noise}, progress=False)
+        run(
+            family,
+            images,
+            None,
+            cfg.train,
+            Path(d) / "warm",
+            to_dict(cfg),
+            noise={"noise": family.noise},
+            progress=False,
+        )
         cfg.train.steps = steps
         t0 = time.perf_counter()
-        run(family, images, None, cfg.train, Path(d) / "timed", to_dict(cfg), noise={"noise": family.noise}, progress=False)
+        run(
+            family,
+            images,
+            None,
+            cfg.train,
+            Path(d) / "timed",
+            to_dict(cfg),
+            noise={"noise": family.noise},
+            progress=False,
+        )
         return (time.perf_counter() - t0) / steps
 
 
@@ -93,8 +117,10 @@ def main() -> None:
     images = fashion_like(20_000)
     families = ["gan", "vqvae"] if args.family == "all" else [args.family]
     chosen = SETTINGS if args.settings == "all" else [SETTINGS[int(i)] for i in args.settings.split(",")]
-    print(f"# {datetime.date.today()} | {platform.processor() or platform.machine()} | {os.cpu_count()} cores | "
-          f"torch {torch.__version__} | threads {torch.get_num_threads()} | batch {args.batch_size} | {args.steps} steps")
+    print(
+        f"# {datetime.date.today()} | {platform.processor() or platform.machine()} | {os.cpu_count()} cores | "
+        f"torch {torch.__version__} | threads {torch.get_num_threads()} | batch {args.batch_size} | {args.steps} steps"
+    )
     print("| family | setting | loop images/s | bare-step images/s | loop overhead | vs fp32 |")
     print("|---|---|---|---|---|---|")
     for fam in families:
@@ -106,7 +132,10 @@ def main() -> None:
             loop = loop_step_seconds(family, cfg, images, args.steps)
             ips = args.batch_size / loop
             base = base or ips
-            print(f"| {fam} | {label} | {ips:.0f} | {args.batch_size / bare:.0f} | {loop / bare:.3f} | {ips / base:.2f}x |", flush=True)
+            print(
+                f"| {fam} | {label} | {ips:.0f} | {args.batch_size / bare:.0f} | {loop / bare:.3f} | {ips / base:.2f}x |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

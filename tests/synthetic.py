@@ -21,7 +21,13 @@ from genforge.metrics.classifier import save_classifier, train_classifier
 
 NUM_CLASSES = 4
 # Every run: CPU, fp32 (bf16 autocast only slows tiny tensors down), small grids, no periodic samples.
-COMMON = ["train.batch_size=16", "train.sample_every=0", "train.grid_images=8", "train.precision=fp32", "train.log_every=5"]
+COMMON = [
+    "train.batch_size=16",
+    "train.sample_every=0",
+    "train.grid_images=8",
+    "train.precision=fp32",
+    "train.log_every=5",
+]
 TINY_GAN = ["model.g_channels=8", "model.d_channels=8"]
 TINY_VQVAE = ["model.channels=8", "model.latent_dim=8", "model.quantizer.num_codes=16"]
 TINY_PRIOR = ["model.n_layer=1", "model.n_embd=16", "model.n_head=2"]
@@ -70,7 +76,9 @@ def install_evaluator(cache: Path, source: str, limit: int | None = None, seed: 
     evaluator, so no test ever trains the full one."""
     key = dataset_key(source, "train", None, "none", None)
     data = load_dataset(source, split="train", limit=limit)
-    model, accuracy = train_classifier(data.images, data.labels, data.images, data.labels, epochs=1, batch_size=64, progress=False, seed=seed)
+    model, accuracy = train_classifier(
+        data.images, data.labels, data.images, data.labels, epochs=1, batch_size=64, progress=False, seed=seed
+    )
     return save_classifier(model, Path(cache) / "evaluators" / key, test_accuracy=accuracy, dataset_key=key)
 
 
@@ -93,11 +101,31 @@ def one_error(err: str) -> str:
     return err.strip()
 
 
-def train(family: str, out: Path, *, data: Path | str | None = None, vqvae: Path | None = None, steps: int = 6,
-          extra: list[str] = (), options: list[str] = ()) -> Path:
+def train(
+    family: str,
+    out: Path,
+    *,
+    data: Path | str | None = None,
+    vqvae: Path | None = None,
+    steps: int = 6,
+    extra: list[str] = (),
+    options: list[str] = (),
+) -> Path:
     """A tiny CLI training run; fails the test unless it exits 0."""
     tiny = {"gan": TINY_GAN, "vqvae": TINY_VQVAE, "prior": TINY_PRIOR}[family]
-    args = ["train", family, "--out", out, "--steps", steps, "--device", "cpu", "--quiet", *sets(COMMON, tiny, list(extra)), *options]
+    args = [
+        "train",
+        family,
+        "--out",
+        out,
+        "--steps",
+        steps,
+        "--device",
+        "cpu",
+        "--quiet",
+        *sets(COMMON, tiny, list(extra)),
+        *options,
+    ]
     if data is not None:
         args += ["--data", data]
     if vqvae is not None:

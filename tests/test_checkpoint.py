@@ -48,7 +48,11 @@ class Payload:
 def test_round_trip(tmp_path):
     tensors = sample_tensors()
     config = {"model": {"z_dim": 16, "betas": [0.5, 0.9]}, "data": {"source": "x.npz"}}
-    state = {"elapsed": 12.5, "optimizers": {"G": {"param_groups": [{"lr": 2e-4, "foreach": None}]}}, "extra": {"steps_done": 3}}
+    state = {
+        "elapsed": 12.5,
+        "optimizers": {"G": {"param_groups": [{"lr": 2e-4, "foreach": None}]}},
+        "extra": {"steps_done": 3},
+    }
     folder = ckpt.save(tmp_path, 42, "gan", config, tensors, state)
     assert folder == tmp_path / "checkpoints" / "step-0000042"
     assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "tensors.safetensors"]
@@ -180,11 +184,14 @@ def test_truncated_tensor_file_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "content, fragment",
     [
-        ("{\"format\": \"genforge-checkpoint\", \"vers", "corrupt checkpoint metadata"),
+        ('{"format": "genforge-checkpoint", "vers', "corrupt checkpoint metadata"),
         (b"\xff\xfe\x00garbage", "corrupt checkpoint metadata"),
         ("[1, 2, 3]", "not a genforge checkpoint"),
-        ("{\"kind\": \"gan\", \"step\": 1}", "not a genforge checkpoint"),
-        ("{\"format\": \"genforge-checkpoint\", \"version\": 99, \"kind\": \"gan\", \"step\": 1, \"config\": {}}", "version 99 is not supported"),
+        ('{"kind": "gan", "step": 1}', "not a genforge checkpoint"),
+        (
+            '{"format": "genforge-checkpoint", "version": 99, "kind": "gan", "step": 1, "config": {}}',
+            "version 99 is not supported",
+        ),
     ],
 )
 def test_corrupt_meta_is_refused(tmp_path, content, fragment):
@@ -205,7 +212,14 @@ def test_missing_tensor_file_is_refused(tmp_path):
 def test_meta_is_plain_json(tmp_path):
     folder = ckpt.save(tmp_path, 5, "vqvae", {"a": 1}, {"w": torch.zeros(1)}, {"b": [1, 2]})
     meta = json.loads((folder / "meta.json").read_text())
-    assert meta == {"format": "genforge-checkpoint", "version": 1, "kind": "vqvae", "step": 5, "config": {"a": 1}, "state": {"b": [1, 2]}}
+    assert meta == {
+        "format": "genforge-checkpoint",
+        "version": 1,
+        "kind": "vqvae",
+        "step": 5,
+        "config": {"a": 1},
+        "state": {"b": [1, 2]},
+    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -115,7 +115,11 @@ def negative_batch(tmp: Path):
 
 
 def bad_resolution(tmp: Path):
-    return write_npz(tmp / "d.npz"), ["--set", "data.resolution=30", "--set", "data.fit=resize"], "DCGAN resolution 30 is not supported"
+    return (
+        write_npz(tmp / "d.npz"),
+        ["--set", "data.resolution=30", "--set", "data.fit=resize"],
+        "DCGAN resolution 30 is not supported",
+    )
 
 
 def bad_yaml(tmp: Path):
@@ -123,7 +127,18 @@ def bad_yaml(tmp: Path):
     return write_npz(tmp / "d.npz"), ["--config", str(tmp / "c.yaml")], "not valid YAML"
 
 
-BAD_INPUTS = [missing_path, empty_folder, corrupt_png, truncated_idx, mixed_sizes, label_mismatch, unknown_key, negative_batch, bad_resolution, bad_yaml]
+BAD_INPUTS = [
+    missing_path,
+    empty_folder,
+    corrupt_png,
+    truncated_idx,
+    mixed_sizes,
+    label_mismatch,
+    unknown_key,
+    negative_batch,
+    bad_resolution,
+    bad_yaml,
+]
 
 
 @pytest.mark.parametrize("make", BAD_INPUTS, ids=[f.__name__ for f in BAD_INPUTS])
@@ -162,7 +177,9 @@ def test_training_into_a_run_of_another_kind_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     ckpt.save(out, 5, "prior", {"kind": "ar"}, {"w": torch.zeros(1)}, {})
     before = snapshot(out)
-    code, _, err = cli(capsys, "train", "gan", "--data", write_npz(tmp_path / "d.npz"), "--out", out, "--steps", "2", *TINY_FLAGS)
+    code, _, err = cli(
+        capsys, "train", "gan", "--data", write_npz(tmp_path / "d.npz"), "--out", out, "--steps", "2", *TINY_FLAGS
+    )
     assert_one_line_error(code, err, "this is a 'prior' checkpoint, expected 'gan'")
     assert snapshot(out) == before
 
@@ -227,7 +244,19 @@ def test_train_writes_a_run(run, capsys):
 
 def test_train_prints_a_summary(tmp_path, capsys):
     out = tmp_path / "r"
-    code, stdout, _ = cli(capsys, "train", "gan", "--data", write_npz(tmp_path / "d.npz"), "--out", out, "--steps", "2", "--quiet", *TINY_FLAGS)
+    code, stdout, _ = cli(
+        capsys,
+        "train",
+        "gan",
+        "--data",
+        write_npz(tmp_path / "d.npz"),
+        "--out",
+        out,
+        "--steps",
+        "2",
+        "--quiet",
+        *TINY_FLAGS,
+    )
     assert code == 0
     assert stdout.strip() == f"{out}: step 2, " + stdout.split(", ", 1)[1].strip()
     assert "samples in" in stdout
@@ -245,14 +274,18 @@ def test_sample_grid_png(run, tmp_path, capsys):
 
 
 def test_sample_npz_and_png_dir(run, tmp_path, capsys):
-    code, _, err = cli(capsys, "sample", run, "--n", 16, "--out", tmp_path / "s.npz", "--format", "npz", "--device", "cpu")
+    code, _, err = cli(
+        capsys, "sample", run, "--n", 16, "--out", tmp_path / "s.npz", "--format", "npz", "--device", "cpu"
+    )
     assert code == 0, err
     with np.load(tmp_path / "s.npz") as f:
         images = f["images"]
     assert images.shape == (16, 32, 32, 1) and images.dtype == np.uint8
     assert images.std() > 0
 
-    code, _, err = cli(capsys, "sample", run, "--n", 5, "--out", tmp_path / "dir", "--format", "png-dir", "--device", "cpu")
+    code, _, err = cli(
+        capsys, "sample", run, "--n", 5, "--out", tmp_path / "dir", "--format", "png-dir", "--device", "cpu"
+    )
     assert code == 0, err
     names = sorted(p.name for p in (tmp_path / "dir").iterdir())
     assert names == [f"{i:06d}.png" for i in range(5)]

@@ -20,7 +20,10 @@ def evaluated(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setenv("GENFORGE_CACHE", str(cache))
     try:
-        runs = [train("gan", root / "a", data=data, steps=3), train("gan", root / "b", data=data, steps=5, options=["--seed", "1"])]
+        runs = [
+            train("gan", root / "a", data=data, steps=3),
+            train("gan", root / "b", data=data, steps=5, options=["--seed", "1"]),
+        ]
         for run in runs:
             for seed in (0, 1):
                 code, _, err = cli("evaluate", run, "--n", 64, "--seed", seed, "--device", "cpu")

@@ -174,8 +174,11 @@ def test_precedence(tmp_path):
     file = tmp_path / "c.yaml"
     file.write_text("optim:\n  lr_g: 3.0e-4\ntrain:\n  batch_size: 16\n  seed: 11\n  steps: 100\n")
     c = config(
-        "train.batch_size=8", "train.steps=50",
-        preset="hinge-sn", config_file=file, extra={"train": {"steps": 20}},
+        "train.batch_size=8",
+        "train.steps=50",
+        preset="hinge-sn",
+        config_file=file,
+        extra={"train": {"steps": 20}},
     )
     assert c.optim.loss == "hinge" and c.model.d_norm == "spectral"  # from the preset
     assert c.optim.lr_d == 4e-4  # preset value the file does not touch
@@ -251,11 +254,27 @@ def test_dry_run_prints_the_resolved_config_and_writes_nothing(tmp_path, capsys)
     data = tmp_path / "d.npz"
     np.savez(data, images=np.random.default_rng(0).integers(0, 256, (10, 28, 28, 1), dtype=np.uint8))
     out = tmp_path / "run"
-    code = main([
-        "train", "gan", "--data", str(data), "--out", str(out), "--dry-run",
-        "--set", "train.batch_size=7", "--set", "model.g_channels=24", "--set", "data.fit=none",
-        "--set", "data.resolution=28", "--steps", "9",
-    ])
+    code = main(
+        [
+            "train",
+            "gan",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--dry-run",
+            "--set",
+            "train.batch_size=7",
+            "--set",
+            "model.g_channels=24",
+            "--set",
+            "data.fit=none",
+            "--set",
+            "data.resolution=28",
+            "--steps",
+            "9",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     printed = yaml.safe_load(captured.out)

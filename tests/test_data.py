@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genforge.data import FITS, NAMED_DATASETS, ImageData, dataset_key, describe, fetch, load_dataset
-from genforge.data import named
+from genforge.data import FITS, NAMED_DATASETS, ImageData, dataset_key, describe, fetch, load_dataset, named
 from genforge.errors import GenforgeError
 
 RNG = np.random.default_rng(0)
@@ -37,7 +36,9 @@ def write_idx(path: Path, array: np.ndarray, magic: int | None = None, count: in
     dims = list(array.shape)
     if count is not None:  # lie about the item count, for the truncation test
         dims[0] = count
-    header = struct.pack(">I", magic if magic is not None else 0x0800 | array.ndim) + struct.pack(f">{len(dims)}I", *dims)
+    header = struct.pack(">I", magic if magic is not None else 0x0800 | array.ndim) + struct.pack(
+        f">{len(dims)}I", *dims
+    )
     payload = header + array.astype(np.uint8).tobytes()
     path.write_bytes(gzip.compress(payload) if path.suffix == ".gz" else payload)
     return path
@@ -59,9 +60,14 @@ def cifar10_batches(n_per_batch=3, n_batches=2):
     """CIFAR-10 layout: rows of 3072 bytes (1024 R, 1024 G, 1024 B), labels a list, as the real files."""
     batches = {}
     for i in range(n_batches):
-        batches[f"data_batch_{i + 1}"] = {"data": random_images(n_per_batch, 1, 3072, 1)[:, 0, :, 0], "labels": list(RNG.integers(0, 10, n_per_batch).tolist())}
+        batches[f"data_batch_{i + 1}"] = {
+            "data": random_images(n_per_batch, 1, 3072, 1)[:, 0, :, 0],
+            "labels": list(RNG.integers(0, 10, n_per_batch).tolist()),
+        }
     batches["test_batch"] = {"data": random_images(2, 1, 3072, 1)[:, 0, :, 0], "labels": [9, 0]}
-    batches["batches.meta"] = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}
+    batches["batches.meta"] = {
+        "label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    }
     return batches
 
 
@@ -209,7 +215,9 @@ def test_cifar10_folder_roundtrip(tmp_path):
     folder = write_cifar_folder(tmp_path / "cifar-10-batches-py", batches)
     train = load_dataset(str(folder))
     assert train.images.shape == (6, 32, 32, 3) and train.class_names[9] == "truck"
-    np.testing.assert_array_equal(train.images, as_nhwc(np.concatenate([batches["data_batch_1"]["data"], batches["data_batch_2"]["data"]])))
+    np.testing.assert_array_equal(
+        train.images, as_nhwc(np.concatenate([batches["data_batch_1"]["data"], batches["data_batch_2"]["data"]]))
+    )
     np.testing.assert_array_equal(train.labels, batches["data_batch_1"]["labels"] + batches["data_batch_2"]["labels"])
     # plane layout: row[0] is R of pixel (0, 0), row[1024] its G, row[2048] its B
     row = batches["data_batch_1"]["data"][0]
@@ -241,7 +249,9 @@ def test_cifar100_folder_fine_labels(tmp_path):
         "test": {"data": rows[:1], "fine_labels": [2], "coarse_labels": [0]},
         "meta": {"fine_label_names": ["apple", "bear", "cup", "dog"], "coarse_label_names": ["x"]},
     }
-    folder = write_cifar_folder(tmp_path / "cifar-100-python", {(k.decode() if isinstance(k, bytes) else k): v for k, v in batches.items()})
+    folder = write_cifar_folder(
+        tmp_path / "cifar-100-python", {(k.decode() if isinstance(k, bytes) else k): v for k, v in batches.items()}
+    )
     data = load_dataset(str(folder))
     np.testing.assert_array_equal(data.images, as_nhwc(rows))
     np.testing.assert_array_equal(data.labels, [3, 1])
@@ -256,7 +266,9 @@ def test_cifar_pickle_with_code_is_refused(tmp_path):
     batches = cifar10_batches(n_batches=1)
     folder = write_cifar_folder(tmp_path / "cifar-10-batches-py", batches)
     (folder / "data_batch_1").write_bytes(pickle.dumps({"data": Payload(), "labels": []}, protocol=2))
-    with pytest.raises(GenforgeError, match=r"data_batch_1: refusing to unpickle it \(refused global (__builtin__|builtins)\.print\)"):
+    with pytest.raises(
+        GenforgeError, match=r"data_batch_1: refusing to unpickle it \(refused global (__builtin__|builtins)\.print\)"
+    ):
         load_dataset(str(folder))
 
 
@@ -482,7 +494,9 @@ def test_describe_and_dataset_key(tmp_path):
     assert key != dataset_key(str(tmp_path / "other" / "my data"), "all", None, "none", None)
 
 
-@pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").is_file(), reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+    not (FASHION / "train-images-idx3-ubyte.gz").is_file(), reason="Debian's dataset-fashion-mnist is not installed"
+)
 def test_real_fashion_mnist(tmp_path, monkeypatch):
     isolate_named(monkeypatch, tmp_path)
     monkeypatch.setattr(named, "SYSTEM_DATA_DIR", FASHION.parent)

@@ -44,8 +44,16 @@ def test_short_demo_on_fashion_mnist(fashion_available, tmp_path, monkeypatch, c
     install_evaluator(cache, "fashion-mnist", limit=500)
     monkeypatch.setattr(demo, "VQVAE_PRESETS", _shrunk(demo.VQVAE_PRESETS, TINY_VQVAE + ["train.batch_size=16"]))
     monkeypatch.setattr(demo, "PRIOR_PRESETS", _shrunk(demo.PRIOR_PRESETS, TINY_PRIOR + ["train.batch_size=16"]))
-    result = run_demo(tmp_path / "demo", minutes=0.2, data="fashion-mnist", n_eval=200, device_name="cpu", progress=False,
-                      sets=TINY_GAN + ["train.batch_size=16"], limit=LIMIT)
+    result = run_demo(
+        tmp_path / "demo",
+        minutes=0.2,
+        data="fashion-mnist",
+        n_eval=200,
+        device_name="cpu",
+        progress=False,
+        sets=TINY_GAN + ["train.batch_size=16"],
+        limit=LIMIT,
+    )
 
     assert result.report == tmp_path / "demo" / "report.html"
     page = result.report.read_text()
@@ -60,6 +68,9 @@ def test_short_demo_on_fashion_mnist(fashion_available, tmp_path, monkeypatch, c
     assert "test_bits_per_dim" in prior and {"psnr", "codebook_usage"} <= set(vqvae)
     summary = capsys.readouterr().err
     for name, s in (("gan", gan), ("prior", prior)):
-        assert f"{name:>6}: Frechet distance {s['fd']:.3f} (floor {s['fd_floor']:.3f}), recall {s['recall']:.3f}" in summary
+        assert (
+            f"{name:>6}: Frechet distance {s['fd']:.3f} (floor {s['fd_floor']:.3f}), recall {s['recall']:.3f}"
+            in summary
+        )
     assert f" vqvae: test PSNR {vqvae['psnr']:.2f} dB, codebook usage {vqvae['codebook_usage']:.1%}" in summary
     assert f"report: {result.report}" in summary

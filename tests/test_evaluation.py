@@ -23,7 +23,11 @@ def world(tmp_path_factory):
     install_evaluator(cache, str(idx))
     vq = train("vqvae", root / "vq", data=idx, steps=6)
     return {
-        "root": root, "npz": npz, "idx": idx, "cache": cache, "vq": vq,
+        "root": root,
+        "npz": npz,
+        "idx": idx,
+        "cache": cache,
+        "vq": vq,
         "gan": train("gan", root / "gan", data=npz, steps=4),
         "prior": train("prior", root / "prior", vqvae=vq, steps=4),
     }
@@ -144,7 +148,9 @@ def test_a_retrained_evaluator_does_not_reuse_stale_real_statistics(world, tmp_p
 
 
 def test_evaluation_during_training(world, tmp_path):
-    out = train("gan", tmp_path / "gan", data=world["npz"], steps=10, extra=["train.eval_every=5", "train.eval_samples=64"])
+    out = train(
+        "gan", tmp_path / "gan", data=world["npz"], steps=10, extra=["train.eval_every=5", "train.eval_samples=64"]
+    )
     evals = records(out, "eval")
     assert [r["step"] for r in evals] == [5, 10]
     for r in evals:

@@ -41,7 +41,11 @@ EXPECTED = {
         mean([-math.log(sigmoid(f)) for f in FAKE]),
     ),
     "hinge": (mean([max(0, 1 - r) for r in REAL]), mean([max(0, 1 + f) for f in FAKE]), -mean(FAKE)),
-    "lsgan": (0.5 * mean([(r - 1) ** 2 for r in REAL]), 0.5 * mean([f**2 for f in FAKE]), 0.5 * mean([(f - 1) ** 2 for f in FAKE])),
+    "lsgan": (
+        0.5 * mean([(r - 1) ** 2 for r in REAL]),
+        0.5 * mean([f**2 for f in FAKE]),
+        0.5 * mean([(f - 1) ** 2 for f in FAKE]),
+    ),
     "wgan-gp": (-mean(REAL), mean(FAKE), -mean(FAKE)),
 }
 
@@ -72,7 +76,9 @@ def test_gan_loss_closed_form(name):
 def test_nonsaturating_is_the_softplus_form():
     r, f = torch.tensor(REAL), torch.tensor(FAKE)
     total, _ = GAN_LOSSES["nonsaturating"][0](r, f)
-    assert total.item() == pytest.approx(mean([softplus(-x) for x in REAL]) + mean([softplus(x) for x in FAKE]), rel=1e-6)
+    assert total.item() == pytest.approx(
+        mean([softplus(-x) for x in REAL]) + mean([softplus(x) for x in FAKE]), rel=1e-6
+    )
 
 
 def linear_critic(w: torch.Tensor, b: float = 0.3):

@@ -66,7 +66,9 @@ def test_frechet_shape_mismatch_errors():
 
 def test_kid_unbiased_on_same_distribution():
     # Unbiased over fresh draws: the average over many pairs of sets is ~0 and some are negative.
-    values = np.array([core.kid(gaussian(40, 4, 2 * s), gaussian(40, 4, 2 * s + 1), subsets=1, subset_size=40)[0] for s in range(60)])
+    values = np.array(
+        [core.kid(gaussian(40, 4, 2 * s), gaussian(40, 4, 2 * s + 1), subsets=1, subset_size=40)[0] for s in range(60)]
+    )
     assert values.min() < 0 < values.max()
     assert abs(values.mean()) < 3 * values.std() / np.sqrt(len(values))
     shifted = core.kid(gaussian(40, 4, 0), gaussian(40, 4, 1, shift=1.0), subsets=1, subset_size=40)[0]
@@ -83,7 +85,9 @@ def test_kid_matches_direct_formula():
     kernel = lambda p, q: (p @ q.T / 4 + 1) ** 3
     kxx, kyy, kxy = kernel(x, x), kernel(y, y), kernel(x, y)
     m = 20
-    expected = (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
+    expected = (
+        (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
+    )
     mean, std = core.kid(y, x, subsets=3, subset_size=20)
     assert mean == pytest.approx(expected, rel=1e-9) and std == pytest.approx(0.0, abs=1e-9)
 

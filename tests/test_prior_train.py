@@ -55,11 +55,15 @@ def test_test_nll_and_bits_per_dim_recorded(prior_run, vq_run):
     assert 0 < nats < math.log(16) + 1  # about uniform over 16 codes at worst after 6 steps
     model = yaml.safe_load((vq_run / "config.yaml").read_text())["model"]
     codes = (model["resolution"] // model["downsample"]) ** 2
-    assert bpd == pytest.approx(nats * codes / (math.log(2) * model["resolution"] ** 2 * model["in_channels"]), rel=1e-12)
+    assert bpd == pytest.approx(
+        nats * codes / (math.log(2) * model["resolution"] ** 2 * model["in_channels"]), rel=1e-12
+    )
 
 
 def test_sample_class_and_top_k(prior_run, tmp_path):
-    code, out, err = cli("sample", prior_run, "--n", 8, "--out", tmp_path / "s.png", "--class", 1, "--top-k", 5, "--device", "cpu")
+    code, out, err = cli(
+        "sample", prior_run, "--n", 8, "--out", tmp_path / "s.png", "--class", 1, "--top-k", 5, "--device", "cpu"
+    )
     assert code == 0, err
     assert is_png(tmp_path / "s.png") and "wrote 8 samples" in out
 
@@ -99,7 +103,9 @@ def test_prior_samples_after_its_vqvae_run_is_deleted(vq_run, tmp_path):
 
 def test_prior_on_a_gan_run_is_refused(vq_run, tmp_path):
     gan = train("gan", tmp_path / "gan", data=write_idx_folder(tmp_path / "bars", n_train=32, n_test=8), steps=1)
-    code, _, err = cli("train", "prior", "--vqvae", gan, "--out", tmp_path / "p", "--steps", 2, "--device", "cpu", "--quiet")
+    code, _, err = cli(
+        "train", "prior", "--vqvae", gan, "--out", tmp_path / "p", "--steps", 2, "--device", "cpu", "--quiet"
+    )
     assert code == 2
     assert one_error(err).endswith("this is a 'gan' checkpoint, expected 'vqvae'")
     assert not (tmp_path / "p").exists()
@@ -112,7 +118,11 @@ def test_prior_refuses_data(vq_run, tmp_path):
 
 
 def _config(vq_run, kind):
-    sets = COMMON + TINY_PRIOR + ["train.device=cpu", "train.steps=8", "train.checkpoint_every=3", "train.log_every=2", f"kind={kind}"]
+    sets = (
+        COMMON
+        + TINY_PRIOR
+        + ["train.device=cpu", "train.steps=8", "train.checkpoint_every=3", "train.log_every=2", f"kind={kind}"]
+    )
     return resolve(PriorRunConfig, PRIOR_PRESETS, "default", None, sets, {"vqvae": str(vq_run)})
 
 

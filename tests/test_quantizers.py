@@ -130,7 +130,9 @@ def test_kmeans_init_puts_a_code_on_every_data_cluster():
     assert quantizer.initialised
     distance = torch.cdist(centres, quantizer.codebook)  # (clusters, codes)
     assert (distance.min(1).values < 0.05).all()
-    torch.testing.assert_close(quantizer.embed_sum / quantizer.cluster_size[:, None], quantizer.codebook, atol=0.05, rtol=0)
+    torch.testing.assert_close(
+        quantizer.embed_sum / quantizer.cluster_size[:, None], quantizer.codebook, atol=0.05, rtol=0
+    )
     first = quantizer.codebook.clone()
     quantizer(grid(rows, 2, 10, 10))  # initialised once, not every batch
     assert (quantizer.codebook - first).abs().max() < 0.05

@@ -11,7 +11,6 @@ import yaml
 
 from genforge.cli import build_parser
 from genforge.data import named
-from genforge.errors import GenforgeError
 from synthetic import install_evaluator, write_npz
 
 README = Path(__file__).resolve().parents[1] / "README.md"

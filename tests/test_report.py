@@ -21,34 +21,83 @@ from genforge.images import save_grid
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 
-GAN_EVAL = {"fd": 12.3, "kid": 0.0123, "kid_std": 0.0011, "precision": 0.82, "recall": 0.41, "density": 0.95, "coverage": 0.77,
-            "is": 8.25, "class_kl": 0.031, "classes_covered": 10.0, "num_classes": 10.0, "collapsed": 0.0,
-            "sample_images_per_s": 5120.0, "features": "classifier", "n": 2000, "data": "fashion-mnist", "fd_floor": 1.25}
-VQ_EVAL = {"fd": 45.6, "kid": 0.0456, "kid_std": 0.002, "precision": 0.64, "recall": 0.58, "density": 0.71, "coverage": 0.69,
-           "is": 7.5, "class_kl": 0.12, "classes_covered": 9.0, "num_classes": 10.0, "collapsed": 0.0,
-           "sample_images_per_s": 310.0, "features": "classifier", "n": 2000, "data": "fashion-mnist", "fd_floor": 1.25,
-           "mse": 0.004, "psnr": 24.5, "ssim": 0.88}
+GAN_EVAL = {
+    "fd": 12.3,
+    "kid": 0.0123,
+    "kid_std": 0.0011,
+    "precision": 0.82,
+    "recall": 0.41,
+    "density": 0.95,
+    "coverage": 0.77,
+    "is": 8.25,
+    "class_kl": 0.031,
+    "classes_covered": 10.0,
+    "num_classes": 10.0,
+    "collapsed": 0.0,
+    "sample_images_per_s": 5120.0,
+    "features": "classifier",
+    "n": 2000,
+    "data": "fashion-mnist",
+    "fd_floor": 1.25,
+}
+VQ_EVAL = {
+    "fd": 45.6,
+    "kid": 0.0456,
+    "kid_std": 0.002,
+    "precision": 0.64,
+    "recall": 0.58,
+    "density": 0.71,
+    "coverage": 0.69,
+    "is": 7.5,
+    "class_kl": 0.12,
+    "classes_covered": 9.0,
+    "num_classes": 10.0,
+    "collapsed": 0.0,
+    "sample_images_per_s": 310.0,
+    "features": "classifier",
+    "n": 2000,
+    "data": "fashion-mnist",
+    "fd_floor": 1.25,
+    "mse": 0.004,
+    "psnr": 24.5,
+    "ssim": 0.88,
+}
 
 
 def make_run(root: Path, name: str, kind: str, evaluation: dict | None, elapsed: float = 600.0) -> Path:
     run = root / name
     run.mkdir(parents=True)
     if kind == "gan":
-        config = {"data": {"source": "fashion-mnist"}, "model": {"z_dim": 8}, "optim": {"lr_g": 2e-4}, "train": {"seed": 0}}
-        tensors = {"model.G.net.0.weight": torch.zeros(4, 3), "model.G.net.0.bias": torch.zeros(4),
-                   "model.D.net.0.weight": torch.zeros(2, 5), "model.G_ema.net.0.weight": torch.zeros(4, 3),
-                   "model.G_ema.net.0.bias": torch.zeros(4), "optim.G.state.0.exp_avg": torch.zeros(4, 3),
-                   "rng.torch": torch.zeros(16, dtype=torch.uint8)}
+        config = {
+            "data": {"source": "fashion-mnist"},
+            "model": {"z_dim": 8},
+            "optim": {"lr_g": 2e-4},
+            "train": {"seed": 0},
+        }
+        tensors = {
+            "model.G.net.0.weight": torch.zeros(4, 3),
+            "model.G.net.0.bias": torch.zeros(4),
+            "model.D.net.0.weight": torch.zeros(2, 5),
+            "model.G_ema.net.0.weight": torch.zeros(4, 3),
+            "model.G_ema.net.0.bias": torch.zeros(4),
+            "optim.G.state.0.exp_avg": torch.zeros(4, 3),
+            "rng.torch": torch.zeros(16, dtype=torch.uint8),
+        }
         log = {"d_loss": 1.2, "g_loss": 0.7}
     else:
         config = {"data": {"source": "fashion-mnist"}, "model": {}, "discriminator": {}, "optim": {}, "train": {}}
-        tensors = {"model.vqvae.enc.weight": torch.zeros(6, 5), "model.vqvae.codebook": torch.zeros(8, 4),
-                   "optim.vqvae.state.0.exp_avg": torch.zeros(6, 5)}
+        tensors = {
+            "model.vqvae.enc.weight": torch.zeros(6, 5),
+            "model.vqvae.codebook": torch.zeros(8, 4),
+            "optim.vqvae.state.0.exp_avg": torch.zeros(6, 5),
+        }
         log = {"loss": 0.3, "recon": 0.2, "codebook_usage": 0.9, "codebook_perplexity": 7.1, "dead_codes": 1}
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     ckpt.save(run, 300, kind, config, tensors, {"elapsed": elapsed})
-    records = [{"step": s, "time": s * 2.0, "images_per_s": speed, **{k: v / s * 100 for k, v in log.items()}}
-               for s, speed in ((100, 1000.0), (200, 2000.0), (300, 3000.0))]
+    records = [
+        {"step": s, "time": s * 2.0, "images_per_s": speed, **{k: v / s * 100 for k, v in log.items()}}
+        for s, speed in ((100, 1000.0), (200, 2000.0), (300, 3000.0))
+    ]
     records.insert(2, {"step": 200, "time": 400.0, "eval": {"fd": 80.0}})
     lines = [json.dumps(r) for r in records] + ["{not json"]
     if evaluation is not None:
@@ -62,7 +111,10 @@ def make_run(root: Path, name: str, kind: str, evaluation: dict | None, elapsed:
 
 @pytest.fixture
 def runs(tmp_path):
-    return [report.collect(make_run(tmp_path, "gan", "gan", GAN_EVAL)), report.collect(make_run(tmp_path, "vq", "vqvae", VQ_EVAL, 1200.0))]
+    return [
+        report.collect(make_run(tmp_path, "gan", "gan", GAN_EVAL)),
+        report.collect(make_run(tmp_path, "vq", "vqvae", VQ_EVAL, 1200.0)),
+    ]
 
 
 def rows_by_key(runs):
@@ -87,9 +139,26 @@ def test_parameter_count_excludes_ema_optimizer_and_rng(runs):
 
 def test_prior_counts_prior_and_vqvae(tmp_path):
     run = tmp_path / "prior"
-    config = {"vqvae": "runs/vq", "kind": "transformer", "conditional": False, "maskgit_steps": 8, "model": {}, "optim": {}, "train": {}}
-    ckpt.save(run, 5, "prior", config, {"model.prior.w": torch.zeros(3, 3), "model.vqvae.w": torch.zeros(2)}, {"elapsed": 30.0})
-    (run / "metrics.jsonl").write_text(json.dumps({"step": 5, "eval": {"test_nll_nats_per_code": 2.0, "test_bits_per_dim": 0.71}}) + "\n")
+    config = {
+        "vqvae": "runs/vq",
+        "kind": "transformer",
+        "conditional": False,
+        "maskgit_steps": 8,
+        "model": {},
+        "optim": {},
+        "train": {},
+    }
+    ckpt.save(
+        run,
+        5,
+        "prior",
+        config,
+        {"model.prior.w": torch.zeros(3, 3), "model.vqvae.w": torch.zeros(2)},
+        {"elapsed": 30.0},
+    )
+    (run / "metrics.jsonl").write_text(
+        json.dumps({"step": 5, "eval": {"test_nll_nats_per_code": 2.0, "test_bits_per_dim": 0.71}}) + "\n"
+    )
     summary = report.collect(run)  # no config.yaml: the checkpoint alone makes it a run
     assert summary.kind == "prior" and summary.parameters == {"prior": 9, "vqvae": 2}
     assert rows_by_key([summary])["test_bits_per_dim"]["values"] == [0.71]
@@ -97,7 +166,18 @@ def test_prior_counts_prior_and_vqvae(tmp_path):
 
 def test_table_numbers_match_metrics_files(runs, tmp_path):
     rows = rows_by_key(runs)
-    for key in ("fd", "kid", "precision", "recall", "density", "coverage", "is", "class_kl", "sample_images_per_s", "fd_floor"):
+    for key in (
+        "fd",
+        "kid",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "is",
+        "class_kl",
+        "sample_images_per_s",
+        "fd_floor",
+    ):
         assert rows[key]["values"] == [GAN_EVAL[key], VQ_EVAL[key]], key
     assert rows["psnr"]["values"] == [None, 24.5] and rows["psnr"]["display"][0] == "—"
     assert rows["class_coverage"]["display"] == ["10/10", "9/10"]
@@ -138,7 +218,10 @@ def test_images_embedded_and_self_contained(runs, tmp_path):
 
 
 def test_missing_evaluation_shows_dash_and_note(tmp_path):
-    runs = [report.collect(make_run(tmp_path, "gan", "gan", GAN_EVAL)), report.collect(make_run(tmp_path, "new", "gan", None))]
+    runs = [
+        report.collect(make_run(tmp_path, "gan", "gan", GAN_EVAL)),
+        report.collect(make_run(tmp_path, "new", "gan", None)),
+    ]
     rows = rows_by_key(runs)
     assert rows["fd"]["values"] == [12.3, None] and rows["fd"]["display"][1] == "—"
     assert rows["fd"]["leader"] is None  # nobody leads alone
@@ -172,8 +255,12 @@ def test_data_filter_picks_matching_evaluation(tmp_path):
 def test_screenshot_renders(runs, tmp_path):
     page = report.write_report(runs, tmp_path / "r.html")
     shot = tmp_path / "shot.png"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "screenshot_report.py"), str(page), str(shot), "--size", "900,900"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "screenshot_report.py"), str(page), str(shot), "--size", "900,900"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert shot.stat().st_size > 1000
 

@@ -24,8 +24,13 @@ from genforge.training import runs
 from genforge.training.gan import GAN_PRESETS, GANRunConfig
 
 TINY = [
-    "model.z_dim=16", "model.g_channels=8", "model.d_channels=8", "train.batch_size=8",
-    "train.device=cpu", "train.grid_images=4", "train.log_every=2",
+    "model.z_dim=16",
+    "model.g_channels=8",
+    "model.d_channels=8",
+    "train.batch_size=8",
+    "train.device=cpu",
+    "train.grid_images=4",
+    "train.log_every=2",
 ]
 
 
@@ -101,7 +106,11 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, data):
 
 
 def test_checkpoints_are_pruned_to_keep(tmp_path, data):
-    runs.train_gan(gan_config(data, "train.steps=10", "train.checkpoint_every=2", "train.keep_checkpoints=2"), tmp_path / "r", progress=False)
+    runs.train_gan(
+        gan_config(data, "train.steps=10", "train.checkpoint_every=2", "train.keep_checkpoints=2"),
+        tmp_path / "r",
+        progress=False,
+    )
     names = sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir())
     assert names == ["latest", "step-0000008", "step-0000010"]
 
@@ -117,7 +126,10 @@ def test_step_budget_and_run_folder(tmp_path, data):
     result = runs.train_gan(config, out, progress=False)
     assert (result.step, result.interrupted) == (6, False)
     assert sorted(p.name for p in (out / "samples").iterdir()) == [
-        "final.png", "step-0000002.png", "step-0000004.png", "step-0000006.png",
+        "final.png",
+        "step-0000002.png",
+        "step-0000004.png",
+        "step-0000006.png",
     ]
     assert (out / "samples" / "final.png").read_bytes() == (out / "samples" / "step-0000006.png").read_bytes()
     assert (out / "config.yaml").read_text() == dump_yaml(config)
@@ -141,12 +153,16 @@ def test_minutes_budget_stops_the_run_and_counts_over_resumes(tmp_path, data):
     assert c.state["elapsed"] >= 0.3
     assert (out / "samples" / "final.png").is_file()
     # the budget is spent: resuming with the same budget trains no further
-    again = runs.train_gan(gan_config(data, "train.minutes=0.005", "train.checkpoint_every=100000"), out, progress=False)
+    again = runs.train_gan(
+        gan_config(data, "train.minutes=0.005", "train.checkpoint_every=100000"), out, progress=False
+    )
     assert again.step == result.step
 
 
 def test_whichever_budget_comes_first(tmp_path, data):
-    by_time = runs.train_gan(gan_config(data, "train.steps=1000000", "train.minutes=0.004"), tmp_path / "a", progress=False)
+    by_time = runs.train_gan(
+        gan_config(data, "train.steps=1000000", "train.minutes=0.004"), tmp_path / "a", progress=False
+    )
     assert 0 < by_time.step < 1000000
     by_steps = runs.train_gan(gan_config(data, "train.steps=3", "train.minutes=10"), tmp_path / "b", progress=False)
     assert by_steps.step == 3

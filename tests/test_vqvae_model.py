@@ -53,7 +53,9 @@ def test_fsq_vqvae_shapes():
 
 
 def test_resolution_that_does_not_divide_names_the_fix():
-    with pytest.raises(GenforgeError, match=r"model\.resolution 28 is not divisible by model\.downsample 8; pad the images to 32"):
+    with pytest.raises(
+        GenforgeError, match=r"model\.resolution 28 is not divisible by model\.downsample 8; pad the images to 32"
+    ):
         VQVAEConfig(in_channels=1, resolution=28, downsample=8)
     VQVAEConfig(in_channels=1, resolution=28, downsample=4)  # 7x7 codes are fine
     with pytest.raises(GenforgeError, match="downsample"):
@@ -71,7 +73,9 @@ def test_wrong_images_and_grids_are_refused():
 
 
 def test_config_builds_from_plain_dicts_with_nested_quantizer():
-    config = from_dict(VQVAEConfig, {"in_channels": 1, "resolution": 32, "quantizer": {"kind": "fsq", "fsq_levels": [8, 5, 5]}})
+    config = from_dict(
+        VQVAEConfig, {"in_channels": 1, "resolution": 32, "quantizer": {"kind": "fsq", "fsq_levels": [8, 5, 5]}}
+    )
     assert config.quantizer.fsq_levels == (8, 5, 5) and VQVAE(config).num_codes == 200
     with pytest.raises(GenforgeError, match="model.quantizer.num_codes must be positive, got -3"):
         from_dict(VQVAEConfig, {"quantizer": {"num_codes": -3}})

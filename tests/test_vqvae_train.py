@@ -14,7 +14,7 @@ from genforge.config import resolve
 from genforge.data import load_dataset
 from genforge.training import runs
 from genforge.training.vqvae import VQVAE_PRESETS, VQVAERunConfig
-from synthetic import COMMON, TINY_VQVAE, cli, one_error, is_png, records, train, write_idx_folder, write_npz
+from synthetic import COMMON, TINY_VQVAE, cli, is_png, one_error, records, train, write_idx_folder, write_npz
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,11 @@ def test_encode_out_must_be_npz(vq_run, tmp_path):
 
 
 def _config(data, *extra):
-    sets = COMMON + TINY_VQVAE + ["train.device=cpu", "train.steps=12", "train.checkpoint_every=4", "train.log_every=2", *extra]
+    sets = (
+        COMMON
+        + TINY_VQVAE
+        + ["train.device=cpu", "train.steps=12", "train.checkpoint_every=4", "train.log_every=2", *extra]
+    )
     return resolve(VQVAERunConfig, VQVAE_PRESETS, "default", None, sets, {"data": {"source": str(data)}})
 
 

@@ -105,7 +105,9 @@ def find(path: str | Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def load(path: str | Path, kind: str | tuple[str, ...] | None = None, map_location: str | torch.device = "cpu") -> Checkpoint:
+def load(
+    path: str | Path, kind: str | tuple[str, ...] | None = None, map_location: str | torch.device = "cpu"
+) -> Checkpoint:
     """Load a checkpoint, refusing pickles, truncated files and the wrong kind."""
     folder = find(path)
     if folder is None:
@@ -122,10 +124,14 @@ def load(path: str | Path, kind: str | tuple[str, ...] | None = None, map_locati
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not {"kind", "step", "config"} <= set(meta):
         raise GenforgeError(f"{meta_path}: not a genforge checkpoint (no '{FORMAT}' marker)")
     if meta.get("version") != VERSION:
-        raise GenforgeError(f"{meta_path}: checkpoint format version {meta.get('version')} is not supported (expected {VERSION})")
+        raise GenforgeError(
+            f"{meta_path}: checkpoint format version {meta.get('version')} is not supported (expected {VERSION})"
+        )
     wanted = (kind,) if isinstance(kind, str) else kind
     if wanted is not None and meta.get("kind") not in wanted:
-        raise GenforgeError(f"{folder}: this is a '{meta.get('kind')}' checkpoint, expected {' or '.join(repr(k) for k in wanted)}")
+        raise GenforgeError(
+            f"{folder}: this is a '{meta.get('kind')}' checkpoint, expected {' or '.join(repr(k) for k in wanted)}"
+        )
     try:
         tensors = load_file(str(tensors_path), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as e:
@@ -145,7 +151,7 @@ def pack_module(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]
 def unpack_module(prefix: str, module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Load ``prefix.*`` into ``module``; a missing or extra key is an error."""
     lead = prefix + "."
-    state = {k[len(lead):]: v for k, v in tensors.items() if k.startswith(lead)}
+    state = {k[len(lead) :]: v for k, v in tensors.items() if k.startswith(lead)}
     expected = set(module.state_dict())
     missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or extra:
@@ -154,7 +160,9 @@ def unpack_module(prefix: str, module: torch.nn.Module, tensors: dict[str, torch
     for key, value in state.items():
         ref = module.state_dict()[key]
         if ref.shape != value.shape:
-            raise GenforgeError(f"checkpoint does not match the model '{prefix}': {key} has shape {tuple(value.shape)}, model has {tuple(ref.shape)}")
+            raise GenforgeError(
+                f"checkpoint does not match the model '{prefix}': {key} has shape {tuple(value.shape)}, model has {tuple(ref.shape)}"
+            )
     module.load_state_dict(state, strict=True)
 
 
@@ -172,19 +180,23 @@ def pack_optimizer(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[
     return tensors, {"param_groups": groups, "scalars": scalars}
 
 
-def unpack_optimizer(prefix: str, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+def unpack_optimizer(
+    prefix: str, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], state: dict[str, Any]
+) -> None:
     lead = prefix + ".state."
     entries: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith(lead):
-            index, name = key[len(lead):].split(".", 1)
+            index, name = key[len(lead) :].split(".", 1)
             entries.setdefault(int(index), {})[name] = value
     for key, value in state["scalars"].items():
         index, name = key.split(".", 1)
         entries.setdefault(int(index), {})[name] = value
     fresh = optimizer.state_dict()["param_groups"]
     if len(fresh) != len(state["param_groups"]):
-        raise GenforgeError(f"checkpoint optimizer '{prefix}' has {len(state['param_groups'])} parameter groups, model has {len(fresh)}")
+        raise GenforgeError(
+            f"checkpoint optimizer '{prefix}' has {len(state['param_groups'])} parameter groups, model has {len(fresh)}"
+        )
     groups = []
     for new, saved in zip(fresh, state["param_groups"]):
         groups.append({k: (tuple(v) if isinstance(new.get(k), tuple) else v) for k, v in saved.items()})
@@ -203,7 +215,9 @@ def _refuse_pickle(path: Path) -> None:
     if head[8:9] == b"{" and 0 < length <= path.stat().st_size - 8:
         return
     if any(head.startswith(m) for m in _PICKLE_MAGICS):
-        raise GenforgeError(f"{path}: is a pickle (torch.save) file; genforge checkpoints are safetensors + JSON and never unpickle")
+        raise GenforgeError(
+            f"{path}: is a pickle (torch.save) file; genforge checkpoints are safetensors + JSON and never unpickle"
+        )
 
 
 def _fsync(path: Path) -> None:

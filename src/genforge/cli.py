@@ -14,11 +14,22 @@ from genforge.errors import GenforgeError
 def _train_flags(p: argparse.ArgumentParser, presets: dict) -> None:
     p.add_argument("--out", required=True, type=Path, help="run folder (resumed if it holds a checkpoint)")
     p.add_argument("--data", help="named dataset or path (sets data.source)")
-    p.add_argument("--preset", default="default", help=f"named starting config: {', '.join(presets)} (default: default)")
+    p.add_argument(
+        "--preset", default="default", help=f"named starting config: {', '.join(presets)} (default: default)"
+    )
     p.add_argument("--config", type=Path, help="YAML file with config sections (data, model, optim, train, ...)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override one config value, e.g. train.batch_size=128")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. train.batch_size=128",
+    )
     p.add_argument("--steps", type=int, help="stop after N steps (train.steps)")
-    p.add_argument("--minutes", type=float, help="stop after M minutes of training, summed over resumes (train.minutes)")
+    p.add_argument(
+        "--minutes", type=float, help="stop after M minutes of training, summed over resumes (train.minutes)"
+    )
     p.add_argument("--batch-size", type=int, help="train.batch_size")
     p.add_argument("--seed", type=int, help="train.seed")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="train.device")
@@ -28,10 +39,18 @@ def _train_flags(p: argparse.ArgumentParser, presets: dict) -> None:
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict:
-    train = {k: v for k, v in {
-        "steps": args.steps, "minutes": args.minutes, "batch_size": args.batch_size, "seed": args.seed,
-        "device": args.device, "precision": args.precision,
-    }.items() if v is not None}
+    train = {
+        k: v
+        for k, v in {
+            "steps": args.steps,
+            "minutes": args.minutes,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "device": args.device,
+            "precision": args.precision,
+        }.items()
+        if v is not None
+    }
     extra: dict = {"train": train} if train else {}
     if args.data is not None:
         extra["data"] = {"source": args.data}
@@ -44,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     from genforge.training.prior import PRIOR_PRESETS
     from genforge.training.vqvae import VQVAE_PRESETS
 
-    parser = argparse.ArgumentParser(prog="genforge", description="Train, sample, evaluate and compare GANs and VQ-VAEs.")
+    parser = argparse.ArgumentParser(
+        prog="genforge", description="Train, sample, evaluate and compare GANs and VQ-VAEs."
+    )
     parser.add_argument("--version", action="version", version=f"genforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -59,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     prior.add_argument("--vqvae", required=True, type=Path, help="the trained VQ-VAE run")
     prior.add_argument("--kind", choices=["ar", "maskgit"], help="autoregressive (default) or parallel decoding")
 
-    for name, text in (("reconstruct", "originals beside their VQ-VAE reconstructions"), ("encode", "code indices of a dataset (.npz)")):
+    for name, text in (
+        ("reconstruct", "originals beside their VQ-VAE reconstructions"),
+        ("encode", "code indices of a dataset (.npz)"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("run", type=Path)
         p.add_argument("--data", help="dataset (default: the run's own)")
@@ -73,25 +97,40 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=int, default=64)
     sample.add_argument("--out", type=Path, required=True)
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--format", choices=["png", "npz", "png-dir"], default="png", help="grid PNG, .npz array or folder of PNGs")
+    sample.add_argument(
+        "--format", choices=["png", "npz", "png-dir"], default="png", help="grid PNG, .npz array or folder of PNGs"
+    )
     sample.add_argument("--nrow", type=int, help="images per row in the grid")
     sample.add_argument("--truncation", type=float, help="GAN: redraw latent entries beyond this magnitude")
-    sample.add_argument("--interpolate", type=int, metavar="STEPS", help="GAN: --n strips of STEPS images between two latents")
-    sample.add_argument("--class", dest="class_label", type=int, help="prior: class to generate (class-conditional priors)")
+    sample.add_argument(
+        "--interpolate", type=int, metavar="STEPS", help="GAN: --n strips of STEPS images between two latents"
+    )
+    sample.add_argument(
+        "--class", dest="class_label", type=int, help="prior: class to generate (class-conditional priors)"
+    )
     sample.add_argument("--temperature", type=float, help="prior: softmax temperature (default 1)")
     sample.add_argument("--top-k", type=int, help="prior: sample among the k most likely codes")
     sample.add_argument("--top-p", type=float, help="prior (ar): nucleus sampling mass")
     sample.add_argument("--steps", type=int, help="prior (maskgit): parallel decoding steps")
     sample.add_argument("--cfg-scale", type=float, help="prior: classifier-free guidance scale (with --class)")
-    sample.add_argument("--no-cache", action="store_true", help="prior (ar): recompute the prefix every step (slow; for checks)")
+    sample.add_argument(
+        "--no-cache", action="store_true", help="prior (ar): recompute the prefix every step (slow; for checks)"
+    )
     sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
 
     ev = sub.add_parser("evaluate", help="score a run (or a folder/.npz of images) against real data")
     ev.add_argument("run", type=Path, nargs="?", help="run folder, or a folder/.npz of images from any tool")
     ev.add_argument("--data", help="real data to compare with (default: the run's own)")
     ev.add_argument("--n", type=int, default=10_000, help="samples to generate and score (default 10000)")
-    ev.add_argument("--features", default="classifier", choices=["classifier", "inception"], help="feature network (default classifier)")
-    ev.add_argument("--real-vs-real", action="store_true", help="score a train subset against the test split: the floor")
+    ev.add_argument(
+        "--features",
+        default="classifier",
+        choices=["classifier", "inception"],
+        help="feature network (default classifier)",
+    )
+    ev.add_argument(
+        "--real-vs-real", action="store_true", help="score a train subset against the test split: the floor"
+    )
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ev.add_argument("--no-record", action="store_true", help="do not append the result to the run's metrics.jsonl")
@@ -176,7 +215,6 @@ def _train(args: argparse.Namespace) -> int:
     from genforge.config import dump_yaml, resolve
     from genforge.training import runs
     from genforge.training.gan import GAN_PRESETS, GANRunConfig
-
     from genforge.training.prior import PRIOR_PRESETS, PriorRunConfig
     from genforge.training.vqvae import VQVAE_PRESETS, VQVAERunConfig
 
@@ -220,8 +258,15 @@ def _sample(args: argparse.Namespace) -> int:
     else:
         options = dict(truncation=args.truncation)
         if sampler.kind == "prior":
-            options.update(class_label=args.class_label, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                           steps=args.steps, cfg_scale=args.cfg_scale, use_cache=not args.no_cache)
+            options.update(
+                class_label=args.class_label,
+                temperature=args.temperature,
+                top_k=args.top_k,
+                top_p=args.top_p,
+                steps=args.steps,
+                cfg_scale=args.cfg_scale,
+                use_cache=not args.no_cache,
+            )
         else:
             for flag in ("class_label", "temperature", "top_k", "top_p", "steps", "cfg_scale"):
                 if getattr(args, flag) is not None:
@@ -241,8 +286,12 @@ def _vqvae_tool(args: argparse.Namespace) -> int:
         raise GenforgeError(f"--n must be >= 0, got {args.n}")
     device = pick_device(args.device)
     if args.command == "reconstruct":
-        scores = vqtools.reconstruct(args.run, args.out, data=args.data, split=args.split, n=args.n or 32, device=device)
-        print(f"wrote originals | reconstructions to {args.out}; " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        scores = vqtools.reconstruct(
+            args.run, args.out, data=args.data, split=args.split, n=args.n or 32, device=device
+        )
+        print(
+            f"wrote originals | reconstructions to {args.out}; " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+        )
     else:
         count, grid = vqtools.encode(args.run, args.out, data=args.data, split=args.split, n=args.n, device=device)
         print(f"wrote {count} code grids of {grid[0]}x{grid[1]} to {args.out}")
@@ -261,8 +310,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     elif args.run is None:
         raise GenforgeError("evaluate needs a RUN (or --real-vs-real --data NAME)")
     else:
-        scores = evaluation.evaluate(args.run, data=args.data, n=args.n, features=args.features, device=device,
-                                     seed=args.seed, record=not args.no_record)
+        scores = evaluation.evaluate(
+            args.run,
+            data=args.data,
+            n=args.n,
+            features=args.features,
+            device=device,
+            seed=args.seed,
+            record=not args.no_record,
+        )
     if args.json:
         print(json.dumps(scores))
     else:
@@ -287,7 +343,9 @@ def _report(args: argparse.Namespace) -> int:
         summaries = [report.collect(run, data=args.data) for run in args.runs]
         path = report.write_report(summaries, args.out, title=args.title)
     else:
-        path = report.write_report([report.collect(args.run)], args.out or args.run / "report.html", title=f"genforge report: {args.run.name}")
+        path = report.write_report(
+            [report.collect(args.run)], args.out or args.run / "report.html", title=f"genforge report: {args.run.name}"
+        )
     print(f"wrote {path}")
     return 0
 

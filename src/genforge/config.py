@@ -67,7 +67,9 @@ class TrainConfig:
         _check(self.steps >= 0, "train.steps", "must be >= 0", self.steps)
         _check(self.minutes >= 0, "train.minutes", "must be >= 0", self.minutes)
         _check(self.device in DEVICES, "train.device", f"must be one of {', '.join(DEVICES)}", self.device)
-        _check(self.precision in PRECISIONS, "train.precision", f"must be one of {', '.join(PRECISIONS)}", self.precision)
+        _check(
+            self.precision in PRECISIONS, "train.precision", f"must be one of {', '.join(PRECISIONS)}", self.precision
+        )
         positive(self, "train", "log_every", "checkpoint_every", "keep_checkpoints", "grid_images")
         non_negative(self, "train", "sample_every", "eval_every", "eval_samples")
 
@@ -264,6 +266,15 @@ def dump_yaml(config: Any) -> str:
 
 
 __all__ = [
-    "DataConfig", "TrainConfig", "from_dict", "to_dict", "resolve", "dump_yaml", "read_yaml",
-    "parse_set", "merge", "nest", "field",
+    "DataConfig",
+    "TrainConfig",
+    "from_dict",
+    "to_dict",
+    "resolve",
+    "dump_yaml",
+    "read_yaml",
+    "parse_set",
+    "merge",
+    "nest",
+    "field",
 ]

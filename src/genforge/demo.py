@@ -35,8 +35,16 @@ def _say(message: str) -> None:
     print(f"\n== {message}", file=sys.stderr, flush=True)
 
 
-def run_demo(out: Path, minutes: float = 15.0, data: str = "fashion-mnist", n_eval: int = 10_000,
-             device_name: str = "auto", progress: bool = True, sets: list[str] = (), limit: int = 0) -> DemoResult:
+def run_demo(
+    out: Path,
+    minutes: float = 15.0,
+    data: str = "fashion-mnist",
+    n_eval: int = 10_000,
+    device_name: str = "auto",
+    progress: bool = True,
+    sets: list[str] = (),
+    limit: int = 0,
+) -> DemoResult:
     """``limit`` > 0 trains on (and encodes) only that many images per split: for quick checks."""
     from genforge.data import load_dataset
     from genforge.errors import GenforgeError
@@ -53,11 +61,33 @@ def run_demo(out: Path, minutes: float = 15.0, data: str = "fashion-mnist", n_ev
     device = pick_device(device_name)
     per_family = minutes * TRAINING_SHARE / 2
     common = {"data": {"source": data, "limit": limit}, "train": {"device": device_name}}
-    gan_cfg = resolve(GANRunConfig, GAN_PRESETS, "default", None, sets, {**common, "train": {**common["train"], "minutes": per_family}})
-    vq_cfg = resolve(VQVAERunConfig, VQVAE_PRESETS, "default", None, (), {**common, "train": {**common["train"], "minutes": per_family * VQVAE_SHARE}})
-    prior_cfg = resolve(PriorRunConfig, PRIOR_PRESETS, "default", None, (), {
-        "vqvae": str(out / "vqvae"), "train": {"device": device_name, "minutes": per_family * (1 - VQVAE_SHARE)},
-    })
+    gan_cfg = resolve(
+        GANRunConfig,
+        GAN_PRESETS,
+        "default",
+        None,
+        sets,
+        {**common, "train": {**common["train"], "minutes": per_family}},
+    )
+    vq_cfg = resolve(
+        VQVAERunConfig,
+        VQVAE_PRESETS,
+        "default",
+        None,
+        (),
+        {**common, "train": {**common["train"], "minutes": per_family * VQVAE_SHARE}},
+    )
+    prior_cfg = resolve(
+        PriorRunConfig,
+        PRIOR_PRESETS,
+        "default",
+        None,
+        (),
+        {
+            "vqvae": str(out / "vqvae"),
+            "train": {"device": device_name, "minutes": per_family * (1 - VQVAE_SHARE)},
+        },
+    )
 
     _say(f"demo: {minutes:g} min budget; {per_family:.1f} min of training per family on {device}; runs in {out}")
     _say("the evaluator: a small classifier on the data's labels (trained once, then cached)")
@@ -74,15 +104,19 @@ def run_demo(out: Path, minutes: float = 15.0, data: str = "fashion-mnist", n_ev
     floor = evaluation.real_vs_real(data, n=n_eval, device=device, progress=progress)
     scores = {}
     for name in ("gan", "prior", "vqvae"):
-        scores[name] = evaluation.evaluate(out / name, n=n_eval, device=device, progress=progress,
-                                           extra={"fd_floor": floor["fd"]})
+        scores[name] = evaluation.evaluate(
+            out / name, n=n_eval, device=device, progress=progress, extra={"fd_floor": floor["fd"]}
+        )
     summaries = [report.collect(out / name) for name in ("gan", "prior", "vqvae")]
     path = report.write_report(summaries, out / "report.html", title=f"genforge demo: GAN vs VQ-VAE + prior on {data}")
     _say(f"done in {(time.perf_counter() - started) / 60:.1f} min")
     for name in ("gan", "prior"):
         s = scores[name]
-        print(f"{name:>6}: Frechet distance {s['fd']:.3f} (floor {floor['fd']:.3f}), recall {s['recall']:.3f}, "
-              f"coverage {s['coverage']:.3f}, classes {s.get('classes_covered', 0):.0f}/{s.get('num_classes', 0):.0f}", file=sys.stderr)
+        print(
+            f"{name:>6}: Frechet distance {s['fd']:.3f} (floor {floor['fd']:.3f}), recall {s['recall']:.3f}, "
+            f"coverage {s['coverage']:.3f}, classes {s.get('classes_covered', 0):.0f}/{s.get('num_classes', 0):.0f}",
+            file=sys.stderr,
+        )
     s = scores["vqvae"]
     print(f" vqvae: test PSNR {s['psnr']:.2f} dB, codebook usage {s['codebook_usage']:.1%}", file=sys.stderr)
     print(f"report: {path}", file=sys.stderr)

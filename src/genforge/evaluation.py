@@ -62,8 +62,15 @@ def train_evaluator(source: str, device: torch.device, progress: bool = True, ep
         test_images, test_labels = train.images[held], train.labels[held]
         train = replace(train, images=train.images[~held], labels=train.labels[~held])
     return load_or_train_classifier(
-        cache_root() / "evaluators" / key, key, train.images, train.labels, test_images, test_labels,
-        device=device, progress=progress, epochs=epochs,
+        cache_root() / "evaluators" / key,
+        key,
+        train.images,
+        train.labels,
+        test_images,
+        test_labels,
+        device=device,
+        progress=progress,
+        epochs=epochs,
     )
 
 
@@ -103,7 +110,9 @@ def reference(extractor, data_cfg: DataConfig, split: str = "train", n: int = RE
 
 
 @torch.no_grad()
-def generate(sampler, n: int, seed: int = 0, batch_size: int = 500, class_probs: np.ndarray | None = None, progress: bool = True) -> tuple[np.ndarray, float]:
+def generate(
+    sampler, n: int, seed: int = 0, batch_size: int = 500, class_probs: np.ndarray | None = None, progress: bool = True
+) -> tuple[np.ndarray, float]:
     """``n`` uint8 samples from a GAN or prior sampler, and the sampling speed in images/s.
 
     A class-conditional prior draws its classes from the data's class frequencies, so its samples
@@ -174,9 +183,16 @@ def evaluate(
     result: dict[str, Any] = {"features": features, "n": n}
     if not is_run:  # images from any other tool
         if data is None:
-            raise GenforgeError("evaluating a folder or .npz of images needs --data NAME (the real data to compare with)")
+            raise GenforgeError(
+                "evaluating a folder or .npz of images needs --data NAME (the real data to compare with)"
+            )
         fake = _read_images(target)[:n]
-        data_cfg = DataConfig(source=data, resolution=fake.shape[1], fit="pad" if fake.shape[1] >= 28 else "resize", channels=fake.shape[3])
+        data_cfg = DataConfig(
+            source=data,
+            resolution=fake.shape[1],
+            fit="pad" if fake.shape[1] >= 28 else "resize",
+            channels=fake.shape[3],
+        )
         extractor = get_extractor(features, data, device, progress)
         ref = reference(extractor, data_cfg, progress=progress)
         result.update(evaluate_samples(fake, ref, extractor, progress=progress), data=data, n=len(fake))
@@ -224,8 +240,16 @@ def evaluate(
     return result
 
 
-def real_vs_real(data: str, *, n: int = 10_000, features: str = "classifier", resolution: int = 32, fit: str = "pad",
-                 device: torch.device = torch.device("cpu"), progress: bool = True) -> dict[str, Any]:
+def real_vs_real(
+    data: str,
+    *,
+    n: int = 10_000,
+    features: str = "classifier",
+    resolution: int = 32,
+    fit: str = "pad",
+    device: torch.device = torch.device("cpu"),
+    progress: bool = True,
+) -> dict[str, Any]:
     """The floor: a train subset against the test split, through the same pipeline."""
     from genforge.metrics.evaluate import evaluate_samples
     from genforge.training.runs import load_data
@@ -279,7 +303,11 @@ def make_training_evaluator(family, data_cfg: DataConfig, n: int, progress: bool
         g = torch.Generator(device=family.device).manual_seed(step)
         fake = np.concatenate([to_uint8(family.sample_grid(min(500, n - i), g)) for i in range(0, n, 500)])
         scores = evaluate_samples(fake, ref, extractor, kid_subsets=10, progress=False)
-        keep = {k: float(scores[k]) for k in ("fd", "precision", "recall", "coverage", "classes_covered", "class_kl") if k in scores}
+        keep = {
+            k: float(scores[k])
+            for k in ("fd", "precision", "recall", "coverage", "classes_covered", "class_kl")
+            if k in scores
+        }
         warning = collapse_warning(history, keep)
         if warning and progress:
             print(f"\nwarning at step {step}: {warning}", file=sys.stderr)

@@ -21,13 +21,17 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def to_float(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 (B, H, W, C) -> float in [-1, 1], (B, C, H, W) on ``device``."""
     tensor = torch.as_tensor(images, device=device)
-    assert tensor.ndim == 4 and tensor.dtype == torch.uint8, f"expected uint8 (B, H, W, C), got {tensor.dtype} {tuple(tensor.shape)}"
+    assert tensor.ndim == 4 and tensor.dtype == torch.uint8, (
+        f"expected uint8 (B, H, W, C), got {tensor.dtype} {tuple(tensor.shape)}"
+    )
     return tensor.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2, pad_value: int = 0) -> np.ndarray:
     """uint8 (N, H, W, C) -> one uint8 (H', W', C) picture, ``nrow`` images per row."""
-    assert images.ndim == 4 and images.dtype == np.uint8, f"expected uint8 (N, H, W, C), got {images.dtype} {images.shape}"
+    assert images.ndim == 4 and images.dtype == np.uint8, (
+        f"expected uint8 (N, H, W, C), got {images.dtype} {images.shape}"
+    )
     n, h, w, c = images.shape
     nrow = nrow or max(1, math.ceil(math.sqrt(n)))
     rows = math.ceil(n / nrow)

@@ -10,7 +10,7 @@ log(1 - D(G(z))), which has the same fixed point but does not vanish when D wins
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -141,7 +141,9 @@ def vqvae_loss(
     if recon_kind not in RECONSTRUCTION_LOSSES:
         from genforge.errors import GenforgeError  # imported here: this section is appended to the file
 
-        raise GenforgeError(f"reconstruction loss must be one of {', '.join(RECONSTRUCTION_LOSSES)}, got {recon_kind!r}")
+        raise GenforgeError(
+            f"reconstruction loss must be one of {', '.join(RECONSTRUCTION_LOSSES)}, got {recon_kind!r}"
+        )
     assert x.shape == recon.shape, f"images {tuple(x.shape)} and reconstructions {tuple(recon.shape)} differ"
     recon_term = RECONSTRUCTION_LOSSES[recon_kind](recon.float(), x.float())  # float32 under autocast too
     total = recon_weight * recon_term + quantizer_loss

@@ -15,10 +15,11 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -99,9 +100,19 @@ def collect(run: str | Path, data: str | None = None) -> RunSummary:
     samples = samples_dir / "final.png" if (samples_dir / "final.png").is_file() else (grids[-1] if grids else None)
     recon = next((p for p in (path / "recon.png", samples_dir / "recon.png") if p.is_file()), None)
     return RunSummary(
-        path=path, name=path.resolve().name, kind=str(meta.get("kind") or _kind_from_config(config)), step=step,
-        wall_seconds=float(wall) if wall is not None else None, parameters=_count_parameters(tensors, problems) if tensors else {},
-        config=config, logs=logs, evals=evals, evaluation=evaluation, samples=samples, recon=recon, problems=problems,
+        path=path,
+        name=path.resolve().name,
+        kind=str(meta.get("kind") or _kind_from_config(config)),
+        step=step,
+        wall_seconds=float(wall) if wall is not None else None,
+        parameters=_count_parameters(tensors, problems) if tensors else {},
+        config=config,
+        logs=logs,
+        evals=evals,
+        evaluation=evaluation,
+        samples=samples,
+        recon=recon,
+        problems=problems,
     )
 
 
@@ -149,7 +160,9 @@ def _count_parameters(tensors: Path, problems: list[str]) -> dict[str, int]:
                     continue
                 counts[parts[1]] = counts.get(parts[1], 0) + math.prod(f.get_slice(key).get_shape())
     except (SafetensorError, OSError, ValueError) as e:
-        problems.append(f"{tensors.parent.name}/{tensors.name} is unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+        problems.append(
+            f"{tensors.parent.name}/{tensors.name} is unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        )
         return {}
     return counts
 
@@ -228,13 +241,23 @@ METRICS = [
     Metric("class_coverage", "class coverage", "classes", "higher", _class_coverage, difference=True),
     Metric("class_kl", "class KL", "nats", "lower", lambda r: r.score("class_kl")),
     Metric("is", "Inception score", "", "higher", lambda r: r.score("is")),
-    Metric("test_bits_per_dim", "prior bits/dim", "bits/dim", "lower", lambda r: r.score("test_bits_per_dim"), always=False),
+    Metric(
+        "test_bits_per_dim", "prior bits/dim", "bits/dim", "lower", lambda r: r.score("test_bits_per_dim"), always=False
+    ),
     Metric("psnr", "reconstruction PSNR", "dB", "higher", lambda r: r.score("psnr"), always=False),
     Metric("ssim", "reconstruction SSIM", "", "higher", lambda r: r.score("ssim"), always=False, difference=True),
-    Metric("codebook_usage", "codebook usage", "", "higher", _last_log("codebook_usage"), always=False, difference=True),
+    Metric(
+        "codebook_usage", "codebook usage", "", "higher", _last_log("codebook_usage"), always=False, difference=True
+    ),
     Metric("train_images_per_s", "training images/s", "img/s", "higher", lambda r: r.train_images_per_s),
     Metric("sample_images_per_s", "sampling images/s", "img/s", "higher", lambda r: r.score("sample_images_per_s")),
-    Metric("wall_minutes", "wall time", "min", "lower", lambda r: r.wall_seconds / 60 if r.wall_seconds is not None else None),
+    Metric(
+        "wall_minutes",
+        "wall time",
+        "min",
+        "lower",
+        lambda r: r.wall_seconds / 60 if r.wall_seconds is not None else None,
+    ),
     Metric("parameters", "parameters", "", "lower", lambda r: r.total_parameters),
 ]
 
@@ -256,11 +279,18 @@ def metric_table(runs: list[RunSummary]) -> list[dict[str, Any]]:
         if not m.always and all(v is None for v in values):
             continue
         leader = _leader(values, m.better)
-        rows.append({
-            "metric": m.name, "key": m.key, "unit": m.unit, "better": m.better, "values": values,
-            "display": [_display(m.key, run, v) for run, v in zip(runs, values)],
-            "leader": names[leader] if leader is not None else None, "leader_index": leader,
-        })
+        rows.append(
+            {
+                "metric": m.name,
+                "key": m.key,
+                "unit": m.unit,
+                "better": m.better,
+                "values": values,
+                "display": [_display(m.key, run, v) for run, v in zip(runs, values)],
+                "leader": names[leader] if leader is not None else None,
+                "leader_index": leader,
+            }
+        )
     return rows
 
 
@@ -274,7 +304,7 @@ def _leader(values: list[float | None], better: str | None) -> int | None:
 
 
 def verdicts(runs: list[RunSummary]) -> list[str]:
-    """"Frechet distance: gan leads (12.3 vs 45.6, 3.7x lower)", one per metric with a leader."""
+    """ "Frechet distance: gan leads (12.3 vs 45.6, 3.7x lower)", one per metric with a leader."""
     out = []
     specs = {m.key: m for m in METRICS}
     for row in metric_table(runs):
@@ -367,12 +397,21 @@ def curves_png(run: RunSummary) -> bytes | None:
     losses: dict[str, tuple[list[int], list[float]]] = {}
     for record in run.logs:
         for key, value in record.items():
-            if key not in NOT_LOSSES and _is_number(value) and math.isfinite(value) and isinstance(record.get("step"), int):
+            if (
+                key not in NOT_LOSSES
+                and _is_number(value)
+                and math.isfinite(value)
+                and isinstance(record.get("step"), int)
+            ):
                 steps, values = losses.setdefault(key, ([], []))
                 steps.append(record["step"])
                 values.append(float(value))
     second = None
-    usage = [(r["step"], r["codebook_usage"]) for r in run.logs if _is_number(r.get("codebook_usage")) and isinstance(r.get("step"), int)]
+    usage = [
+        (r["step"], r["codebook_usage"])
+        for r in run.logs
+        if _is_number(r.get("codebook_usage")) and isinstance(r.get("step"), int)
+    ]
     fds = [(r["step"], r["fd"]) for r in run.evals if _is_number(r.get("fd")) and isinstance(r.get("step"), int)]
     if run.kind == "vqvae" and usage:
         second = ("codebook usage", usage)
@@ -395,7 +434,13 @@ def curves_png(run: RunSummary) -> bytes | None:
         ax = fig.add_subplot(1, panels, index)
         title, points = second
         points = sorted(points)  # a resumed run may have logged a step twice
-        ax.plot([p[0] for p in points], [p[1] for p in points], color="tab:purple", linewidth=1.2, marker="." if len(points) < 30 else None)
+        ax.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            color="tab:purple",
+            linewidth=1.2,
+            marker="." if len(points) < 30 else None,
+        )
         ax.set_title(title, fontsize=9)
     for ax in fig.axes:
         ax.set_xlabel("step", fontsize=8)
@@ -409,7 +454,6 @@ def curves_png(run: RunSummary) -> bytes | None:
 
 # ---------------------------------------------------------------------------------------------
 # HTML
-
 
 
 def write_report(runs: list[RunSummary], out: Path, title: str = "genforge report") -> Path:
@@ -436,21 +480,25 @@ def render(runs: list[RunSummary], title: str = "genforge report") -> str:
     esc = html.escape
     when = datetime.now().strftime("%Y-%m-%d %H:%M")
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
         f"<header><h1>{esc(title)}</h1><p>{esc(when)} · {len(runs)} run{'s' * (len(runs) > 1)}: "
         f"{esc(', '.join(f'{n} ({r.kind})' for n, r in zip(names, runs)))}</p></header><main>",
         '<h2>Runs</h2><div class="cards">',
         *(_card(name, run) for name, run in zip(names, runs)),
         "</div>",
-        "<h2>Metrics</h2>", _table(runs, names),
+        "<h2>Metrics</h2>",
+        _table(runs, names),
     ]
     found = verdicts(runs)
     if found:
         parts.append("<h2>Verdict</h2><ul>" + "".join(f"<li>{esc(v)}</li>" for v in found) + "</ul>")
     caveats = notes(runs)
     if caveats:
-        parts.append('<h2>Notes</h2><ul class="notes">' + "".join(f"<li>{_code(esc(n))}</li>" for n in caveats) + "</ul>")
+        parts.append(
+            '<h2>Notes</h2><ul class="notes">' + "".join(f"<li>{_code(esc(n))}</li>" for n in caveats) + "</ul>"
+        )
     parts.append("</main></body></html>\n")
     return "\n".join(parts)
 
@@ -476,14 +524,18 @@ def _card(name: str, run: RunSummary) -> str:
         e = run.evaluation
         facts["evaluated"] = f"step {e.get('step', '?')}, {e.get('features', '?')} features, n={e.get('n', '?')}"
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(str(v))}</dd>" for k, v in facts.items())
-    out = [f'<section class="card"><h3>{esc(name)}<span class="kind">{esc(run.kind)}</span></h3><dl class="facts">{dl}</dl>']
+    out = [
+        f'<section class="card"><h3>{esc(name)}<span class="kind">{esc(run.kind)}</span></h3><dl class="facts">{dl}</dl>'
+    ]
     caption = "originals and reconstructions, in pairs" if run.kind == "vqvae" else "samples"
     out.append(_image(run.samples, f"{caption} ({run.samples.name})" if run.samples else caption, "grid"))
     if run.recon is not None:
         out.append(_image(run.recon, f"reconstructions ({run.recon.name})", "grid"))
     curves = curves_png(run)
     if curves is not None:
-        out.append(f'<figure><figcaption>training curves</figcaption><img class="curves" alt="training curves of {esc(name)}" src="{_data_uri(curves)}"></figure>')
+        out.append(
+            f'<figure><figcaption>training curves</figcaption><img class="curves" alt="training curves of {esc(name)}" src="{_data_uri(curves)}"></figure>'
+        )
     else:
         out.append('<p class="missing">no training logs</p>')
     out.append("</section>")
@@ -521,7 +573,9 @@ def _table(runs: list[RunSummary], names: list[str]) -> str:
     for row in metric_table(runs):
         hint = {"lower": "↓ lower is better", "higher": "↑ higher is better"}.get(row["better"], "reference")
         unit = f" ({row['unit']})" if row["unit"] else ""
-        cells = [f'<td class="metric">{esc(row["metric"] + unit)}<small title="{hint}">{hint[0] if row["better"] else ""}</small></td>']
+        cells = [
+            f'<td class="metric">{esc(row["metric"] + unit)}<small title="{hint}">{hint[0] if row["better"] else ""}</small></td>'
+        ]
         for i, text in enumerate(row["display"]):
             css = "lead" if i == row["leader_index"] else ("na" if text == "—" else "")
             cells.append(f'<td class="{css}">{esc(text)}</td>')

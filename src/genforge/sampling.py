@@ -62,13 +62,17 @@ class GANSampler:
         self.step = c.step
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator, truncation: float | None = None, **unused: Any) -> torch.Tensor:
+    def sample(
+        self, n: int, generator: torch.Generator, truncation: float | None = None, **unused: Any
+    ) -> torch.Tensor:
         _refuse(unused, "a GAN")
         z = truncated_normal(n, self.config.model.z_dim, truncation, generator, self.device)
         return torch.cat([self.net(chunk).float() for chunk in z.split(256)])
 
     @torch.no_grad()
-    def interpolate(self, rows: int, steps: int, generator: torch.Generator, truncation: float | None = None) -> torch.Tensor:
+    def interpolate(
+        self, rows: int, steps: int, generator: torch.Generator, truncation: float | None = None
+    ) -> torch.Tensor:
         """``rows`` strips of ``steps`` images each, walking between two random latents."""
         if steps < 2:
             raise GenforgeError(f"--interpolate needs at least 2 steps, got {steps}")
@@ -94,7 +98,9 @@ def load_sampler(run: str | Path, device: torch.device):
         from genforge.training.prior import PriorSampler
 
         return PriorSampler(c, device)
-    raise GenforgeError(f"{c.path}: a VQ-VAE alone reconstructs but does not generate; train a prior on it (genforge train prior --vqvae RUN)")
+    raise GenforgeError(
+        f"{c.path}: a VQ-VAE alone reconstructs but does not generate; train a prior on it (genforge train prior --vqvae RUN)"
+    )
 
 
 def save_samples(images: np.ndarray, out: Path, fmt: str, nrow: int | None = None) -> Path:

@@ -37,7 +37,9 @@ def reconstruct_images(model, images: np.ndarray, device: torch.device, batch_si
     return np.concatenate(out)
 
 
-def reconstruct(run, out: Path, *, data: str | None = None, split: str = "test", n: int = 32, device=torch.device("cpu")) -> dict[str, float]:
+def reconstruct(
+    run, out: Path, *, data: str | None = None, split: str = "test", n: int = 32, device=torch.device("cpu")
+) -> dict[str, float]:
     """Write a grid of (original, reconstruction) pairs; return MSE/PSNR/SSIM on those images."""
     from genforge.metrics.evaluate import reconstruction_metrics
 
@@ -50,7 +52,9 @@ def reconstruct(run, out: Path, *, data: str | None = None, split: str = "test",
 
 
 @torch.no_grad()
-def encode(run, out: Path, *, data: str | None = None, split: str = "train", n: int = 0, device=torch.device("cpu")) -> tuple[int, tuple[int, int]]:
+def encode(
+    run, out: Path, *, data: str | None = None, split: str = "train", n: int = 0, device=torch.device("cpu")
+) -> tuple[int, tuple[int, int]]:
     """Write code indices (N, h, w) of a dataset to ``out`` (.npz: codes, labels when known)."""
     from genforge.training.prior import encode_images
 

@@ -88,7 +88,9 @@ def load_dataset(
     if len(images) == 0:
         raise GenforgeError(f"{where}: holds no images for split '{split}'")
     if limit is not None:
-        images = RaggedImages(images[:limit], images.names[:limit]) if isinstance(images, RaggedImages) else images[:limit]
+        images = (
+            RaggedImages(images[:limit], images.names[:limit]) if isinstance(images, RaggedImages) else images[:limit]
+        )
         labels = None if labels is None else labels[:limit]
     images = convert_channels(fit_images(images, resolution, fit), channels)
     return ImageData(images=images, labels=labels, class_names=class_names, source=where)

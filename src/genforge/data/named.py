@@ -18,13 +18,29 @@ NAMED_DATASETS = {
 }
 
 CLASS_NAMES = {
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    "fashion-mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
     "mnist": [str(digit) for digit in range(10)],
 }
 
 DEBIAN_PACKAGES = {"fashion-mnist": "dataset-fashion-mnist"}
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")  # where Debian's dataset-* packages put their files
-IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 
 def search_dirs(name: str) -> list[Path]:
@@ -67,10 +83,14 @@ def fetch(name: str) -> str:
     folder = locate(name)
     if folder is None:
         searched = ", ".join(str(d) for d in search_dirs(name))
-        raise GenforgeError(f"dataset '{name}' is not installed (searched {searched}); genforge does not download data: {install_hint(name)}")
+        raise GenforgeError(
+            f"dataset '{name}' is not installed (searched {searched}); genforge does not download data: {install_hint(name)}"
+        )
     return f"{name}: found in {folder} ({NAMED_DATASETS[name]}); nothing to download"
 
 
 def _check_name(name: str) -> None:
     if name not in NAMED_DATASETS:
-        raise GenforgeError(f"unknown dataset name '{name}'; named datasets are {', '.join(NAMED_DATASETS)}, or pass a path")
+        raise GenforgeError(
+            f"unknown dataset name '{name}'; named datasets are {', '.join(NAMED_DATASETS)}, or pass a path"
+        )

@@ -16,8 +16,8 @@ import struct
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -45,7 +45,9 @@ def check_result(images: Images, labels: np.ndarray | None, class_names: list[st
         assert all(im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] in (1, 3) for im in images)
         assert len({im.shape[2] for im in images}) == 1, "ragged images must share their channel count"
     else:
-        assert images.dtype == np.uint8 and images.ndim == 4 and images.shape[3] in (1, 3), f"{images.dtype} {images.shape}"
+        assert images.dtype == np.uint8 and images.ndim == 4 and images.shape[3] in (1, 3), (
+            f"{images.dtype} {images.shape}"
+        )
     if labels is not None:
         assert labels.dtype == np.int64 and labels.shape == (len(images),), f"{labels.dtype} {labels.shape}"
         assert len(labels) == 0 or labels.min() >= 0
@@ -102,7 +104,9 @@ def _is_image_name(name: str) -> bool:
 def _decode_all(names: list[str], read: Callable[[str], bytes], source: str, limit: int | None) -> ReaderResult:
     """Shared by folders and zips: names are '/'-separated paths relative to the dataset root."""
     if not names:
-        raise GenforgeError(f"{source}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} files, also in sub-folders)")
+        raise GenforgeError(
+            f"{source}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} files, also in sub-folders)"
+        )
     in_folder = [len(n.split("/")) > 1 for n in names]
     if any(in_folder) and not all(in_folder):
         top = names[in_folder.index(False)]
@@ -181,7 +185,7 @@ def is_idx(path: Path) -> bool:
     try:
         with path.open("rb") as f:
             head = f.read(2)
-        with (gzip.open(path, "rb") if head == b"\x1f\x8b" else path.open("rb")) as f:
+        with gzip.open(path, "rb") if head == b"\x1f\x8b" else path.open("rb") as f:
             magic = f.read(4)
     except (OSError, EOFError, zlib.error):
         return False
@@ -208,7 +212,9 @@ def read_idx(path: Path) -> np.ndarray:
             f"but only {len(data) - header} bytes follow; re-download it"
         )
     # copy: frombuffer over bytes is read-only, and torch.from_numpy wants a writable array
-    return np.frombuffer(data, dtype, count=math.prod(dims), offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(data, dtype, count=math.prod(dims), offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    )
 
 
 def open_idx_images(path: Path) -> np.ndarray:
@@ -258,7 +264,9 @@ def open_mnist(folder: Path, split: str, class_names: list[str] | None = None) -
         labels_path = _idx_file(folder, prefix, "labels")
         labels.append(None if labels_path is None else open_idx_labels(labels_path, len(parts[-1]), images_path))
     if len({p.shape[1:] for p in parts}) > 1:
-        raise GenforgeError(f"{folder}: train and test images differ in shape ({parts[0].shape[1:]} vs {parts[1].shape[1:]})")
+        raise GenforgeError(
+            f"{folder}: train and test images differ in shape ({parts[0].shape[1:]} vs {parts[1].shape[1:]})"
+        )
     images = parts[0] if len(parts) == 1 else np.concatenate(parts)
     all_labels = None if any(l is None for l in labels) else np.concatenate(labels)
     return check_result(images, all_labels, class_names if all_labels is not None else None)
@@ -305,7 +313,9 @@ def _unpickle_batch(data: bytes, name: str) -> dict:
         # latin1: the real batches were written by Python 2; numpy decodes their array bytes
         batch = _SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
     except pickle.UnpicklingError as error:
-        raise GenforgeError(f"{name}: refusing to unpickle it ({error}); CIFAR batches hold only arrays and lists") from None
+        raise GenforgeError(
+            f"{name}: refusing to unpickle it ({error}); CIFAR batches hold only arrays and lists"
+        ) from None
     except Exception as error:  # EOFError, ValueError, ... from a damaged file
         raise GenforgeError(f"{name}: not a readable CIFAR batch ({type(error).__name__}: {error})") from None
     if not isinstance(batch, dict):
@@ -346,7 +356,9 @@ def open_cifar(files: dict[str, Callable[[], bytes]], source: str, split: str) -
         data = batch.get("data")
         if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
             shape = getattr(data, "shape", None)
-            raise GenforgeError(f"{source}/{name}: 'data' must be a uint8 (N, 3072) array, got {type(data).__name__} {shape}")
+            raise GenforgeError(
+                f"{source}/{name}: 'data' must be a uint8 (N, 3072) array, got {type(data).__name__} {shape}"
+            )
         if labels_key not in batch:
             raise GenforgeError(f"{source}/{name}: no '{labels_key}' entry; is this a CIFAR-{kind[5:]} batch?")
         batch_labels = as_labels(batch[labels_key], f"{source}/{name}")
@@ -358,7 +370,9 @@ def open_cifar(files: dict[str, Callable[[], bytes]], source: str, split: str) -
     class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(names_key, [])]
     all_labels = np.concatenate(labels)
     if len(all_labels) and (not class_names or all_labels.max() >= len(class_names)):
-        raise GenforgeError(f"{source}/{meta_name}: '{names_key}' lists {len(class_names)} classes but labels reach {all_labels.max()}")
+        raise GenforgeError(
+            f"{source}/{meta_name}: '{names_key}' lists {len(class_names)} classes but labels reach {all_labels.max()}"
+        )
     return check_result(np.ascontiguousarray(np.concatenate(images)), all_labels, class_names)
 
 
@@ -380,7 +394,9 @@ def open_cifar_archive(path: Path, split: str) -> ReaderResult:
         raise GenforgeError(f"{path}: not a readable tar archive ({error})") from None
     names = set(contents)
     if cifar_kind(names) is None:
-        raise GenforgeError(f"{path}: not a CIFAR archive (no data_batch_1/test_batch or train/meta inside); tar archives are read only as CIFAR, use a folder or a .zip for images")
+        raise GenforgeError(
+            f"{path}: not a CIFAR archive (no data_batch_1/test_batch or train/meta inside); tar archives are read only as CIFAR, use a folder or a .zip for images"
+        )
     return open_cifar({n: (lambda n=n: contents[n]) for n in names}, str(path), split)
 
 
@@ -419,7 +435,9 @@ def open_npz(path: Path) -> ReaderResult:
         keys = set(archive.files)
         image_key = next((k for k in ("images", "x", "arr_0") if k in keys), None)
         if image_key is None:
-            raise GenforgeError(f"{path}: no images array; expected a key 'images', 'x' or 'arr_0', found {sorted(keys)}")
+            raise GenforgeError(
+                f"{path}: no images array; expected a key 'images', 'x' or 'arr_0', found {sorted(keys)}"
+            )
         label_keys = ("labels", "y", "arr_1") if image_key == "arr_0" else ("labels", "y")
         label_key = next((k for k in label_keys if k in keys), None)
         try:
@@ -433,14 +451,20 @@ def open_npz(path: Path) -> ReaderResult:
     elif array.ndim == 4 and array.shape[3] not in (1, 3) and array.shape[1] in (1, 3):
         array = array.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
     if array.ndim != 4 or array.shape[3] not in (1, 3):
-        raise GenforgeError(f"{path}: '{image_key}' has shape {array.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) with C 1 or 3")
+        raise GenforgeError(
+            f"{path}: '{image_key}' has shape {array.shape}; expected (N, H, W), (N, H, W, C) or (N, C, H, W) with C 1 or 3"
+        )
     images = np.ascontiguousarray(_to_uint8(array, f"{path}: '{image_key}'"))
     if labels is not None:
         labels = as_labels(labels, f"{path}: '{label_key}'")
         if len(labels) != len(images):
-            raise GenforgeError(f"{path}: '{label_key}' holds {len(labels)} labels but '{image_key}' holds {len(images)} images")
+            raise GenforgeError(
+                f"{path}: '{label_key}' holds {len(labels)} labels but '{image_key}' holds {len(images)} images"
+            )
         if class_names is not None and len(labels) and labels.max() >= len(class_names):
-            raise GenforgeError(f"{path}: labels reach {labels.max()} but 'class_names' lists {len(class_names)} classes")
+            raise GenforgeError(
+                f"{path}: labels reach {labels.max()} but 'class_names' lists {len(class_names)} classes"
+            )
     return check_result(images, labels, class_names if labels is not None else None)
 
 

@@ -21,7 +21,9 @@ def check_options(resolution: int | None, fit: str, channels: int | None) -> Non
     if fit not in FITS:
         raise GenforgeError(f"unknown fit '{fit}'; choose one of {', '.join(FITS)}")
     if channels not in CHANNELS or isinstance(channels, bool):
-        raise GenforgeError(f"channels must be 1 (grey) or 3 (RGB), or left unset to keep the source's; got {channels!r}")
+        raise GenforgeError(
+            f"channels must be 1 (grey) or 3 (RGB), or left unset to keep the source's; got {channels!r}"
+        )
     if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0):
         raise GenforgeError(f"resolution must be a positive integer, got {resolution!r}")
     if fit != "none" and resolution is None:
@@ -44,7 +46,9 @@ def fit_images(images: Images, resolution: int | None, fit: str) -> np.ndarray:
                 f"{_size(sizes[other])}); pass a resolution and fit 'resize', 'center-crop' or 'pad' (--fit)"
             )
         return _fit_ragged(images, resolution, fit)
-    assert images.ndim == 4 and images.dtype == np.uint8, f"expected uint8 (N, H, W, C), got {images.dtype} {images.shape}"
+    assert images.ndim == 4 and images.dtype == np.uint8, (
+        f"expected uint8 (N, H, W, C), got {images.dtype} {images.shape}"
+    )
     _, height, width, _ = images.shape
     if fit == "none":
         if resolution is not None and (height, width) != (resolution, resolution):
@@ -86,7 +90,9 @@ def resize(images: np.ndarray, resolution: int) -> np.ndarray:
     out = np.empty((n, resolution, resolution, channels), np.uint8)
     for start in range(0, n, _CHUNK):
         chunk = torch.from_numpy(np.ascontiguousarray(images[start : start + _CHUNK])).permute(0, 3, 1, 2).float()
-        chunk = F.interpolate(chunk, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+        chunk = F.interpolate(
+            chunk, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False
+        )
         out[start : start + _CHUNK] = chunk.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return out
 

@@ -45,6 +45,5 @@ from genforge.metrics.evaluate import (
     reference_stats,
 )
 
-
 # The names --features accepts.
 EXTRACTORS = ("classifier", "inception")

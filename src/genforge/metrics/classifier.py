@@ -52,7 +52,9 @@ def conv_block(c_in: int, c_out: int) -> nn.Sequential:
     # A strided conv rather than conv + max-pool: on CPU the element-wise layers (BN, ReLU, pool)
     # at full resolution cost more than the convolutions, and halving first keeps training to a
     # couple of minutes. BN makes it converge in a few epochs.
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+    )
 
 
 class Classifier(nn.Module):
@@ -63,14 +65,19 @@ class Classifier(nn.Module):
         self.blocks = nn.Sequential(conv_block(config.channels, w1), conv_block(w1, w2), conv_block(w2, w3))
         side = config.image_size // 8
         self.to_features = nn.Sequential(
-            nn.Flatten(), nn.Linear(w3 * side * side, config.feature_dim, bias=False), nn.BatchNorm1d(config.feature_dim), nn.ReLU(inplace=True)
+            nn.Flatten(),
+            nn.Linear(w3 * side * side, config.feature_dim, bias=False),
+            nn.BatchNorm1d(config.feature_dim),
+            nn.ReLU(inplace=True),
         )
         self.head = nn.Linear(config.feature_dim, config.num_classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, 32, 32) in [-1, 1] -> features (B, feature_dim), logits (B, num_classes)."""
         size = self.config.image_size
-        assert x.shape[1:] == (self.config.channels, size, size), f"expected (B, {self.config.channels}, {size}, {size}), got {tuple(x.shape)}"
+        assert x.shape[1:] == (self.config.channels, size, size), (
+            f"expected (B, {self.config.channels}, {size}, {size}), got {tuple(x.shape)}"
+        )
         features = self.to_features(self.blocks(x))
         return features, self.head(features)
 
@@ -82,7 +89,9 @@ def prepare(images: np.ndarray, config: ClassifierConfig, device: torch.device |
     black (pixel 0 = -1), the background of those datasets. Other sizes are resized bilinearly.
     """
     if images.ndim != 4 or images.shape[3] != config.channels or images.dtype != np.uint8:
-        raise GenforgeError(f"the classifier expects uint8 images (N, H, W, {config.channels}), got {images.dtype} {images.shape}")
+        raise GenforgeError(
+            f"the classifier expects uint8 images (N, H, W, {config.channels}), got {images.dtype} {images.shape}"
+        )
     if not images.flags.writeable:  # e.g. np.frombuffer data: torch warns on read-only memory
         images = images.copy()
     x = to_float(images, device)  # (N, C, H, W)
@@ -125,7 +134,9 @@ def _check_labels(images: np.ndarray | None, labels: np.ndarray | None, what: st
 
 
 @torch.no_grad()
-def predict(model: Classifier, images: np.ndarray, batch_size: int = 512, device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: Classifier, images: np.ndarray, batch_size: int = 512, device: torch.device | str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
     """uint8 (N, H, W, C) -> features (N, feature_dim) float64 and logits (N, num_classes) float64."""
     model.eval()
     feats, logits = [], []
@@ -134,7 +145,9 @@ def predict(model: Classifier, images: np.ndarray, batch_size: int = 512, device
         feats.append(f.double().cpu().numpy())
         logits.append(l.double().cpu().numpy())
     dim, k = model.config.feature_dim, model.config.num_classes
-    return (np.concatenate(feats) if feats else np.zeros((0, dim))), (np.concatenate(logits) if logits else np.zeros((0, k)))
+    return (np.concatenate(feats) if feats else np.zeros((0, dim))), (
+        np.concatenate(logits) if logits else np.zeros((0, k))
+    )
 
 
 def accuracy(model: Classifier, images: np.ndarray, labels: np.ndarray, device: torch.device | str = "cpu") -> float:
@@ -178,7 +191,9 @@ def train_classifier(
     steps_per_epoch = math.ceil(len(train_images) / batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
     # One-cycle gets most of the accuracy out of very few epochs.
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.2)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=3e-3, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.2
+    )
     labels_t = torch.from_numpy(train_labels)
     bar = tqdm(total=epochs * steps_per_epoch, desc="training classifier", disable=not progress, unit="step")
     model.train()
@@ -217,7 +232,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def save_classifier(model: Classifier, directory: str | os.PathLike, *, test_accuracy: float, dataset_key: str = "") -> Path:
+def save_classifier(
+    model: Classifier, directory: str | os.PathLike, *, test_accuracy: float, dataset_key: str = ""
+) -> Path:
     """Write ``classifier.safetensors`` and ``classifier.json`` into ``directory``."""
     from safetensors.torch import save
 
@@ -290,10 +307,14 @@ def load_or_train_classifier(
     if path.exists() and read_classifier_info(directory).get("dataset_key") == dataset_key:
         return load_classifier(directory, device)
     started = time.perf_counter()
-    model, test_accuracy = train_classifier(train_images, train_labels, test_images, test_labels, device=device, progress=progress, **train_options)
+    model, test_accuracy = train_classifier(
+        train_images, train_labels, test_images, test_labels, device=device, progress=progress, **train_options
+    )
     save_classifier(model, directory, test_accuracy=test_accuracy, dataset_key=dataset_key)
     if progress:
-        tqdm.write(f"classifier: test accuracy {test_accuracy:.4f} after {time.perf_counter() - started:.0f} s, saved to {directory}")
+        tqdm.write(
+            f"classifier: test accuracy {test_accuracy:.4f} after {time.perf_counter() - started:.0f} s, saved to {directory}"
+        )
     return load_classifier(directory, device)
 
 

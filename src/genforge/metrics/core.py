@@ -7,7 +7,7 @@ tested in closed form in ``tests/test_metrics_core.py``.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -129,7 +129,9 @@ def knn_radii(feats: np.ndarray, k: int | Sequence[int]) -> np.ndarray:
     feats = np.asarray(feats, np.float64)
     ks = [k] if np.isscalar(k) else list(k)
     if min(ks) < 1 or max(ks) >= len(feats):
-        raise GenforgeError(f"k-nearest-neighbour radii need 1 <= k < number of samples, got k={k} for {len(feats)} samples")
+        raise GenforgeError(
+            f"k-nearest-neighbour radii need 1 <= k < number of samples, got k={k} for {len(feats)} samples"
+        )
     radii = np.empty((len(ks), len(feats)))
     for start, dist in _distance_blocks(feats, feats):
         # Column k of each sorted row is the k-th neighbour: column 0 is the point itself.

@@ -42,7 +42,12 @@ class FeatureExtractor(Protocol):
 
 
 def extract(
-    images: np.ndarray, extractor: FeatureExtractor, *, batch_size: int | None = None, progress: bool = True, desc: str = "features"
+    images: np.ndarray,
+    extractor: FeatureExtractor,
+    *,
+    batch_size: int | None = None,
+    progress: bool = True,
+    desc: str = "features",
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Run the extractor over ``images`` in batches: features (N, D) and class probs (N, K) or None.
 
@@ -57,7 +62,9 @@ def extract(
     both = getattr(extractor, "features_and_probs", None)
     probs_fn = getattr(extractor, "class_probs", None)
     feats, probs = [], []
-    for start in tqdm(range(0, len(images), batch_size), desc=f"{desc} ({extractor.name})", disable=not progress, unit="batch"):
+    for start in tqdm(
+        range(0, len(images), batch_size), desc=f"{desc} ({extractor.name})", disable=not progress, unit="batch"
+    ):
         batch = images[start : start + batch_size]
         if both is not None:
             f, p = both(batch)
@@ -195,7 +202,9 @@ def evaluate_features(
 ) -> dict[str, float]:
     """The metrics of ``evaluate_samples`` from already extracted features (N, D) and probs (N, K)."""
     if fake_feats.shape[1:] != reference.features.shape[1:]:
-        raise GenforgeError(f"sample features {fake_feats.shape[1:]} do not match the reference {reference.features.shape[1:]}")
+        raise GenforgeError(
+            f"sample features {fake_feats.shape[1:]} do not match the reference {reference.features.shape[1:]}"
+        )
     if len(fake_feats) <= PR_K:
         raise GenforgeError(f"evaluation needs more than {PR_K} samples, got {len(fake_feats)}")
     mu, sigma = core.feature_stats(fake_feats)
@@ -243,9 +252,13 @@ def evaluate_samples(
     also is, is_std, class_kl, classes_covered, num_classes, collapsed (0 or 1).
     """
     if extractor.name != reference.extractor:
-        raise GenforgeError(f"the reference statistics were made with the {reference.extractor} extractor, not {extractor.name}")
+        raise GenforgeError(
+            f"the reference statistics were made with the {reference.extractor} extractor, not {extractor.name}"
+        )
     feats, probs = extract(fake_images, extractor, batch_size=batch_size, progress=progress, desc="sample features")
-    return evaluate_features(feats, probs, reference, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed)
+    return evaluate_features(
+        feats, probs, reference, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed
+    )
 
 
 def real_vs_real(
@@ -258,7 +271,9 @@ def real_vs_real(
     **options,
 ) -> dict[str, float]:
     """The floor: held-out real images scored as if they were samples. No model can beat it by much."""
-    reference = reference_stats(train_images, train_labels, extractor, cache_path, progress=options.get("progress", True))
+    reference = reference_stats(
+        train_images, train_labels, extractor, cache_path, progress=options.get("progress", True)
+    )
     return evaluate_samples(test_images, reference, extractor, **options)
 
 
@@ -286,7 +301,11 @@ def collapse_warning(
     """
     problems = []
     best_classes = max((h["classes_covered"] for h in history if "classes_covered" in h), default=None)
-    if best_classes is not None and "classes_covered" in current and current["classes_covered"] <= best_classes - class_drop:
+    if (
+        best_classes is not None
+        and "classes_covered" in current
+        and current["classes_covered"] <= best_classes - class_drop
+    ):
         problems.append(f"classes covered fell from {best_classes:.0f} to {current['classes_covered']:.0f}")
     best_recall = max((h["recall"] for h in history if "recall" in h), default=None)
     if (

@@ -59,8 +59,12 @@ def resize_like_tf(x: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
 def prepare(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 (N, H, W, C), C in {1, 3} -> float32 (N, 3, 299, 299) in [-1, 0.9921875]."""
     if images.ndim != 4 or images.shape[3] not in (1, 3) or images.dtype != np.uint8:
-        raise GenforgeError(f"the inception extractor expects uint8 images (N, H, W, 1 or 3), got {images.dtype} {images.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float()  # (N, C, H, W) in [0, 255]
+        raise GenforgeError(
+            f"the inception extractor expects uint8 images (N, H, W, 1 or 3), got {images.dtype} {images.shape}"
+        )
+    x = (
+        torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float()
+    )  # (N, C, H, W) in [0, 255]
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     if x.shape[2:] != (INPUT_SIZE, INPUT_SIZE):

@@ -57,7 +57,9 @@ class QuantizerConfig:
         if self.restart_after < 0:
             raise GenforgeError(f"{key}restart_after must be >= 0 (0 = off), got {self.restart_after}")
         if not self.fsq_levels or any(level < 2 for level in self.fsq_levels):
-            raise GenforgeError(f"{key}fsq_levels must be a non-empty list of integers >= 2, got {list(self.fsq_levels)}")
+            raise GenforgeError(
+                f"{key}fsq_levels must be a non-empty list of integers >= 2, got {list(self.fsq_levels)}"
+            )
 
 
 class QuantizerOutput(NamedTuple):
@@ -303,7 +305,9 @@ class FiniteScalarQuantizer(nn.Module):
         return ((rounded.detach() + self.half_width) * self.basis).sum(1).round().long()  # (B, H, W)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
-        assert z.ndim == 4 and z.shape[1] == self.latent_dim, f"expected (B, {self.latent_dim}, H, W), got {tuple(z.shape)}"
+        assert z.ndim == 4 and z.shape[1] == self.latent_dim, (
+            f"expected (B, {self.latent_dim}, H, W), got {tuple(z.shape)}"
+        )
         with torch.autocast(z.device.type, enabled=False):
             rounded = self._round(self.project_in(z))  # (B, d, H, W)
             codes = rounded / self.half_width  # in [-1, 1]
@@ -376,4 +380,8 @@ class CodebookHealth:
         return int((self._totals() == 0).sum())
 
     def summary(self) -> dict[str, float]:
-        return {"codebook_usage": self.usage(), "codebook_perplexity": self.perplexity(), "dead_codes": self.dead_codes()}
+        return {
+            "codebook_usage": self.usage(),
+            "codebook_perplexity": self.perplexity(),
+            "dead_codes": self.dead_codes(),
+        }

@@ -40,7 +40,9 @@ class VQVAEConfig:
         if self.num_res_blocks < 0:
             raise GenforgeError(f"model.num_res_blocks must be >= 0, got {self.num_res_blocks}")
         if self.downsample not in DOWNSAMPLES:
-            raise GenforgeError(f"model.downsample must be one of {', '.join(map(str, DOWNSAMPLES))}, got {self.downsample}")
+            raise GenforgeError(
+                f"model.downsample must be one of {', '.join(map(str, DOWNSAMPLES))}, got {self.downsample}"
+            )
         if self.resolution < 0:
             raise GenforgeError(f"model.resolution must be positive, got {self.resolution}")
         if self.resolution % self.downsample:
@@ -114,7 +116,9 @@ class VQVAE(nn.Module):
     def __init__(self, config: VQVAEConfig):
         super().__init__()
         if not config.in_channels or not config.resolution:
-            raise GenforgeError("model.in_channels and model.resolution must be set (from the data) before building a VQ-VAE")
+            raise GenforgeError(
+                "model.in_channels and model.resolution must be set (from the data) before building a VQ-VAE"
+            )
         self.config = config
         self.encoder = Encoder(config)
         self.quantizer = build_quantizer(config.quantizer, config.latent_dim)
@@ -153,5 +157,7 @@ class VQVAE(nn.Module):
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, h, w) code indices -> (B, C, H, W) images."""
         if tuple(indices.shape[1:]) != self.grid_size:
-            raise GenforgeError(f"code grid must be (B, {self.grid_size[0]}, {self.grid_size[1]}), got {tuple(indices.shape)}")
+            raise GenforgeError(
+                f"code grid must be (B, {self.grid_size[0]}, {self.grid_size[1]}), got {tuple(indices.shape)}"
+            )
         return self.decoder(self.quantizer.lookup(indices))

@@ -45,7 +45,9 @@ class GANRunConfig:
 
     def __post_init__(self):
         if self.optim.loss == "wgan-gp" and self.model.d_norm == "batch":
-            raise GenforgeError("optim.loss wgan-gp needs a critic without batch norm: set model.d_norm=none or spectral")
+            raise GenforgeError(
+                "optim.loss wgan-gp needs a critic without batch norm: set model.d_norm=none or spectral"
+            )
 
 
 # Named starting points; `genforge train gan --preset NAME`. Values overlay the defaults above.
@@ -55,8 +57,14 @@ GAN_PRESETS: dict[str, dict[str, Any]] = {
     # genforge's default: the same networks with the measures that pay off on small budgets.
     "default": {"optim": {"ema_decay": 0.999}, "train": {"batch_size": 128}},
     # Hinge loss + spectral-norm discriminator + TTUR (Miyato et al. 2018; Heusel et al. 2017).
-    "hinge-sn": {"model": {"d_norm": "spectral"}, "optim": {"loss": "hinge", "lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.9, "ema_decay": 0.999}},
-    "wgan-gp": {"model": {"d_norm": "none"}, "optim": {"loss": "wgan-gp", "d_steps": 5, "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.0, "beta2": 0.9}},
+    "hinge-sn": {
+        "model": {"d_norm": "spectral"},
+        "optim": {"loss": "hinge", "lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.9, "ema_decay": 0.999},
+    },
+    "wgan-gp": {
+        "model": {"d_norm": "none"},
+        "optim": {"loss": "wgan-gp", "d_steps": 5, "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.0, "beta2": 0.9},
+    },
 }
 
 

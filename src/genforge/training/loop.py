@@ -13,9 +13,10 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -86,7 +87,9 @@ class RunResult:
     last: dict[str, float]
 
 
-def checkpoint_payload(family: Family, noise: dict[str, torch.Generator]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def checkpoint_payload(
+    family: Family, noise: dict[str, torch.Generator]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     state: dict[str, Any] = {"optimizers": {}}
     for name, module in family.modules().items():
@@ -112,7 +115,9 @@ def restore_payload(family: Family, noise: dict[str, torch.Generator], c: ckpt.C
     torch.set_rng_state(c.tensors["rng.torch"])
     for name, gen in noise.items():
         gen.set_state(c.tensors[f"rng.{name}"])
-    family.load_extra_state({k[6:]: v for k, v in c.tensors.items() if k.startswith("extra.")}, c.state.get("extra", {}))
+    family.load_extra_state(
+        {k[6:]: v for k, v in c.tensors.items() if k.startswith("extra.")}, c.state.get("extra", {})
+    )
 
 
 def run(
@@ -200,13 +205,17 @@ def run(
                     last = {k: float(v) / count for k, v in sums.items()}
                     if hasattr(family, "log_extras"):
                         last.update(family.log_extras())
-                    write({"step": step, "time": round(elapsed, 3), "images_per_s": round(images_per_second, 1), **last})
+                    write(
+                        {"step": step, "time": round(elapsed, 3), "images_per_s": round(images_per_second, 1), **last}
+                    )
                     bar.set_postfix_str(_postfix(last, images_per_second, step, total_steps, elapsed, budget))
                     sums, count, window_start, window_images = {}, 0, now, 0
                 if evaluate is not None and cfg.eval_every and step % cfg.eval_every == 0:
                     scores = evaluate(step)
                     write({"step": step, "time": round(elapsed, 3), "eval": scores})
-                    shown = " | ".join(f"{k} {scores[k]:.3g}" for k in ("fd", "recall", "classes_covered") if k in scores)
+                    shown = " | ".join(
+                        f"{k} {scores[k]:.3g}" for k in ("fd", "recall", "classes_covered") if k in scores
+                    )
                     bar.set_description_str(shown)
                 if cfg.sample_every and step % cfg.sample_every == 0:
                     _save_samples(family, run_dir, step, cfg)

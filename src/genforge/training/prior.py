@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from genforge import checkpoint as ckpt
-from genforge.config import TrainConfig, fraction, from_dict, non_negative, positive, to_dict
+from genforge.config import TrainConfig, fraction, from_dict, non_negative, positive
 from genforge.errors import GenforgeError
 from genforge.models.maskgit import MaskGIT, MaskGITConfig
 from genforge.models.prior import PriorConfig, TransformerPrior
@@ -84,7 +84,14 @@ def load_vqvae(c: ckpt.Checkpoint, device: torch.device) -> tuple[VQVAE, Any]:
 class PriorFamily:
     kind = "prior"
 
-    def __init__(self, cfg: PriorRunConfig, vqvae: VQVAE, vqvae_config: dict[str, Any], device: torch.device, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        cfg: PriorRunConfig,
+        vqvae: VQVAE,
+        vqvae_config: dict[str, Any],
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+    ):
         self.cfg, self.device, self.dtype = cfg, device, dtype
         torch.manual_seed(cfg.train.seed)
         self.vqvae, self.vqvae_config = vqvae.to(device), vqvae_config
@@ -95,7 +102,8 @@ class PriorFamily:
         no_decay = [p for p in self.net.parameters() if p.ndim < 2]
         self.opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=o.lr, betas=(o.beta1, o.beta2),
+            lr=o.lr,
+            betas=(o.beta1, o.beta2),
         )
         self.noise = torch.Generator(device=device).manual_seed(cfg.train.seed)
         self.steps_done = 0
@@ -190,8 +198,21 @@ class PriorSampler:
         self.family.net.eval()
         self.device, self.config, self.step = device, cfg, c.step
 
-    def sample(self, n: int, generator: torch.Generator, *, truncation=None, class_label=None, temperature=None,
-               top_k=None, top_p=None, steps=None, cfg_scale=None, use_cache=True, **unused) -> torch.Tensor:
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator,
+        *,
+        truncation=None,
+        class_label=None,
+        temperature=None,
+        top_k=None,
+        top_p=None,
+        steps=None,
+        cfg_scale=None,
+        use_cache=True,
+        **unused,
+    ) -> torch.Tensor:
         if truncation is not None:
             raise GenforgeError("--truncation applies to GAN runs; for a prior use --temperature / --top-k / --top-p")
         num_classes = self.config.model.num_classes
@@ -225,14 +246,18 @@ class PriorSampler:
 
 
 @torch.no_grad()
-def encode_images(vqvae: VQVAE, images: np.ndarray, device: torch.device, batch_size: int = 512, progress: bool = True) -> np.ndarray:
+def encode_images(
+    vqvae: VQVAE, images: np.ndarray, device: torch.device, batch_size: int = 512, progress: bool = True
+) -> np.ndarray:
     """uint8 (N, H, W, C) -> int16 code grids (N, h, w)."""
     from tqdm import tqdm
 
     from genforge.images import to_float
 
     out = []
-    for start in tqdm(range(0, len(images), batch_size), desc="encoding", disable=not progress, file=sys.stderr, leave=False):
+    for start in tqdm(
+        range(0, len(images), batch_size), desc="encoding", disable=not progress, file=sys.stderr, leave=False
+    ):
         x = to_float(images[start : start + batch_size], device)
         out.append(vqvae.encode_indices(x).to(torch.int16).cpu())
     return torch.cat(out).numpy()

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from genforge import checkpoint as ckpt
 from genforge.config import dump_yaml, to_dict
@@ -19,7 +20,19 @@ from genforge.training.device import pick_device, pick_precision
 from genforge.training.loop import RunResult, run
 
 # Settings that may change between a run and its resumption without changing what is trained.
-RESUMABLE = {"steps", "minutes", "device", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_samples", "compile", "grid_images"}
+RESUMABLE = {
+    "steps",
+    "minutes",
+    "device",
+    "log_every",
+    "sample_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "eval_every",
+    "eval_samples",
+    "compile",
+    "grid_images",
+}
 
 
 def check_resume(out: Path, kind: str, config: dict[str, Any]) -> dict[str, Any] | None:
@@ -82,8 +95,16 @@ def start(
         print(f"training {kind} on {device} ({str(dtype).replace('torch.', '')}) -> {out}", file=sys.stderr)
     evaluate = evaluate_factory(family) if evaluate_factory is not None else None
     return run(
-        family, images, labels, config.train, out, to_dict(config),
-        noise={"noise": family.noise}, evaluate=evaluate, progress=progress, stop_after=stop_after,
+        family,
+        images,
+        labels,
+        config.train,
+        out,
+        to_dict(config),
+        noise={"noise": family.noise},
+        evaluate=evaluate,
+        progress=progress,
+        stop_after=stop_after,
     )
 
 
@@ -92,8 +113,12 @@ def load_data(cfg, split: str = "train"):
     from genforge.data import load_dataset
 
     return load_dataset(
-        cfg.source, split=split, resolution=cfg.resolution, fit=cfg.fit,
-        channels=cfg.channels or None, limit=cfg.limit or None,
+        cfg.source,
+        split=split,
+        resolution=cfg.resolution,
+        fit=cfg.fit,
+        channels=cfg.channels or None,
+        limit=cfg.limit or None,
     )
 
 
@@ -106,8 +131,15 @@ def train_gan(config, out: Path, *, progress: bool = True, stop_after: int | Non
     if dry_run:
         return config
     return start(
-        "gan", config, out, lambda c, device, dtype: GANFamily(c, device, dtype), data.images, data.labels,
-        progress=progress, stop_after=stop_after, evaluate_factory=_training_evaluator(config.data, config.train, progress),
+        "gan",
+        config,
+        out,
+        lambda c, device, dtype: GANFamily(c, device, dtype),
+        data.images,
+        data.labels,
+        progress=progress,
+        stop_after=stop_after,
+        evaluate_factory=_training_evaluator(config.data, config.train, progress),
     )
 
 
@@ -183,8 +215,14 @@ def train_prior(config, out: Path, *, progress: bool = True, stop_after: int | N
     codes = P.cached_codes(out / "codes.npz", key, make)
     vq_config = c_vq.config
     result = start(
-        "prior", config, out, lambda c, dev, dtype: P.PriorFamily(c, vqvae, vq_config, dev, dtype),
-        codes["train"].astype(np.int64), codes.get("train_labels"), progress=progress, stop_after=stop_after,
+        "prior",
+        config,
+        out,
+        lambda c, dev, dtype: P.PriorFamily(c, vqvae, vq_config, dev, dtype),
+        codes["train"].astype(np.int64),
+        codes.get("train_labels"),
+        progress=progress,
+        stop_after=stop_after,
         evaluate_factory=_training_evaluator(vq_cfg.data, config.train, progress),
     )
     if "test" in codes and not result.interrupted:

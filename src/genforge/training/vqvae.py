@@ -33,7 +33,9 @@ class VQVAEOptimConfig:
         fraction(self, "optim", "beta1", "beta2")
         non_negative(self, "optim", "disc_weight", "disc_start")
         if self.recon_loss not in RECONSTRUCTION_LOSSES:
-            raise GenforgeError(f"optim.recon_loss must be one of {', '.join(RECONSTRUCTION_LOSSES)}, got {self.recon_loss!r}")
+            raise GenforgeError(
+                f"optim.recon_loss must be one of {', '.join(RECONSTRUCTION_LOSSES)}, got {self.recon_loss!r}"
+            )
 
 
 @dataclass
@@ -59,7 +61,13 @@ VQVAE_PRESETS: dict[str, dict[str, Any]] = {
 class VQVAEFamily:
     kind = "vqvae"
 
-    def __init__(self, cfg: VQVAERunConfig, device: torch.device, dtype: torch.dtype = torch.float32, grid_images: torch.Tensor | None = None):
+    def __init__(
+        self,
+        cfg: VQVAERunConfig,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        grid_images: torch.Tensor | None = None,
+    ):
         self.cfg, self.device, self.dtype = cfg, device, dtype
         torch.manual_seed(cfg.train.seed)
         o = cfg.optim
@@ -70,7 +78,9 @@ class VQVAEFamily:
                 if net is not None:
                     net.to(memory_format=torch.channels_last)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=o.lr_d, betas=(0.5, 0.9)) if self.disc is not None else None
+        self.opt_d = (
+            torch.optim.Adam(self.disc.parameters(), lr=o.lr_d, betas=(0.5, 0.9)) if self.disc is not None else None
+        )
         self.noise = torch.Generator(device=device).manual_seed(cfg.train.seed)
         self.health = CodebookHealth(self.model.num_codes, o.health_window)
         self.steps_done = 0
@@ -90,7 +100,10 @@ class VQVAEFamily:
         return opts
 
     def extra_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return {"health_counts": self.health.counts}, {"steps_done": self.steps_done, "health_batches": self.health.batches}
+        return {"health_counts": self.health.counts}, {
+            "steps_done": self.steps_done,
+            "health_batches": self.health.batches,
+        }
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         self.steps_done = int(state["steps_done"])

@@ -9,6 +9,7 @@ dotted key, raised before anything is written.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -38,10 +39,10 @@ class DataConfig:
     limit: int = 0  # use only the first N training images (0 = all)
 
     def __post_init__(self):
-        _check(self.resolution > 0, "data.resolution", "must be positive", self.resolution)
-        _check(self.fit in FITS, "data.fit", f"must be one of {', '.join(FITS)}", self.fit)
-        _check(self.channels in (0, 1, 3), "data.channels", "must be 0 (as stored), 1 or 3", self.channels)
-        _check(self.limit >= 0, "data.limit", "must be >= 0", self.limit)
+        positive(self, "resolution")
+        one_of(self, "fit", FITS)
+        check(self.channels in (0, 1, 3), "channels", "must be 0 (as stored), 1 or 3", self.channels)
+        non_negative(self, "limit")
 
 
 @dataclass
@@ -63,47 +64,66 @@ class TrainConfig:
     grid_images: int = 64
 
     def __post_init__(self):
-        _check(self.batch_size > 0, "train.batch_size", "must be positive", self.batch_size)
-        _check(self.steps >= 0, "train.steps", "must be >= 0", self.steps)
-        _check(self.minutes >= 0, "train.minutes", "must be >= 0", self.minutes)
-        _check(self.device in DEVICES, "train.device", f"must be one of {', '.join(DEVICES)}", self.device)
-        _check(
-            self.precision in PRECISIONS, "train.precision", f"must be one of {', '.join(PRECISIONS)}", self.precision
-        )
-        positive(self, "train", "log_every", "checkpoint_every", "keep_checkpoints", "grid_images")
-        non_negative(self, "train", "sample_every", "eval_every", "eval_samples")
+        positive(self, "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "grid_images")
+        non_negative(self, "steps", "minutes", "sample_every", "eval_every", "eval_samples")
+        check(0 <= self.seed < 2**63, "seed", "must be in 0 .. 2**63 - 1", self.seed)
+        one_of(self, "device", DEVICES)
+        one_of(self, "precision", PRECISIONS)
 
 
-def _check(ok: bool, key: str, rule: str, value: Any) -> None:
+class ConfigError(GenforgeError):
+    """A config value breaks its field's rule. Raised by a dataclass's ``__post_init__`` with the
+    field's own name (``resolution``); ``from_dict`` adds the section path (``model.resolution``),
+    so no model spells out the section it will be used in."""
+
+    def __init__(self, key: str, rule: str, value: Any):
+        self.key, self.rule, self.value = key, rule, value
+        super().__init__(f"{key} {rule}, got {value!r}")
+
+    def within(self, prefix: str) -> ConfigError:
+        return ConfigError(prefix + self.key, self.rule, self.value)
+
+
+def check(ok: bool, key: str, rule: str, value: Any) -> None:
+    """``check(self.resolution > 0, "resolution", "must be positive", self.resolution)``."""
     if not ok:
-        raise GenforgeError(f"{key} {rule}, got {value!r}")
+        raise ConfigError(key, rule, value)
+
+
+def one_of(obj: Any, name: str, choices: tuple[str, ...] | dict) -> None:
+    value = getattr(obj, name)
+    check(value in choices, name, f"must be one of {', '.join(choices)}", value)
 
 
 def fill_from_data(obj: Any, section: str, **values: int) -> None:
-    """Set fields the data decides (resolution, channels); a different value already set is an error."""
+    """Set fields the data decides (resolution, channels) in config section ``section``; a
+    different value already set is an error."""
     for name, value in values.items():
         current = getattr(obj, name)
         if current and current != value:
             raise GenforgeError(f"{section}.{name} is {current} but the data gives {value}")
         setattr(obj, name, value)
-    obj.__post_init__()
+    try:
+        obj.__post_init__()
+    except ConfigError as e:
+        raise e.within(section + ".") from None
 
 
-def positive(obj: Any, section: str, *names: str) -> None:
-    """Each named field of ``obj`` must be > 0 (the error names ``section.field``)."""
+def positive(obj: Any, *names: str) -> None:
+    """Each named field of ``obj`` must be > 0."""
     for name in names:
-        _check(getattr(obj, name) > 0, f"{section}.{name}", "must be positive", getattr(obj, name))
+        check(getattr(obj, name) > 0, name, "must be positive", getattr(obj, name))
 
 
-def non_negative(obj: Any, section: str, *names: str) -> None:
+def non_negative(obj: Any, *names: str) -> None:
     for name in names:
-        _check(getattr(obj, name) >= 0, f"{section}.{name}", "must be >= 0", getattr(obj, name))
+        check(getattr(obj, name) >= 0, name, "must be >= 0", getattr(obj, name))
 
 
-def fraction(obj: Any, section: str, *names: str) -> None:
+def fraction(obj: Any, *names: str) -> None:
     """Each named field must lie in [0, 1) (Adam betas, EMA decays)."""
     for name in names:
-        _check(0 <= getattr(obj, name) < 1, f"{section}.{name}", "must be in [0, 1)", getattr(obj, name))
+        check(0 <= getattr(obj, name) < 1, name, "must be in [0, 1)", getattr(obj, name))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +149,8 @@ def from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
         kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
     try:
         return cls(**kwargs)
+    except ConfigError as e:  # the field's own name, placed in its section
+        raise e.within(prefix) from None
     except TypeError as e:  # a required field without a default was not given
         raise GenforgeError(f"{prefix.rstrip('.') or 'config'}: {e}") from None
 
@@ -155,17 +177,24 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
             return value
         raise GenforgeError(f"{key} must be true or false, got {value!r}")
     if kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise GenforgeError(f"{key} must be an integer, got {value!r}")
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise GenforgeError(f"{key} must be an integer, got {value!r}")
+        if not -(2**63) <= value < 2**63:  # what torch and numpy can hold
+            raise GenforgeError(f"{key} must fit in 64 bits, got {value!r}")
+        return value
     if kind is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):  # YAML 1.1 reads 1e-4 as a string
-            return float(value)
-        raise GenforgeError(f"{key} must be a number, got {value!r}")
+            number = float(value)
+        elif isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):  # YAML 1.1 reads 1e-4 as a string
+            number = float(value)
+        if number is None:
+            raise GenforgeError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(number):  # YAML reads .inf and .nan as floats
+            raise GenforgeError(f"{key} must be a finite number, got {value!r}")
+        return number
     if kind is str:
         if isinstance(value, str):
             return value

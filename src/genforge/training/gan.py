@@ -31,9 +31,9 @@ class GANOptimConfig:
     def __post_init__(self):
         if self.loss not in GAN_LOSSES:
             raise GenforgeError(f"optim.loss must be one of {', '.join(GAN_LOSSES)}, got {self.loss!r}")
-        positive(self, "optim", "lr_g", "lr_d", "d_steps")
-        fraction(self, "optim", "beta1", "beta2", "ema_decay")
-        non_negative(self, "optim", "r1_gamma", "gp_weight", "ema_start")
+        positive(self, "lr_g", "lr_d", "d_steps")
+        fraction(self, "beta1", "beta2", "ema_decay")
+        non_negative(self, "r1_gamma", "gp_weight", "ema_start")
 
 
 @dataclass

@@ -36,9 +36,9 @@ class PriorOptimConfig:
     grad_clip: float = 1.0  # 0 = off
 
     def __post_init__(self):
-        positive(self, "optim", "lr")
-        fraction(self, "optim", "beta1", "beta2")
-        non_negative(self, "optim", "weight_decay", "warmup_steps", "grad_clip")
+        positive(self, "lr")
+        fraction(self, "beta1", "beta2")
+        non_negative(self, "weight_decay", "warmup_steps", "grad_clip")
 
 
 @dataclass

@@ -29,9 +29,9 @@ class VQVAEOptimConfig:
     health_window: int = 100  # batches over which codebook usage/perplexity are counted
 
     def __post_init__(self):
-        positive(self, "optim", "lr", "lr_d", "health_window")
-        fraction(self, "optim", "beta1", "beta2")
-        non_negative(self, "optim", "disc_weight", "disc_start")
+        positive(self, "lr", "lr_d", "health_window")
+        fraction(self, "beta1", "beta2")
+        non_negative(self, "disc_weight", "disc_start")
         if self.recon_loss not in RECONSTRUCTION_LOSSES:
             raise GenforgeError(
                 f"optim.recon_loss must be one of {', '.join(RECONSTRUCTION_LOSSES)}, got {self.recon_loss!r}"

@@ -17,10 +17,8 @@ from pathlib import Path
 
 import torch
 
-from genforge import evaluation
-from genforge.config import resolve
-from genforge.training import runs
-from genforge.training.gan import GAN_PRESETS, GANRunConfig
+from genforge import families
+from genforge.commands.evaluate import evaluate
 
 SETTINGS = {
     "fp32": {"precision": "fp32", "channels_last": False},
@@ -37,10 +35,10 @@ def main() -> None:
     device = torch.device("cpu")
     rows = []
     for name, train in SETTINGS.items():
-        config = resolve(GANRunConfig, GAN_PRESETS, "default", None, (), {"train": {"steps": args.steps, **train}})
+        config = families.get("gan").resolve("default", None, (), {"train": {"steps": args.steps, **train}})
         out = args.out / name.replace(" ", "").replace("+", "-")
-        result = runs.train_gan(config, out)
-        scores = evaluation.evaluate(out, n=args.n, device=device)
+        result = train(families.get("gan"), config, out)
+        scores = evaluate(out, n=args.n, device=device)
         rows.append((name, result, scores))
     print(
         f"\n# {datetime.date.today()} | {platform.machine()} | {os.cpu_count()} cores | torch {torch.__version__} | "

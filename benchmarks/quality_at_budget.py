@@ -18,12 +18,10 @@ from pathlib import Path
 
 import torch
 
-from genforge import evaluation
-from genforge.config import resolve
-from genforge.training import runs
-from genforge.training.gan import GAN_PRESETS, GANRunConfig
-from genforge.training.prior import PRIOR_PRESETS, PriorRunConfig
-from genforge.training.vqvae import VQVAE_PRESETS, VQVAERunConfig
+from genforge import families
+from genforge.commands.evaluate import evaluate, real_vs_real
+from genforge.metrics.extractors import train_evaluator
+from genforge.training.runs import train
 
 VQVAE_SHARE = 0.45  # of the VQ arm's time, the VQ-VAE's share; the prior gets the rest (as the demo)
 
@@ -38,31 +36,30 @@ def main() -> None:
     arms = args.arms.split(",")
     m = args.minutes
     device = torch.device("cpu")
-    train = {"train": {"minutes": m}}
-    evaluation.train_evaluator("fashion-mnist", device)
-    floor = evaluation.real_vs_real("fashion-mnist", n=args.n, device=device)
+    budget = {"train": {"minutes": m}}
+    train_evaluator("fashion-mnist", device)
+    floor = real_vs_real("fashion-mnist", n=args.n, device=device)
     scores = {}
     if "textbook" in arms:
-        runs.train_gan(resolve(GANRunConfig, GAN_PRESETS, "dcgan", None, (), train), args.out / "textbook")
-        scores["textbook DCGAN"] = evaluation.evaluate(args.out / "textbook", n=args.n, device=device)
+        train(families.get("gan"), families.get("gan").resolve("dcgan", None, (), budget), args.out / "textbook")
+        scores["textbook DCGAN"] = evaluate(args.out / "textbook", n=args.n, device=device)
     if "genforge" in arms:
-        runs.train_gan(resolve(GANRunConfig, GAN_PRESETS, "default", None, (), train), args.out / "genforge")
-        scores["genforge GAN"] = evaluation.evaluate(args.out / "genforge", n=args.n, device=device)
+        train(families.get("gan"), families.get("gan").resolve("default", None, (), budget), args.out / "genforge")
+        scores["genforge GAN"] = evaluate(args.out / "genforge", n=args.n, device=device)
     if "vq" in arms:
-        runs.train_vqvae(
-            resolve(VQVAERunConfig, VQVAE_PRESETS, "default", None, (), {"train": {"minutes": m * VQVAE_SHARE}}),
+        train(
+            families.get("vqvae"),
+            families.get("vqvae").resolve("default", None, (), {"train": {"minutes": m * VQVAE_SHARE}}),
             args.out / "vqvae",
         )
-        prior_cfg = resolve(
-            PriorRunConfig,
-            PRIOR_PRESETS,
+        prior_cfg = families.get("prior").resolve(
             "default",
             None,
             (),
             {"vqvae": str(args.out / "vqvae"), "train": {"minutes": m * (1 - VQVAE_SHARE)}},
         )
-        runs.train_prior(prior_cfg, args.out / "prior")
-        scores["VQ-VAE + prior"] = evaluation.evaluate(args.out / "prior", n=args.n, device=device)
+        train(families.get("prior"), prior_cfg, args.out / "prior")
+        scores["VQ-VAE + prior"] = evaluate(args.out / "prior", n=args.n, device=device)
 
     print(
         f"\n# {datetime.date.today()} | {platform.machine()} | {os.cpu_count()} cores | torch {torch.__version__} | "

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from genforge.config import from_dict, resolve, to_dict
-from genforge.training.device import pick_precision
 from genforge.training.loop import run
+from genforge.training.precision import fixed_precision as pick_precision
 
 SETTINGS = [
     ("fp32", "fp32", False),
@@ -43,14 +43,16 @@ def make_family(family: str, precision: str, channels_last: bool, batch_size: in
         "checkpoint_every": 100_000,
     }
     if family == "gan":
-        from genforge.training.gan import GAN_PRESETS, GANFamily, GANRunConfig, build_config
+        from genforge.families.gan import GAN_PRESETS, GANRunConfig, fit_to_data
+        from genforge.families.gan import GANTrainer as GANFamily
 
-        cfg = build_config(resolve(GANRunConfig, GAN_PRESETS, "default", extra={"train": train}), 32, 1)
+        cfg = fit_to_data(resolve(GANRunConfig, GAN_PRESETS, "default", extra={"train": train}), 32, 1)
         return GANFamily(cfg, device, pick_precision(precision, device)), cfg
     if family == "vqvae":
-        from genforge.training.vqvae import VQVAEFamily, VQVAERunConfig, build_config
+        from genforge.families.vqvae import VQVAERunConfig, fit_to_data
+        from genforge.families.vqvae import VQVAETrainer as VQVAEFamily
 
-        cfg = build_config(from_dict(VQVAERunConfig, {"train": train}), 32, 1)
+        cfg = fit_to_data(from_dict(VQVAERunConfig, {"train": train}), 32, 1)
         grid = torch.zeros(32, 1, 32, 32)
         return VQVAEFamily(cfg, device, pick_precision(precision, device), grid_images=grid), cfg
     raise SystemExit(f"unknown family {family}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
-import json
 import struct
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 from genforge.cli import main
 from genforge.data import dataset_key, load_dataset
 from genforge.metrics.classifier import save_classifier, train_classifier
+from genforge.runfolder import read_records
 
 NUM_CLASSES = 4
 # Every run: CPU, fp32 (bf16 autocast only slows tiny tensors down), small grids, no periodic samples.
@@ -28,8 +28,8 @@ COMMON = [
     "train.precision=fp32",
     "train.log_every=5",
 ]
-TINY_GAN = ["model.g_channels=8", "model.d_channels=8"]
-TINY_VQVAE = ["model.channels=8", "model.latent_dim=8", "model.quantizer.num_codes=16"]
+TINY_GAN = ["model.g_width=8", "model.d_width=8"]
+TINY_VQVAE = ["model.width=8", "model.latent_dim=8", "model.quantizer.num_codes=16"]
 TINY_PRIOR = ["model.n_layer=1", "model.n_embd=16", "model.n_head=2"]
 
 
@@ -135,10 +135,10 @@ def train(
     return Path(out)
 
 
-def records(run: Path, key: str | None = None) -> list[dict]:
-    """metrics.jsonl lines; with ``key`` only those holding it ("eval", "evaluation", a loss name)."""
-    lines = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [r for r in lines if key is None or key in r]
+def records(run: Path, type: str | None = None) -> list[dict]:
+    """metrics.jsonl records (``{"type", "step", "time", "values"}``); with ``type`` only those of it
+    ("train", "eval", "evaluation")."""
+    return [r for r in read_records(Path(run)) if type is None or r["type"] == type]
 
 
 def error_line(err: str) -> str:

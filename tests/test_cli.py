@@ -19,7 +19,7 @@ from PIL import Image
 from genforge import checkpoint as ckpt
 from genforge.cli import main
 
-TINY = ["model.z_dim=16", "model.g_channels=8", "model.d_channels=8", "train.grid_images=4", "train.log_every=2"]
+TINY = ["model.z_dim=16", "model.g_width=8", "model.d_width=8", "train.grid_images=4", "train.log_every=2"]
 TINY_FLAGS = [x for s in TINY for x in ("--set", s)] + ["--batch-size", "8", "--device", "cpu"]
 RNG = np.random.default_rng(0)
 
@@ -111,7 +111,7 @@ def unknown_key(tmp: Path):
 
 
 def negative_batch(tmp: Path):
-    return write_npz(tmp / "d.npz"), ["--batch-size", "-4"], "train.batch_size must be positive, got -4"
+    return write_npz(tmp / "d.npz"), ["--batch-size", "-4"], "argument --batch-size: must be >= 1, got -4"
 
 
 def bad_resolution(tmp: Path):
@@ -302,7 +302,7 @@ def test_sample_interpolate(run, tmp_path, capsys):
     with Image.open(out) as image:
         assert image.size == ((5 * 34 + 2) * 2, (3 * 34 + 2) * 2)  # n rows of 5
     code, _, err = cli(capsys, "sample", run, "--n", 3, "--interpolate", 1, "--out", out, "--device", "cpu")
-    assert_one_line_error(code, err, "--interpolate needs at least 2 steps")
+    assert_one_line_error(code, err, "argument --interpolate: must be >= 2, got 1")
 
 
 def sample_npz(capsys, run, path: Path, *flags) -> np.ndarray:
@@ -325,9 +325,12 @@ def test_sample_seed_and_truncation(run, tmp_path, capsys):
 def test_sample_bad_options(run, tmp_path, capsys):
     out = tmp_path / "g.png"
     for flags, fragment in (
-        (["--n", "0"], "--n must be positive"),
-        (["--truncation", "-1"], "--truncation must be positive"),
-        (["--temperature", "0.5"], "--temperature applies to prior runs"),
+        (["--n", "0"], "argument --n: must be >= 1, got 0"),
+        (["--n", "4", "--nrow", "-2"], "argument --nrow: must be >= 1, got -2"),
+        (["--seed", str(2**64)], "argument --seed: must be in 0 .. 2**63 - 1"),
+        (["--truncation", "-1"], "truncation must be a positive number"),
+        (["--truncation", "nan"], "argument --truncation: must be a finite number"),
+        (["--temperature", "0.5"], "sampling option 'temperature' does not apply to a GAN"),
     ):
         code, _, err = cli(capsys, "sample", run, "--out", out, "--device", "cpu", *flags)
         assert_one_line_error(code, err, fragment)

@@ -48,7 +48,7 @@ def test_compare_writes_self_contained_html(evaluated, tmp_path):
 def test_table_numbers_are_the_latest_evaluation_records(evaluated, tmp_path):
     rows = {row["key"]: row for row in report.metric_table([report.collect(run) for run in evaluated])}
     for i, run in enumerate(evaluated):
-        first, latest = (r["evaluation"] for r in records(run, "evaluation"))
+        first, latest = (r["values"] for r in records(run, "evaluation"))
         assert first["fd"] != latest["fd"]  # so the check below tells "latest" from "first"
         for key in COMPARED:
             assert rows[key]["values"][i] == latest[key], (run.name, key)

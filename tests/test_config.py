@@ -10,7 +10,7 @@ import yaml
 from genforge.cli import main
 from genforge.config import from_dict, merge, nest, parse_set, read_yaml, resolve, to_dict
 from genforge.errors import GenforgeError
-from genforge.training.gan import GAN_PRESETS, GANRunConfig
+from genforge.families.gan import GAN_PRESETS, GANRunConfig
 
 
 def config(*sets: str, preset: str | None = None, config_file=None, extra=None) -> GANRunConfig:
@@ -75,11 +75,11 @@ def test_wrong_types_are_named(assignment, fragment):
         ("train.batch_size=0", "train.batch_size must be positive"),
         ("train.steps=-5", "train.steps must be >= 0"),
         ("train.checkpoint_every=0", "train.checkpoint_every must be positive"),
-        ("data.resolution=-32", "data.resolution must be positive"),
+        ("data.resolution=-32", "data.resolution must be >= 0"),
         ("optim.lr_g=0", "optim.lr_g must be positive"),
         ("optim.beta1=1.0", "optim.beta1 must be in [0, 1)"),
         ("optim.d_steps=0", "optim.d_steps must be positive"),
-        ("model.g_channels=-8", "model.g_channels must be positive"),
+        ("model.g_width=-8", "model.g_width must be positive"),
         ("model.resolution=30", "DCGAN resolution 30 is not supported"),
     ],
 )
@@ -266,7 +266,7 @@ def test_dry_run_prints_the_resolved_config_and_writes_nothing(tmp_path, capsys)
             "--set",
             "train.batch_size=7",
             "--set",
-            "model.g_channels=24",
+            "model.g_width=24",
             "--set",
             "data.fit=none",
             "--set",
@@ -280,7 +280,7 @@ def test_dry_run_prints_the_resolved_config_and_writes_nothing(tmp_path, capsys)
     printed = yaml.safe_load(captured.out)
     assert printed["train"]["batch_size"] == 7
     assert printed["train"]["steps"] == 9
-    assert printed["model"]["g_channels"] == 24
+    assert printed["model"]["g_width"] == 24
     assert printed["data"]["source"] == str(data)
     assert (printed["model"]["resolution"], printed["model"]["channels"]) == (28, 1)  # filled from the data
     assert printed["optim"]["ema_decay"] == 0.999  # the default preset
@@ -299,7 +299,7 @@ def test_dry_run_with_a_bad_key_is_one_line(tmp_path, capsys):
 
 def test_number_like_string_values_are_kept_as_strings():
     from genforge.config import resolve
-    from genforge.training.gan import GAN_PRESETS, GANRunConfig
+    from genforge.families.gan import GAN_PRESETS, GANRunConfig
 
     cfg = resolve(GANRunConfig, GAN_PRESETS, None, None, ["data.source=2024"])
     assert cfg.data.source == "2024"
@@ -308,7 +308,7 @@ def test_number_like_string_values_are_kept_as_strings():
 def test_section_defaults_come_from_the_parent_config():
     """A prior's train section defaults to batch 128 even when other train keys are overridden."""
     from genforge.config import resolve
-    from genforge.training.prior import PRIOR_PRESETS, PriorRunConfig
+    from genforge.families.prior import PRIOR_PRESETS, PriorRunConfig
 
     assert PriorRunConfig().train.batch_size == 128
     cfg = resolve(PriorRunConfig, PRIOR_PRESETS, "default", None, ["train.minutes=1"])

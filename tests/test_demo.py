@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from genforge import demo
+from genforge import families
+from genforge.commands.demo import run_demo
 from genforge.config import merge, nest, parse_set
-from genforge.demo import run_demo
 from genforge.errors import GenforgeError
-from synthetic import TINY_GAN, TINY_PRIOR, TINY_VQVAE, cli, install_evaluator, one_error, write_npz
+from synthetic import TINY_GAN, TINY_PRIOR, TINY_VQVAE, cli, install_evaluator, one_error
 
 LIMIT = 2000  # images per split the demo's runs train on (the evaluation still uses 10,000 real ones)
 
@@ -20,11 +20,9 @@ def test_demo_minutes_must_be_positive(tmp_path):
     assert not (tmp_path / "demo").exists()
 
 
-def test_demo_on_data_without_a_test_split_fails_before_training(tmp_path):
-    """The floor (real vs real) and the VQ-VAE's scores need held-out images; an .npz has none."""
-    data = write_npz(tmp_path / "bars.npz", n=64)
-    with pytest.raises(GenforgeError, match="has no test split"):
-        run_demo(tmp_path / "demo", minutes=0.3, data=str(data), n_eval=64, device_name="cpu", progress=False)
+def test_demo_on_missing_data_fails_before_training(tmp_path):
+    with pytest.raises(GenforgeError, match="no such file or folder"):
+        run_demo(tmp_path / "demo", minutes=0.3, data=str(tmp_path / "nothing.npz"), n_eval=64, progress=False)
     assert not (tmp_path / "demo").exists()
 
 
@@ -42,8 +40,9 @@ def test_short_demo_on_fashion_mnist(fashion_available, tmp_path, monkeypatch, c
     cache = tmp_path / "cache"
     monkeypatch.setenv("GENFORGE_CACHE", str(cache))
     install_evaluator(cache, "fashion-mnist", limit=500)
-    monkeypatch.setattr(demo, "VQVAE_PRESETS", _shrunk(demo.VQVAE_PRESETS, TINY_VQVAE + ["train.batch_size=16"]))
-    monkeypatch.setattr(demo, "PRIOR_PRESETS", _shrunk(demo.PRIOR_PRESETS, TINY_PRIOR + ["train.batch_size=16"]))
+    for name, tiny in (("vqvae", TINY_VQVAE), ("prior", TINY_PRIOR)):
+        presets = families.get(name).presets
+        monkeypatch.setitem(presets, "default", _shrunk(presets, tiny + ["train.batch_size=16"])["default"])
     result = run_demo(
         tmp_path / "demo",
         minutes=0.2,
@@ -65,7 +64,7 @@ def test_short_demo_on_fashion_mnist(fashion_available, tmp_path, monkeypatch, c
     gan, prior, vqvae = (result.scores[k] for k in ("gan", "prior", "vqvae"))
     assert gan["fd_floor"] == prior["fd_floor"] == vqvae["fd_floor"] >= 0
     assert gan["n"] == prior["n"] == 200
-    assert "test_bits_per_dim" in prior and {"psnr", "codebook_usage"} <= set(vqvae)
+    assert "code_bits_per_dim" in prior and {"psnr", "codebook_usage"} <= set(vqvae)
     summary = capsys.readouterr().err
     for name, s in (("gan", gan), ("prior", prior)):
         assert (

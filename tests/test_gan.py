@@ -11,10 +11,10 @@ import torch
 
 from genforge.config import resolve
 from genforge.errors import GenforgeError
+from genforge.families.gan import GAN_PRESETS, GANRunConfig, GANTrainer, fit_to_data
 from genforge.losses import GAN_LOSSES, gradient_penalty, r1_penalty
 from genforge.models.gan import DCGANConfig, Discriminator, Generator, layout
-from genforge.training.gan import GAN_PRESETS, GANFamily, GANRunConfig, build_config
-from genforge.training.loop import Batches
+from genforge.training.batches import Batches
 
 REAL = [0.5, -1.0, 2.0]
 FAKE = [-0.3, 1.2]
@@ -152,7 +152,7 @@ def test_unsupported_resolutions_raise(resolution):
 @pytest.mark.parametrize("resolution", [28, 32, 64])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_dcgan_shapes(resolution, channels):
-    cfg = DCGANConfig(z_dim=16, g_channels=8, d_channels=8, resolution=resolution, channels=channels)
+    cfg = DCGANConfig(z_dim=16, g_width=8, d_width=8, resolution=resolution, channels=channels)
     G, D = Generator(cfg), Discriminator(cfg)
     images = G(torch.randn(3, 16))
     assert images.shape == (3, channels, resolution, resolution)
@@ -160,15 +160,15 @@ def test_dcgan_shapes(resolution, channels):
     assert D(images).shape == (3,)
 
 
-def test_max_channels_caps_the_widths():
-    cfg = DCGANConfig(z_dim=8, g_channels=8, d_channels=8, max_channels=16, resolution=64, channels=1)
+def test_max_width_caps_the_widths():
+    cfg = DCGANConfig(z_dim=8, g_width=8, d_width=8, max_width=16, resolution=64, channels=1)
     widths = [m.out_channels for m in Generator(cfg).modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     assert widths == [16, 16, 16, 8, 1]
 
 
 @pytest.mark.parametrize("norm", ["spectral", "none"])
 def test_discriminator_norm_variants_build(norm):
-    cfg = DCGANConfig(z_dim=8, g_channels=8, d_channels=8, d_norm=norm, resolution=32, channels=1)
+    cfg = DCGANConfig(z_dim=8, g_width=8, d_width=8, d_norm=norm, resolution=32, channels=1)
     D = Discriminator(cfg)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules())
     convs = [m for m in D.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -177,7 +177,7 @@ def test_discriminator_norm_variants_build(norm):
 
 
 def test_spectral_norm_bounds_the_layers():
-    cfg = DCGANConfig(z_dim=8, g_channels=8, d_channels=8, d_norm="spectral", resolution=32, channels=1)
+    cfg = DCGANConfig(z_dim=8, g_width=8, d_width=8, d_norm="spectral", resolution=32, channels=1)
     D = Discriminator(cfg).train()
     for _ in range(30):  # power iterations converge during forward passes
         D(torch.randn(2, 1, 32, 32))
@@ -193,12 +193,12 @@ def test_wgan_gp_with_batch_norm_is_refused():
 
 
 def test_build_config_takes_the_data_shape_and_refuses_a_conflict():
-    cfg = build_config(GANRunConfig(), 28, 3)
+    cfg = fit_to_data(GANRunConfig(), 28, 3)
     assert (cfg.model.resolution, cfg.model.channels) == (28, 3)
     with pytest.raises(GenforgeError, match="model.resolution is 32 but the data gives 28"):
-        build_config(GANRunConfig(model=DCGANConfig(resolution=32)), 28, 1)
+        fit_to_data(GANRunConfig(model=DCGANConfig(resolution=32)), 28, 1)
     with pytest.raises(GenforgeError, match="DCGAN resolution 30"):
-        build_config(GANRunConfig(), 30, 1)
+        fit_to_data(GANRunConfig(), 30, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,10 +206,10 @@ def test_build_config_takes_the_data_shape_and_refuses_a_conflict():
 # ---------------------------------------------------------------------------------------------
 
 
-def tiny_family(*sets: str, resolution: int = 32, channels: int = 1) -> GANFamily:
-    base = ["model.z_dim=16", "model.g_channels=8", "model.d_channels=8", "train.batch_size=8", "train.precision=fp32"]
+def tiny_family(*sets: str, resolution: int = 32, channels: int = 1) -> GANTrainer:
+    base = ["model.z_dim=16", "model.g_width=8", "model.d_width=8", "train.batch_size=8", "train.precision=fp32"]
     cfg = resolve(GANRunConfig, GAN_PRESETS, None, None, base + list(sets))
-    return GANFamily(build_config(cfg, resolution, channels), torch.device("cpu"))
+    return GANTrainer(fit_to_data(cfg, resolution, channels), torch.device("cpu"))
 
 
 def synthetic_batches(n: int = 32, resolution: int = 32, channels: int = 1) -> Batches:
@@ -224,7 +224,7 @@ def synthetic_batches(n: int = 32, resolution: int = 32, channels: int = 1) -> B
         ["optim.loss=hinge", "model.d_norm=spectral"],
         ["optim.loss=lsgan"],
         ["optim.loss=wgan-gp", "model.d_norm=none", "optim.d_steps=2"],
-        ["optim.r1_gamma=1.0", "optim.ema_decay=0.9"],
+        ["optim.r1_gamma=1.0", "optim.ema_decay=0.9", "model.d_norm=spectral"],
     ],
     ids=["nonsaturating", "hinge-sn", "lsgan", "wgan-gp", "r1-ema"],
 )

@@ -41,7 +41,7 @@ def test_loss_covers_only_masked_positions():
     model = tiny().eval()  # no dropout, no class dropout: the forward pass is deterministic
     grids = torch.randint(0, V, (4, H, W), generator=gen(0))
     flat = grids.view(4, T)
-    loss, parts = model.masked_loss(grids, generator=gen(1))
+    loss, parts = model.loss(grids, generator=gen(1))
     mask = model.random_mask(4, gen(1))
     with torch.no_grad():
         logits = model(flat.masked_fill(mask, model.mask_id))
@@ -87,7 +87,7 @@ def test_overfit_one_pattern_is_reproduced():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
     first = None
     for step in range(60):
-        loss, _ = model.masked_loss(data, generator=gen(step))
+        loss, _ = model.loss(data, generator=gen(step))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -121,14 +121,16 @@ def test_state_dict_roundtrip_through_safetensors(tmp_path):
 
 
 def test_bad_input_raises_one_clear_error():
-    with pytest.raises(GenforgeError, match="maskgit.steps"):
+    with pytest.raises(GenforgeError, match="steps must be a positive integer"):
         MaskGITConfig(steps=0)
-    with pytest.raises(GenforgeError, match="model.n_head must divide model.n_embd"):
+    with pytest.raises(GenforgeError, match="n_head must divide n_embd"):
         MaskGITConfig(n_head=5)
     model = tiny()
     with pytest.raises(GenforgeError, match="steps"):
         model.generate(2, steps=0)
     with pytest.raises(GenforgeError, match="shape"):
-        model.masked_loss(torch.zeros(2, T, dtype=torch.long))
+        model.loss(torch.zeros(2, T, dtype=torch.long))
     with pytest.raises(GenforgeError, match="unconditional"):
         model.generate(2, labels=1)
+    with pytest.raises(GenforgeError, match="sampling option 'top_p' does not apply to maskgit priors"):
+        model.generate(2, top_p=0.9)

@@ -229,7 +229,7 @@ def test_codebook_usage_and_perplexity():
     assert core.perplexity(np.array([5, 0, 0])) == pytest.approx(1.0)
 
 
-def test_bits_per_dim_formula():
+def code_bits_per_dim_formula():
     # 49 codes at 2 nats each for a 28x28 grey image.
     assert core.bits_per_dim(2.0, 49, 28 * 28, 1) == pytest.approx(2.0 * 49 / (math.log(2) * 784))
     # A code carrying exactly 8 bits per 8x8x1 patch -> 1/8 bit per dim.

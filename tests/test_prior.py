@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from genforge.errors import GenforgeError
-from genforge.models.prior import PriorConfig, TransformerPrior, filter_logits, guided, sample_from_logits
+from genforge.models.prior import PriorConfig, TransformerPrior
+from genforge.models.transformer import filter_logits, guided, sample_from_logits
 
 V, H, W = 16, 4, 4
 T = H * W
@@ -191,9 +192,9 @@ def test_state_dict_roundtrip_through_safetensors(tmp_path):
 
 
 def test_bad_input_raises_one_clear_error():
-    with pytest.raises(GenforgeError, match="model.n_head must divide model.n_embd"):
+    with pytest.raises(GenforgeError, match=r"n_head must divide n_embd \(32\), got 3"):
         PriorConfig(n_head=3, n_embd=32)
-    with pytest.raises(GenforgeError, match="model.dropout"):
+    with pytest.raises(GenforgeError, match="dropout"):
         PriorConfig(dropout=1.5)
     model = tiny()
     with pytest.raises(GenforgeError, match="unconditional"):
@@ -207,6 +208,8 @@ def test_bad_input_raises_one_clear_error():
     with pytest.raises(GenforgeError, match="cfg_scale"):
         tiny(num_classes=2).generate(2, cfg_scale=2.0)
     with pytest.raises(GenforgeError, match="top_k"):
-        sample_from_logits(torch.zeros(1, V), top_k=0)
+        model.generate(1, top_k=0)
     with pytest.raises(GenforgeError, match="top_p"):
-        filter_logits(torch.zeros(1, V), top_p=0.0)
+        model.generate(1, top_p=0.0)
+    with pytest.raises(GenforgeError, match="sampling option 'steps' does not apply to ar priors"):
+        model.generate(1, steps=4)

@@ -12,11 +12,14 @@ import torch
 import yaml
 
 from genforge import checkpoint as ckpt
+from genforge import families
 from genforge.config import resolve
-from genforge.training import prior as P
+from genforge.families import prior as P
+from genforge.families.prior import PRIOR_PRESETS, PriorRunConfig
 from genforge.training import runs
-from genforge.training.prior import PRIOR_PRESETS, PriorRunConfig
 from synthetic import COMMON, NUM_CLASSES, TINY_PRIOR, cli, is_png, one_error, records, train, write_idx_folder
+
+PRIOR = families.get("prior")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def test_codes_are_cached_and_not_reencoded_on_resume(vq_run, tmp_path, monkeypa
     out = train("prior", tmp_path / "p", vqvae=vq_run, steps=3)
     codes = out / "codes.npz"
     with np.load(codes) as f:
-        assert f["train"].shape == (256, 8, 8) and f["test"].shape == (64, 8, 8)
+        assert f["train"].shape == (256, 7, 7) and f["test"].shape == (64, 7, 7)  # 28 px, downsample 4
         assert f["train_labels"].shape == (256,)
     before = codes.stat().st_mtime_ns
 
@@ -51,13 +54,11 @@ def test_codes_are_cached_and_not_reencoded_on_resume(vq_run, tmp_path, monkeypa
 def test_test_nll_and_bits_per_dim_recorded(prior_run, vq_run):
     evals = records(prior_run, "eval")
     assert len(evals) == 1 and evals[0]["step"] == 6
-    nats, bpd = evals[0]["eval"]["test_nll_nats_per_code"], evals[0]["eval"]["test_bits_per_dim"]
+    nats, bpd = evals[0]["values"]["code_nll"], evals[0]["values"]["code_bits_per_dim"]
     assert 0 < nats < math.log(16) + 1  # about uniform over 16 codes at worst after 6 steps
     model = yaml.safe_load((vq_run / "config.yaml").read_text())["model"]
     codes = (model["resolution"] // model["downsample"]) ** 2
-    assert bpd == pytest.approx(
-        nats * codes / (math.log(2) * model["resolution"] ** 2 * model["in_channels"]), rel=1e-12
-    )
+    assert bpd == pytest.approx(nats * codes / (math.log(2) * model["resolution"] ** 2 * model["channels"]), rel=1e-12)
 
 
 def test_sample_class_and_top_k(prior_run, tmp_path):
@@ -71,24 +72,24 @@ def test_sample_class_and_top_k(prior_run, tmp_path):
 def test_sample_class_out_of_range(prior_run, tmp_path):
     code, _, err = cli("sample", prior_run, "--out", tmp_path / "s.png", "--class", NUM_CLASSES, "--device", "cpu")
     assert code == 2
-    assert one_error(err) == f"genforge: error: --class must be in 0..{NUM_CLASSES - 1}, got {NUM_CLASSES}"
+    assert one_error(err) == f"genforge: error: class must be in 0..{NUM_CLASSES - 1}, got {NUM_CLASSES}"
     assert not (tmp_path / "s.png").exists()
 
 
 def test_sample_truncation_is_for_gans(prior_run, tmp_path):
     code, _, err = cli("sample", prior_run, "--out", tmp_path / "s.png", "--truncation", 0.7, "--device", "cpu")
-    assert code == 2 and "--truncation applies to GAN runs" in one_error(err)
+    assert code == 2 and "sampling option 'truncation' does not apply to ar priors" in one_error(err)
 
 
 def test_maskgit_trains_and_samples(vq_run, tmp_path):
-    out = train("prior", tmp_path / "mg", vqvae=vq_run, steps=4, options=["--kind", "maskgit"])
-    assert ckpt.load(out).config["kind"] == "maskgit"
-    assert "test_nll_nats_per_code" in records(out, "eval")[-1]["eval"]
+    out = train("prior", tmp_path / "mg", vqvae=vq_run, steps=4, options=["--network", "maskgit"])
+    assert ckpt.load(out).config["network"] == "maskgit"
+    assert set(records(out, "eval")[-1]["values"]) == {"masked_code_ce"}  # no likelihood: named as what it is
     code, _, err = cli("sample", out, "--n", 4, "--out", tmp_path / "m.png", "--steps", 2, "--device", "cpu")
     assert code == 0, err
     assert is_png(tmp_path / "m.png")
     code, _, err = cli("sample", out, "--n", 4, "--out", tmp_path / "m2.png", "--top-p", 0.9, "--device", "cpu")
-    assert code == 2 and "--top-p applies to autoregressive priors" in one_error(err)
+    assert code == 2 and "sampling option 'top_p' does not apply to maskgit priors" in one_error(err)
 
 
 def test_prior_samples_after_its_vqvae_run_is_deleted(vq_run, tmp_path):
@@ -117,23 +118,23 @@ def test_prior_refuses_data(vq_run, tmp_path):
     assert not (tmp_path / "p").exists()
 
 
-def _config(vq_run, kind):
+def _config(vq_run, network):
     sets = (
         COMMON
         + TINY_PRIOR
-        + ["train.device=cpu", "train.steps=8", "train.checkpoint_every=3", "train.log_every=2", f"kind={kind}"]
+        + ["train.device=cpu", "train.steps=8", "train.checkpoint_every=3", "train.log_every=2", f"network={network}"]
     )
     return resolve(PriorRunConfig, PRIOR_PRESETS, "default", None, sets, {"vqvae": str(vq_run)})
 
 
-@pytest.mark.parametrize("kind", ["ar", "maskgit"])  # maskgit also draws its masks from the family's generator
-def test_interrupted_and_resumed_prior_ends_bit_identical(vq_run, tmp_path, kind):
+@pytest.mark.parametrize("network", ["ar", "maskgit"])  # maskgit also draws its masks from the family's generator
+def test_interrupted_and_resumed_prior_ends_bit_identical(vq_run, tmp_path, network):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert runs.train_prior(_config(vq_run, kind), whole, progress=False).step == 8
-    first = runs.train_prior(_config(vq_run, kind), parts, progress=False, stop_after=4)
+    assert runs.train(PRIOR, _config(vq_run, network), whole, progress=False).step == 8
+    first = runs.train(PRIOR, _config(vq_run, network), parts, progress=False, stop_after=4)
     assert (first.step, first.interrupted) == (4, True)
     assert records(parts, "eval") == []  # no held-out NLL for an unfinished run
-    last = runs.train_prior(_config(vq_run, kind), parts, progress=False)
+    last = runs.train(PRIOR, _config(vq_run, network), parts, progress=False)
     assert (last.step, last.interrupted) == (8, False)
 
     a, b = ckpt.load(whole), ckpt.load(parts)
@@ -146,4 +147,4 @@ def test_interrupted_and_resumed_prior_ends_bit_identical(vq_run, tmp_path, kind
 
 
 def _without_timing(lines: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in ("time", "images_per_s")} for r in lines]
+    return [{**r, "time": None, "values": {k: v for k, v in r["values"].items() if k != "images_per_s"}} for r in lines]

@@ -4,7 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from genforge.config import from_dict
 from genforge.errors import GenforgeError
+from genforge.families.vqvae import VQVAERunConfig
 from genforge.models.quantizers import (
     CodebookHealth,
     FiniteScalarQuantizer,
@@ -177,7 +179,7 @@ def test_distances_and_ema_stay_float32_under_autocast():
 
 def _fsq(levels=(8, 5, 5, 5), latent_dim=None):
     torch.manual_seed(0)
-    config = QuantizerConfig(kind="fsq", fsq_levels=levels)
+    config = QuantizerConfig(method="fsq", fsq_levels=levels)
     return build_quantizer(config, latent_dim or len(levels))
 
 
@@ -230,15 +232,18 @@ def test_codebook_health_counts_codes_over_a_window_of_batches():
     "field, value, message",
     [
         ("num_codes", -3, "model.quantizer.num_codes must be positive, got -3"),
-        ("kind", "gumbel", "model.quantizer.kind must be one of vq, fsq"),
+        ("method", "gumbel", "model.quantizer.method must be one of vq, fsq"),
         ("decay", 1.0, "model.quantizer.decay"),
         ("fsq_levels", (8, 1), "model.quantizer.fsq_levels"),
         ("restart_after", -1, "model.quantizer.restart_after"),
     ],
 )
 def test_config_errors_name_the_field(field, value, message):
-    with pytest.raises(GenforgeError, match=message.replace(".", r"\.")):
+    """The quantizer names its own field; the config machinery places it in its section."""
+    with pytest.raises(GenforgeError, match=message.split("model.quantizer.")[1].split(" ")[0]):
         QuantizerConfig(**{field: value})
+    with pytest.raises(GenforgeError, match=message.replace(".", r"\.")):
+        from_dict(VQVAERunConfig, {"model": {"quantizer": {field: list(value) if isinstance(value, tuple) else value}}})
 
 
 def test_lookup_rejects_out_of_range_indices():

@@ -157,11 +157,11 @@ def test_prior_counts_prior_and_vqvae(tmp_path):
         {"elapsed": 30.0},
     )
     (run / "metrics.jsonl").write_text(
-        json.dumps({"step": 5, "eval": {"test_nll_nats_per_code": 2.0, "test_bits_per_dim": 0.71}}) + "\n"
+        json.dumps({"step": 5, "eval": {"code_nll": 2.0, "code_bits_per_dim": 0.71}}) + "\n"
     )
     summary = report.collect(run)  # no config.yaml: the checkpoint alone makes it a run
     assert summary.kind == "prior" and summary.parameters == {"prior": 9, "vqvae": 2}
-    assert rows_by_key([summary])["test_bits_per_dim"]["values"] == [0.71]
+    assert rows_by_key([summary])["code_bits_per_dim"]["values"] == [0.71]
 
 
 def test_table_numbers_match_metrics_files(runs, tmp_path):

@@ -7,18 +7,19 @@ from safetensors.torch import load_file, save_file
 
 from genforge.config import from_dict
 from genforge.errors import GenforgeError
+from genforge.families.vqvae import VQVAERunConfig
 from genforge.losses import adaptive_weight, d_hinge, g_hinge, vqvae_loss
 from genforge.models.patchgan import PatchGAN, PatchGANConfig
 from genforge.models.quantizers import QuantizerConfig
 from genforge.models.vqvae import VQVAE, VQVAEConfig
 
 
-def tiny(in_channels=1, resolution=32, downsample=4, **quantizer) -> VQVAE:
+def tiny(channels=1, resolution=32, downsample=4, **quantizer) -> VQVAE:
     torch.manual_seed(0)
     config = VQVAEConfig(
-        in_channels=in_channels,
+        channels=channels,
         resolution=resolution,
-        channels=8,
+        width=8,
         num_res_blocks=1,
         downsample=downsample,
         latent_dim=8,
@@ -28,12 +29,12 @@ def tiny(in_channels=1, resolution=32, downsample=4, **quantizer) -> VQVAE:
 
 
 @pytest.mark.parametrize(
-    "in_channels, source, resolution, downsample",
+    "channels, source, resolution, downsample",
     [(1, 28, 32, 4), (1, 32, 32, 4), (3, 32, 32, 8), (3, 64, 64, 8), (1, 64, 64, 4)],
 )
-def test_shapes_through_encode_quantize_decode(in_channels, source, resolution, downsample):
-    model = tiny(in_channels, resolution, downsample).eval()
-    x = torch.rand(2, in_channels, source, source) * 2 - 1
+def test_shapes_through_encode_quantize_decode(channels, source, resolution, downsample):
+    model = tiny(channels, resolution, downsample).eval()
+    x = torch.rand(2, channels, source, source) * 2 - 1
     x = F.pad(x, [(resolution - source) // 2] * 4, value=-1.0)  # the caller pads 28 -> 32
     side = resolution // downsample
     assert model.grid_size == (side, side)
@@ -46,7 +47,7 @@ def test_shapes_through_encode_quantize_decode(in_channels, source, resolution, 
 
 
 def test_fsq_vqvae_shapes():
-    model = tiny(3, 32, 4, kind="fsq", fsq_levels=(5, 3, 3)).eval()
+    model = tiny(3, 32, 4, method="fsq", fsq_levels=(5, 3, 3)).eval()
     recon, out = model(torch.zeros(2, 3, 32, 32))
     assert recon.shape == (2, 3, 32, 32) and model.num_codes == 45 and out.indices.max() < 45
     assert model.decode_indices(out.indices).shape == (2, 3, 32, 32)
@@ -54,10 +55,10 @@ def test_fsq_vqvae_shapes():
 
 def test_resolution_that_does_not_divide_names_the_fix():
     with pytest.raises(
-        GenforgeError, match=r"model\.resolution 28 is not divisible by model\.downsample 8; pad the images to 32"
+        GenforgeError, match=r"model\.resolution is not divisible by downsample 8; pad the images to 32.*got 28"
     ):
-        VQVAEConfig(in_channels=1, resolution=28, downsample=8)
-    VQVAEConfig(in_channels=1, resolution=28, downsample=4)  # 7x7 codes are fine
+        from_dict(VQVAERunConfig, {"model": {"channels": 1, "resolution": 28, "downsample": 8}})
+    VQVAEConfig(channels=1, resolution=28, downsample=4)  # 7x7 codes are fine
     with pytest.raises(GenforgeError, match="downsample"):
         VQVAEConfig(downsample=3)
 
@@ -74,14 +75,16 @@ def test_wrong_images_and_grids_are_refused():
 
 def test_config_builds_from_plain_dicts_with_nested_quantizer():
     config = from_dict(
-        VQVAEConfig, {"in_channels": 1, "resolution": 32, "quantizer": {"kind": "fsq", "fsq_levels": [8, 5, 5]}}
+        VQVAEConfig, {"channels": 1, "resolution": 32, "quantizer": {"method": "fsq", "fsq_levels": [8, 5, 5]}}
     )
     assert config.quantizer.fsq_levels == (8, 5, 5) and VQVAE(config).num_codes == 200
     with pytest.raises(GenforgeError, match="model.quantizer.num_codes must be positive, got -3"):
-        from_dict(VQVAEConfig, {"quantizer": {"num_codes": -3}})
+        from_dict(VQVAERunConfig, {"model": {"quantizer": {"num_codes": -3}}})
 
 
-@pytest.mark.parametrize("quantizer", [dict(ema=True, kmeans_init=True), dict(ema=False, code_dim=4), dict(kind="fsq")])
+@pytest.mark.parametrize(
+    "quantizer", [dict(ema=True, kmeans_init=True), dict(ema=False, code_dim=4), dict(method="fsq")]
+)
 def test_safetensors_round_trip_gives_identical_reconstructions(tmp_path, quantizer):
     model = tiny(**quantizer, restart_after=0)
     x = torch.rand(4, 1, 32, 32) * 2 - 1
@@ -110,7 +113,7 @@ def test_safetensors_round_trip_gives_identical_reconstructions(tmp_path, quanti
         assert torch.equal(fresh.state_dict()[name], value), name
 
 
-@pytest.mark.parametrize("quantizer", [dict(ema=True), dict(ema=False), dict(kind="fsq")])
+@pytest.mark.parametrize("quantizer", [dict(ema=True), dict(ema=False), dict(method="fsq")])
 def test_a_few_steps_reduce_reconstruction_loss(quantizer):
     model = tiny(resolution=16, **quantizer)
     torch.manual_seed(1)
@@ -162,17 +165,17 @@ def test_adaptive_weight_works_with_the_decoders_last_layer():
     model = tiny()
     x = torch.rand(2, 1, 32, 32) * 2 - 1
     recon, _ = model(x)
-    disc = PatchGAN(PatchGANConfig(in_channels=1, channels=8, norm="none"))
+    disc = PatchGAN(PatchGANConfig(channels=1, width=8, norm="none"))
     g_loss, _ = g_hinge(disc(recon))
     value = adaptive_weight(F.l1_loss(recon, x), g_loss, model.decoder.last_layer.weight)
     assert value.ndim == 0 and value > 0
 
 
 @pytest.mark.parametrize("norm", ["batch", "group", "none"])
-@pytest.mark.parametrize("in_channels, resolution, layers", [(1, 32, 2), (3, 64, 3), (1, 32, 1)])
-def test_patchgan_gives_a_grid_of_logits(norm, in_channels, resolution, layers):
-    disc = PatchGAN(PatchGANConfig(in_channels=in_channels, channels=8, num_layers=layers, norm=norm))
-    x = torch.rand(2, in_channels, resolution, resolution, requires_grad=True) * 2 - 1
+@pytest.mark.parametrize("channels, resolution, layers", [(1, 32, 2), (3, 64, 3), (1, 32, 1)])
+def test_patchgan_gives_a_grid_of_logits(norm, channels, resolution, layers):
+    disc = PatchGAN(PatchGANConfig(channels=channels, width=8, num_layers=layers, norm=norm))
+    x = torch.rand(2, channels, resolution, resolution, requires_grad=True) * 2 - 1
     logits = disc(x)
     side = disc.output_size(resolution)
     assert logits.shape == (2, 1, side, side) and side > 1
@@ -183,10 +186,10 @@ def test_patchgan_gives_a_grid_of_logits(norm, in_channels, resolution, layers):
 
 
 def test_patchgan_config_and_input_errors():
-    assert PatchGAN(PatchGANConfig(in_channels=1)).output_size(32) == 6
-    with pytest.raises(GenforgeError, match="discriminator.norm"):
-        PatchGANConfig(norm="spectral-ish")
+    assert PatchGAN(PatchGANConfig(channels=1)).output_size(32) == 6
+    with pytest.raises(GenforgeError, match="discriminator.norm must be one of"):
+        from_dict(VQVAERunConfig, {"discriminator": {"norm": "spectral-ish"}})
     with pytest.raises(GenforgeError, match="too small"):
-        PatchGAN(PatchGANConfig(in_channels=1, num_layers=5))(torch.zeros(1, 1, 16, 16))
+        PatchGAN(PatchGANConfig(channels=1, num_layers=5))(torch.zeros(1, 1, 16, 16))
     with pytest.raises(GenforgeError, match=r"\(B, 3, H, W\)"):
-        PatchGAN(PatchGANConfig(in_channels=3))(torch.zeros(1, 1, 32, 32))
+        PatchGAN(PatchGANConfig(channels=3))(torch.zeros(1, 1, 32, 32))

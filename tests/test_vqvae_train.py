@@ -10,11 +10,14 @@ import pytest
 import torch
 
 from genforge import checkpoint as ckpt
+from genforge import families
 from genforge.config import resolve
 from genforge.data import load_dataset
+from genforge.families.vqvae import VQVAE_PRESETS, VQVAERunConfig
 from genforge.training import runs
-from genforge.training.vqvae import VQVAE_PRESETS, VQVAERunConfig
 from synthetic import COMMON, TINY_VQVAE, cli, is_png, one_error, records, train, write_idx_folder, write_npz
+
+VQVAE = families.get("vqvae")
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +34,8 @@ def vq_run(idx_data, tmp_path_factory):
 
 
 def test_loss_falls_and_codebook_health_is_logged(vq_run):
-    logs = [r for r in records(vq_run) if "loss" in r]
-    assert [r["step"] for r in logs] == [5, 10, 15, 20, 25, 30]
+    assert [r["step"] for r in records(vq_run, "train")] == [5, 10, 15, 20, 25, 30]
+    logs = [r["values"] for r in records(vq_run, "train")]
     assert all(math.isfinite(r["loss"]) for r in logs)
     assert logs[-1]["loss"] < 0.8 * logs[0]["loss"], [r["loss"] for r in logs]
     for r in logs:
@@ -66,17 +69,17 @@ def test_encode_gives_code_grids_in_range_with_labels(vq_run, idx_data, tmp_path
     test = load_dataset(str(idx_data), split="test")
     with np.load(tmp_path / "c.npz") as f:
         codes, labels = f["codes"], f["labels"]
-        assert list(f["grid"]) == [8, 8] and int(f["num_codes"]) == 16
-    assert codes.shape == (len(test), 8, 8)
+        assert list(f["grid"]) == [7, 7] and int(f["num_codes"]) == 16  # 28 px, downsample 4
+    assert codes.shape == (len(test), 7, 7)
     assert codes.min() >= 0 and codes.max() < 16
     np.testing.assert_array_equal(labels, test.labels)
-    assert f"wrote {len(test)} code grids of 8x8" in out
+    assert f"wrote {len(test)} code grids of 7x7" in out
 
 
 def test_encode_out_must_be_npz(vq_run, tmp_path):
     code, out, err = cli("encode", vq_run, "--out", tmp_path / "c.txt", "--device", "cpu")
     assert code == 2
-    assert one_error(err).startswith("genforge: error: --out for encode must end in .npz")
+    assert one_error(err).startswith("genforge: error: the output of encode must end in .npz")
     assert not (tmp_path / "c.txt").exists()
 
 
@@ -94,12 +97,12 @@ def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path):
     # restart_after=3 makes dead-code restarts (random draws) happen inside the run
     extra = ["model.quantizer.restart_after=3"]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert runs.train_vqvae(_config(data, *extra), whole, progress=False).step == 12
-    first = runs.train_vqvae(_config(data, *extra), parts, progress=False, stop_after=5)
+    assert runs.train(VQVAE, _config(data, *extra), whole, progress=False).step == 12
+    first = runs.train(VQVAE, _config(data, *extra), parts, progress=False, stop_after=5)
     assert (first.step, first.interrupted) == (5, True)
-    second = runs.train_vqvae(_config(data, *extra), parts, progress=False, stop_after=3)
+    second = runs.train(VQVAE, _config(data, *extra), parts, progress=False, stop_after=3)
     assert (second.step, second.interrupted) == (8, True)
-    third = runs.train_vqvae(_config(data, *extra), parts, progress=False)
+    third = runs.train(VQVAE, _config(data, *extra), parts, progress=False)
     assert (third.step, third.interrupted) == (12, False)
 
     a, b = ckpt.load(whole), ckpt.load(parts)
@@ -117,6 +120,6 @@ def test_presets_train(preset, tmp_path):
     data = write_npz(tmp_path / "d.npz", n=64)
     out = train("vqvae", tmp_path / preset, data=data, steps=5, options=["--preset", preset])
     c = ckpt.load(out)
-    assert c.step == 5 and c.config["model"]["quantizer"]["kind"] == ("fsq" if preset == "fsq" else "vq")
-    logs = [r for r in records(out) if "loss" in r]
+    assert c.step == 5 and c.config["model"]["quantizer"]["method"] == ("fsq" if preset == "fsq" else "vq")
+    logs = [r["values"] for r in records(out, "train")]
     assert logs and all(math.isfinite(r["loss"]) for r in logs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -27,11 +28,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from genforge.errors import GenforgeError
+from genforge.runfolder import TEMPORARY_PREFIX, atomic_write, inside
 
 FORMAT = "genforge-checkpoint"
 VERSION = 1
 TENSORS = "tensors.safetensors"
 META = "meta.json"
+STEP_NAME = re.compile(r"step-\d{7,}")
 # torch.save writes a zip archive ("PK") or, in the legacy format, a pickle stream (0x80 + protocol).
 _PICKLE_MAGICS = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
@@ -55,12 +58,17 @@ def save(
     state: dict[str, Any],
     keep: int = 3,
 ) -> Path:
-    """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the newest ``keep``."""
+    """Write checkpoint ``step`` atomically, point ``latest`` at it, keep the newest ``keep``.
+
+    A failed write (disk full, permissions) removes its temporary folder and leaves the previous
+    checkpoint and the pointer as they were; it is reported as one GenforgeError line.
+    """
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-step-{step:07d}-"))
+    tmp = None
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f"{TEMPORARY_PREFIX}-step-{step:07d}-"))
         # safetensors refuses shared or non-contiguous storage; clone to own memory on the CPU.
         save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(tmp / TENSORS))
         meta = {"format": FORMAT, "version": VERSION, "kind": kind, "step": step, "config": config, "state": state}
@@ -70,19 +78,34 @@ def save(
         if final.exists():  # the same step saved again (e.g. SIGINT right after a periodic save)
             shutil.rmtree(final)
         os.replace(tmp, final)
+        tmp = None
+        atomic_write(root / "latest", final.name + "\n", sync=True)
+    except (OSError, SafetensorError) as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        previous = find(run_dir) if root.is_dir() else None
+        kept = f"; the previous checkpoint {previous.name} is intact" if previous is not None else ""
+        raise GenforgeError(f"{final}: could not write the checkpoint ({_reason(e)}){kept}") from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _write_pointer(root / "latest", final.name)
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
 def find(path: str | Path) -> Path | None:
     """A run folder, its checkpoints folder or one checkpoint folder -> the checkpoint to load.
 
-    Returns None when a run folder holds no checkpoint yet.
+    Returns None when a run folder holds no checkpoint yet. The ``latest`` pointer may only name
+    a ``step-NNNNNNN`` folder beside it: a run folder is never read outside itself.
     """
     path = Path(path)
     if not path.exists():
@@ -95,13 +118,21 @@ def find(path: str | Path) -> Path | None:
     if (path / META).exists() or (path / TENSORS).exists():
         return path
     root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if not inside(path, root):
+        raise GenforgeError(f"{root}: leads outside the run folder {path}; refusing to follow it")
     pointer = root / "latest"
     if pointer.is_file():
-        candidate = root / pointer.read_text().strip()
+        name = pointer.read_text(errors="replace").strip()
+        if not STEP_NAME.fullmatch(name):
+            raise GenforgeError(f"{pointer}: names {name[:80]!r}, not a checkpoint folder (step-NNNNNNN) beside it")
+        candidate = root / name
         if (candidate / META).is_file():
+            if not inside(root, candidate):
+                raise GenforgeError(f"{candidate}: leads outside the run folder {path}; refusing to follow it")
             return candidate
     # The pointer is written after the rename; if it was lost, the newest complete folder wins.
-    complete = sorted(p for p in root.glob("step-*") if (p / META).is_file())
+    complete = sorted(p for p in root.glob("step-*") if STEP_NAME.fullmatch(p.name) and (p / META).is_file())
+    complete = [p for p in complete if inside(root, p)]
     return complete[-1] if complete else None
 
 
@@ -223,12 +254,3 @@ def _refuse_pickle(path: Path) -> None:
 def _fsync(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
-
-
-def _write_pointer(pointer: Path, target: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=pointer.parent, prefix=".latest.")
-    with os.fdopen(fd, "w") as f:
-        f.write(target + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, pointer)

@@ -25,21 +25,23 @@ from genforge.errors import GenforgeError
 # Components shared by every family
 # ---------------------------------------------------------------------------------------------
 
-FITS = ("none", "resize", "center-crop", "pad")
+FITS = ("auto", "none", "resize", "center-crop", "pad")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
 class DataConfig:
-    source: str = "fashion-mnist"  # a named dataset or a path (folder, IDX, CIFAR, .npz, .zip)
-    resolution: int = 32  # square side the images are fitted to at load time
-    fit: str = "pad"  # how to reach the resolution: none | resize | center-crop | pad
+    source: str = "fashion-mnist"  # a named dataset or a path (folder, IDX, CIFAR, .npz, .zip, packed)
+    # Square side the images are fitted to at load time; 0 follows the data: its own size, or the
+    # nearest size the model supports (a named dataset may prefer one: Fashion-MNIST pads to 32).
+    resolution: int = 0
+    fit: str = "auto"  # how to reach the resolution: auto | none | resize | center-crop | pad
     channels: int = 0  # 0 keeps the source's; 1 grey; 3 colour
     limit: int = 0  # use only the first N training images (0 = all)
 
     def __post_init__(self):
-        positive(self, "resolution")
+        non_negative(self, "resolution")
         one_of(self, "fit", FITS)
         check(self.channels in (0, 1, 3), "channels", "must be 0 (as stored), 1 or 3", self.channels)
         non_negative(self, "limit")
@@ -52,8 +54,10 @@ class TrainConfig:
     minutes: float = 0.0  # stop after this much training time, summed over resumes (0 = no limit)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
-    precision: str = "auto"  # auto (bf16 where it is fast, else fp32) | fp32 | bf16 | fp16 (CUDA)
-    channels_last: bool = True  # memory format for convolutions (faster on CPU with oneDNN and on GPUs)
+    # auto: measured on this machine at start-up (fp32 vs bf16 autocast, see training/precision.py)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (CUDA)
+    channels_last: bool | None = None  # memory format for convolutions; null: measured with the precision
+    probe_seconds: float = 1.5  # timing per candidate setting when something is measured
     compile: bool = False  # torch.compile the step's modules
     log_every: int = 50
     sample_every: int = 500  # write samples/step-N.png (0 = only at the end)
@@ -64,7 +68,9 @@ class TrainConfig:
     grid_images: int = 64
 
     def __post_init__(self):
-        positive(self, "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "grid_images")
+        positive(
+            self, "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "grid_images", "probe_seconds"
+        )
         non_negative(self, "steps", "minutes", "sample_every", "eval_every", "eval_samples")
         check(0 <= self.seed < 2**63, "seed", "must be in 0 .. 2**63 - 1", self.seed)
         one_of(self, "device", DEVICES)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+
+from genforge.runfolder import atomic_path
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -45,24 +47,14 @@ def make_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2, pad
 
 def save_png(picture: np.ndarray, path: str | os.PathLike, scale: int = 1) -> Path:
     """Write a uint8 (H, W, C) picture as PNG atomically (temporary file, then rename)."""
-    from PIL import Image
-
-    path = Path(path)
     if picture.ndim == 3 and picture.shape[2] == 1:
         picture = picture[:, :, 0]
     image = Image.fromarray(picture)
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return Path(path)
 
 
 def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = None, scale: int = 2) -> Path:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from genforge.errors import GenforgeError
+
 Parts = dict[str, torch.Tensor]
 
 # ---------------------------------------------------------------------------------------------
@@ -115,7 +117,7 @@ def gradient_penalty(
 
 
 # ---------------------------------------------------------------------------------------------
-# VQ-VAE losses (appended below)
+# VQ-VAE losses
 # ---------------------------------------------------------------------------------------------
 
 # the reconstruction term by name: L2 is the VQ-VAE paper's, L1 keeps edges sharper
@@ -139,8 +141,6 @@ def vqvae_loss(
     ``QuantizerOutput``); its parts are passed through so the log shows each of them.
     """
     if recon_kind not in RECONSTRUCTION_LOSSES:
-        from genforge.errors import GenforgeError  # imported here: this section is appended to the file
-
         raise GenforgeError(
             f"reconstruction loss must be one of {', '.join(RECONSTRUCTION_LOSSES)}, got {recon_kind!r}"
         )

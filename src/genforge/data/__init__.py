@@ -13,19 +13,29 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from genforge.data.named import NAMED_DATASETS, fetch, read_named
+from genforge.data.named import NAMED_DATASETS, PREFERRED_FIT, fetch, read_named
 from genforge.data.readers import RaggedImages, read_path
 from genforge.data.transforms import FITS, check_options, convert_channels, fit_images
 from genforge.errors import GenforgeError
 
 SPLITS = ("train", "test", "all")
 
-__all__ = ["FITS", "NAMED_DATASETS", "SPLITS", "ImageData", "dataset_key", "describe", "fetch", "load_dataset"]
+__all__ = [
+    "FITS",
+    "NAMED_DATASETS",
+    "SPLITS",
+    "ImageData",
+    "dataset_key",
+    "describe",
+    "fetch",
+    "load_configured",
+    "load_dataset",
+]
 
 
 @dataclass
@@ -94,6 +104,59 @@ def load_dataset(
         labels = None if labels is None else labels[:limit]
     images = convert_channels(fit_images(images, resolution, fit), channels)
     return ImageData(images=images, labels=labels, class_names=class_names, source=where)
+
+
+def load_configured(cfg, split: str = "train", nearest=None) -> tuple[ImageData, object]:
+    """A run's data section -> (the images, the section with resolution and fit made concrete).
+
+    ``cfg`` is a ``config.DataConfig``. With ``resolution`` 0 the images keep their own size, or,
+    when ``nearest`` (a model's ``side -> supported side``) is given, go to the nearest size the
+    model supports; a named dataset may prefer its own (Fashion-MNIST: 32, padded). ``fit`` "auto"
+    resizes square images and centre-crops others. The returned section is what the run records,
+    so resuming and evaluating load exactly the same pixels.
+    """
+    resolution, fit = cfg.resolution, cfg.fit
+    if resolution == 0 or fit == "auto":
+        preferred = PREFERRED_FIT.get(str(cfg.source))
+        if resolution == 0 and preferred is not None:
+            resolution = preferred[0]
+        if resolution == 0:
+            height, width = _native_size(cfg.source, split)
+            side = min(height, width)
+            resolution = nearest(side) if nearest is not None else side
+        if fit == "auto":
+            if preferred is not None and resolution == preferred[0]:
+                fit = preferred[1]
+            else:
+                native = _native_size(cfg.source, split)
+                fit = (
+                    "none"
+                    if native == (resolution, resolution)
+                    else "resize"
+                    if native[0] == native[1]
+                    else "center-crop"
+                )
+    data = load_dataset(
+        cfg.source,
+        split=split,
+        resolution=resolution,
+        fit=fit,
+        channels=cfg.channels or None,
+        limit=cfg.limit or None,
+    )
+    return data, replace(cfg, resolution=resolution, fit=fit)
+
+
+def _native_size(source: str, split: str) -> tuple[int, int]:
+    """(height, width) of the first image of a source (the most common size in a mixed folder)."""
+    if str(source) in NAMED_DATASETS:
+        (images, _, _), _ = read_named(str(source), split)
+    else:
+        images, _, _ = read_path(Path(source).expanduser(), split, 64)
+    if isinstance(images, RaggedImages):
+        sizes = [im.shape[:2] for im in images]
+        return max(set(sizes), key=sizes.count)
+    return images.shape[1], images.shape[2]
 
 
 def describe(data: ImageData) -> dict:

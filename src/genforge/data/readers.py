@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from genforge.errors import GenforgeError
 
@@ -72,8 +73,6 @@ def as_labels(values, name: str) -> np.ndarray:
 
 def _decode_image(data: bytes, name: str) -> np.ndarray:
     """Encoded PNG/JPEG/BMP bytes -> uint8 (H, W, 1) for grey, (H, W, 3) for everything else."""
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()  # decode now, so a truncated file fails here with its name

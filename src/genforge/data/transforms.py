@@ -7,6 +7,8 @@ and chunked so that float copies of a large dataset never sit in memory all at o
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from genforge.data.readers import Images, RaggedImages
 from genforge.errors import GenforgeError
@@ -81,9 +83,6 @@ def _fit_ragged(images: RaggedImages, resolution: int, fit: str) -> np.ndarray:
 def resize(images: np.ndarray, resolution: int) -> np.ndarray:
     """uint8 (N, H, W, C) -> (N, R, R, C), bilinear with antialiasing (a box-like average when
     shrinking, as PIL does), rounded back to uint8. Same size in, same array out."""
-    import torch  # here, not at the top: `genforge data info` should not pay torch's import time
-    import torch.nn.functional as F
-
     n, height, width, channels = images.shape
     if (height, width) == (resolution, resolution):
         return images

@@ -13,7 +13,6 @@ import datetime
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +21,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 from tqdm import tqdm
 
 from genforge.errors import GenforgeError
 from genforge.images import to_float
+from genforge.runfolder import atomic_write
 
 WEIGHTS_FILE = "classifier.safetensors"
 INFO_FILE = "classifier.json"
@@ -221,23 +223,10 @@ def train_classifier(
 # Cache folder
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_classifier(
     model: Classifier, directory: str | os.PathLike, *, test_accuracy: float, dataset_key: str = ""
 ) -> Path:
     """Write ``classifier.safetensors`` and ``classifier.json`` into ``directory``."""
-    from safetensors.torch import save
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
@@ -250,8 +239,8 @@ def save_classifier(
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     # Weights first, info last: a folder with the JSON always has matching weights.
-    _write_atomic(directory / WEIGHTS_FILE, save(state))
-    _write_atomic(directory / INFO_FILE, (json.dumps(info, indent=2) + "\n").encode())
+    atomic_write(directory / WEIGHTS_FILE, save(state))
+    atomic_write(directory / INFO_FILE, json.dumps(info, indent=2) + "\n")
     return directory
 
 
@@ -270,9 +259,6 @@ def read_classifier_info(directory: str | os.PathLike) -> dict:
 
 def load_classifier(directory: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[Classifier, dict]:
     """Rebuild the model from the folder alone; a missing or extra weight is an error. Returns (model, info)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     info = read_classifier_info(directory)
     model = Classifier(ClassifierConfig(**info["config"]))
     weights = Path(directory) / WEIGHTS_FILE

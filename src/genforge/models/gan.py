@@ -1,7 +1,9 @@
 """DCGAN (Radford et al. 2016): transposed-convolution generator, strided-convolution discriminator.
 
-The founding document's architecture, generalised to any square resolution r = s0 * 2^k with a
-start size s0 in 4..7 (28 = 7*4, 32 = 4*8, 48 = 6*8, 64 = 4*16), grey or colour.
+Generalised to any square resolution r = s0 * 2^k with a start size s0 in 4..7 (28 = 7*4,
+32 = 4*8, 48 = 6*8, 64 = 4*16), grey or colour, and optionally class-conditional: the generator
+reads a learned class embedding concatenated to z (Mirza & Osindero 2014) and the discriminator
+adds a projection term <embed(y), phi(x)> to its output (Miyato & Koyama 2018).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from genforge.config import check, non_negative, one_of, positive
 from genforge.errors import GenforgeError
 
 D_NORMS = ("batch", "spectral", "none")
@@ -20,23 +23,22 @@ D_NORMS = ("batch", "spectral", "none")
 @dataclass
 class DCGANConfig:
     z_dim: int = 100
-    g_channels: int = 64  # width of the generator's last hidden layer; doubles per step towards z
-    d_channels: int = 64  # width of the discriminator's first layer; doubles per step down
-    max_channels: int = 512
+    g_width: int = 64  # width of the generator's last hidden layer; doubles per step towards z
+    d_width: int = 64  # width of the discriminator's first layer; doubles per step down
+    max_width: int = 512
     d_norm: str = "batch"  # batch | spectral | none
     resolution: int = 0  # 0: taken from the data at build time
-    channels: int = 0  # 0: taken from the data at build time
+    channels: int = 0  # image channels, 1 or 3; 0: taken from the data at build time
+    num_classes: int = 0  # > 0: class-conditional generator and projection discriminator
+    class_dim: int = 0  # size of the generator's class embedding; 0 = z_dim // 2
 
     def __post_init__(self):
-        for name in ("z_dim", "g_channels", "d_channels", "max_channels"):
-            if getattr(self, name) <= 0:
-                raise GenforgeError(f"model.{name} must be positive, got {getattr(self, name)}")
-        if self.d_norm not in D_NORMS:
-            raise GenforgeError(f"model.d_norm must be one of {', '.join(D_NORMS)}, got {self.d_norm!r}")
+        positive(self, "z_dim", "g_width", "d_width", "max_width")
+        non_negative(self, "num_classes", "class_dim")
+        one_of(self, "d_norm", D_NORMS)
         if self.resolution:
             layout(self.resolution)
-        if self.channels not in (0, 1, 3):
-            raise GenforgeError(f"model.channels must be 1 or 3, got {self.channels}")
+        check(self.channels in (0, 1, 3), "channels", "must be 1 or 3", self.channels)
 
 
 def layout(resolution: int) -> tuple[int, int]:
@@ -54,6 +56,12 @@ def layout(resolution: int) -> tuple[int, int]:
     return size, steps
 
 
+def nearest_resolution(side: int) -> int:
+    """The supported resolution closest to ``side`` (ties go up, so images are padded, not cut)."""
+    supported = sorted({s * 2**k for s in range(4, 8) for k in range(2, 9)})
+    return min(supported, key=lambda r: (abs(r - side), -r))
+
+
 def _widths(base: int, steps: int, cap: int) -> list[int]:
     """Channel widths from the largest spatial size to the smallest: base, 2*base, ..."""
     return [min(base * 2**i, cap) for i in range(steps)]
@@ -64,9 +72,11 @@ class Generator(nn.Module):
         super().__init__()
         self.cfg = cfg
         start, steps = layout(cfg.resolution)
-        widths = _widths(cfg.g_channels, steps, cfg.max_channels)[::-1]  # smallest size first
+        widths = _widths(cfg.g_width, steps, cfg.max_width)[::-1]  # smallest size first
+        class_dim = (cfg.class_dim or max(1, cfg.z_dim // 2)) if cfg.num_classes else 0
+        self.class_emb = nn.Embedding(cfg.num_classes, class_dim) if cfg.num_classes else None
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(cfg.z_dim, widths[0], start, 1, 0, bias=False),  # (B, w0, s0, s0)
+            nn.ConvTranspose2d(cfg.z_dim + class_dim, widths[0], start, 1, 0, bias=False),  # (B, w0, s0, s0)
             nn.BatchNorm2d(widths[0]),
             nn.ReLU(True),
         ]
@@ -76,9 +86,14 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.apply(_dcgan_init)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, z_dim) latents [and (B,) class labels] -> (B, C, H, W) images in [-1, 1]."""
         assert z.ndim == 2 and z.shape[1] == self.cfg.z_dim, f"expected (B, {self.cfg.z_dim}), got {tuple(z.shape)}"
-        return self.net(z[:, :, None, None])  # (B, C, H, W) in [-1, 1]
+        if self.class_emb is not None:
+            if labels is None:
+                raise GenforgeError("this generator is class-conditional: give a class label per sample")
+            z = torch.cat([z, self.class_emb(labels).to(z.dtype)], dim=1)  # (B, z_dim + class_dim)
+        return self.net(z[:, :, None, None])
 
 
 class Discriminator(nn.Module):
@@ -86,29 +101,51 @@ class Discriminator(nn.Module):
         super().__init__()
         self.cfg = cfg
         start, steps = layout(cfg.resolution)
-        widths = _widths(cfg.d_channels, steps, cfg.max_channels)
+        widths = _widths(cfg.d_width, steps, cfg.max_width)
+        convs = [nn.Conv2d(cfg.channels, widths[0], 4, 2, 1)]
+        convs += [
+            nn.Conv2d(cin, cout, 4, 2, 1, bias=cfg.d_norm != "batch") for cin, cout in zip(widths[:-1], widths[1:])
+        ]
+        out = nn.Conv2d(widths[-1], 1, start, 1, 0)  # (B, 1, 1, 1)
+        for conv in (*convs, out):
+            _dcgan_init(conv)
+        # Spectral norm after the weights are initialised: its power-iteration vectors are
+        # estimated from the weight it is given, so initialising afterwards would leave them stale.
         wrap = spectral_norm if cfg.d_norm == "spectral" else (lambda m: m)
-        layers: list[nn.Module] = [wrap(nn.Conv2d(cfg.channels, widths[0], 4, 2, 1)), nn.LeakyReLU(0.2, True)]
-        for cin, cout in zip(widths[:-1], widths[1:]):
-            layers.append(wrap(nn.Conv2d(cin, cout, 4, 2, 1, bias=cfg.d_norm != "batch")))
+        layers: list[nn.Module] = [wrap(convs[0]), nn.LeakyReLU(0.2, True)]
+        for conv in convs[1:]:
+            layers.append(wrap(conv))
             if cfg.d_norm == "batch":
-                layers.append(nn.BatchNorm2d(cout))
+                bn = nn.BatchNorm2d(conv.out_channels)
+                _dcgan_init(bn)
+                layers.append(bn)
             layers.append(nn.LeakyReLU(0.2, True))
-        layers.append(wrap(nn.Conv2d(widths[-1], 1, start, 1, 0)))  # (B, 1, 1, 1)
-        self.net = nn.Sequential(*layers)
-        self.apply(_dcgan_init)
+        self.net = nn.Sequential(*layers, wrap(out))  # features (B, C_last, s0, s0), then the output conv
+        self.class_emb = None
+        if cfg.num_classes:  # projection: <embed(y), sum-pooled features>
+            self.class_emb = wrap(nn.Embedding(cfg.num_classes, widths[-1]))
+            nn.init.normal_(_weight(self.class_emb), 0.0, 0.02)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         r, c = self.cfg.resolution, self.cfg.channels
         assert x.shape[1:] == (c, r, r), f"expected (B, {c}, {r}, {r}), got {tuple(x.shape)}"
-        return self.net(x).flatten()  # (B,) raw logits
+        h = self.net[:-1](x)  # (B, C_last, s0, s0)
+        logits = self.net[-1](h).flatten()  # (B,) raw logits
+        if self.class_emb is not None:
+            if labels is None:
+                raise GenforgeError("this discriminator is class-conditional: give a class label per image")
+            logits = logits + (self.class_emb(labels).to(h.dtype) * h.sum(dim=(2, 3))).sum(1)
+        return logits
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    return module.parametrizations.weight.original if hasattr(module, "parametrizations") else module.weight
 
 
 def _dcgan_init(module: nn.Module) -> None:
     """N(0, 0.02) weights, BN scale N(1, 0.02), as in the DCGAN paper."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        weight = module.parametrizations.weight.original if hasattr(module, "parametrizations") else module.weight
-        nn.init.normal_(weight, 0.0, 0.02)
+        nn.init.normal_(_weight(module), 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.BatchNorm2d):

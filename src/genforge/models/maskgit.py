@@ -17,35 +17,24 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from genforge.config import check, non_negative
 from genforge.errors import GenforgeError
-from genforge.models.prior import (
-    Block,
-    PriorConfig,
-    check_grid,
-    class_slots,
-    drop_classes,
-    guided,
-    init_transformer_weights,
-    sample_from_logits,
-)
+from genforge.models.transformer import CodeTransformer, TransformerConfig, check_grid, guided, sample_from_logits
 
 
 @dataclass
-class MaskGITConfig(PriorConfig):
-    """The AR prior's fields (the [MASK] token is id vocab_size), plus parallel decoding's."""
+class MaskGITConfig(TransformerConfig):
+    """The shared transformer fields (the [MASK] token is id vocab_size), plus parallel decoding's."""
 
     steps: int = 8  # default number of parallel decoding steps
     choice_temperature: float = 4.5  # gumbel noise on confidences at step 0, annealed to 0 (reference value)
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise GenforgeError(f"maskgit.steps must be a positive integer, got {self.steps!r}")
-        if self.choice_temperature < 0:
-            raise GenforgeError(f"maskgit.choice_temperature must be >= 0, got {self.choice_temperature!r}")
+        check(self.steps >= 1, "steps", "must be a positive integer", self.steps)
+        non_negative(self, "choice_temperature")
 
 
 def mask_schedule(ratio: float | torch.Tensor) -> float | torch.Tensor:
@@ -60,96 +49,73 @@ def training_mask_counts(r: torch.Tensor, seq_len: int) -> torch.Tensor:
     return torch.ceil(mask_schedule(r) * seq_len).long().clamp(1, seq_len)
 
 
-class MaskGIT(nn.Module):
-    def __init__(self, cfg: MaskGITConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.seq_len = cfg.grid_h * cfg.grid_w
-        self.mask_id = cfg.vocab_size
-        self.tok_emb = nn.Embedding(cfg.vocab_size + 1, cfg.n_embd)  # + [MASK]
-        # Rows 0..num_classes-1 are classes, row num_classes is the null class.
-        self.class_emb = nn.Embedding(cfg.num_classes + 1, cfg.n_embd)
-        self.row_emb = nn.Embedding(cfg.grid_h, cfg.n_embd)
-        self.col_emb = nn.Embedding(cfg.grid_w, cfg.n_embd)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg.n_embd, cfg.n_head, cfg.dropout) for _ in range(cfg.n_layer))
-        self.ln_f = nn.LayerNorm(cfg.n_embd)
-        self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)  # never predicts [MASK]
-        init_transformer_weights(self, cfg.n_layer)
+class MaskGIT(CodeTransformer):
+    NAME = "maskgit"
+    SAMPLING_OPTIONS = ("temperature", "top_k", "cfg_scale", "steps")
+    LOSS_IS_LIKELIHOOD = False  # a masked-token cross-entropy, not the data's likelihood
 
-    def forward(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def __init__(self, cfg: MaskGITConfig):
+        super().__init__(cfg, token_rows=cfg.vocab_size + 1)  # + [MASK]; the head never predicts it
+        self.mask_id = cfg.vocab_size
+
+    def forward(
+        self, indices: torch.Tensor, labels: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Codes (B, T) in raster order, [MASK] = vocab_size allowed -> logits (B, T, V)."""
         B, T = indices.shape
         if T != self.seq_len:
             raise GenforgeError(f"maskgit: expected {self.seq_len} codes per sample, got {T}")
-        slots = class_slots(labels, B, self.cfg.num_classes, indices.device)
-        if self.training:
-            slots = drop_classes(slots, self.cfg.num_classes, self.cfg.class_dropout)
-        return self._logits(indices, slots)
+        return self._logits(indices, self.slots(labels, B, generator))
 
     def _logits(self, indices: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """Codes (B, T) and class-embedding rows (B,), null class included -> logits (B, T, V)."""
         B, T = indices.shape
-        t = torch.arange(T, device=indices.device)
-        pos = self.row_emb(t // self.cfg.grid_w) + self.col_emb(t % self.cfg.grid_w)  # (T, C)
-        x = torch.cat([self.class_emb(slots)[:, None], self.tok_emb(indices.long()) + pos], dim=1)  # (B, 1+T, C)
-        x = self.drop(x)
-        for block in self.blocks:
-            x = block(x, causal=False)
-        logits = self.head(self.ln_f(x[:, 1:]))
+        x = torch.cat([self.class_emb(slots)[:, None], self.tok_emb(indices.long()) + self.positions(T)], dim=1)
+        logits = self.head(self.trunk(self.drop(x), causal=False)[:, 1:])  # (B, T, V)
         assert logits.shape == (B, T, self.cfg.vocab_size)
         return logits
 
     def random_mask(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Training mask (B, T) bool: per sample, ceil(cos(pi/2 r) T) positions chosen uniformly."""
-        device = self.head.weight.device
+        device = self.device
         counts = training_mask_counts(torch.rand(batch, generator=generator, device=device), self.seq_len)
         # The rank of each position in a random permutation; the first `count` ranks are masked.
         ranks = torch.rand(batch, self.seq_len, generator=generator, device=device).argsort(1).argsort(1)
         return ranks < counts[:, None]
 
-    def masked_loss(
-        self, indices: torch.Tensor, labels: torch.Tensor | None = None, generator: torch.Generator | None = None
+    def loss(
+        self, codes: torch.Tensor, labels: torch.Tensor | None = None, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Code grids (B, H, W) -> (mean cross-entropy over masked positions, parts)."""
-        check_grid(indices, self.cfg)
-        flat = indices.reshape(indices.shape[0], -1).long()  # (B, T)
+        check_grid(codes, self.cfg)
+        flat = codes.reshape(codes.shape[0], -1).long()  # (B, T)
         mask = self.random_mask(flat.shape[0], generator)  # (B, T)
-        logits = self(flat.masked_fill(mask, self.mask_id), labels)
+        logits = self(flat.masked_fill(mask, self.mask_id), labels, generator)
         loss = F.cross_entropy(logits[mask].float(), flat[mask])
         return loss, {"masked_ce": loss.detach(), "mask_ratio": mask.float().mean()}
 
     @torch.inference_mode()
-    def generate(
-        self,
-        n: int,
-        *,
-        labels=None,
-        steps: int | None = None,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        cfg_scale: float = 1.0,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Sample n code grids in `steps` parallel steps (default cfg.steps) -> (n, H, W) long.
+    def generate(self, n: int, labels=None, generator: torch.Generator | None = None, **options) -> torch.Tensor:
+        """Sample n code grids in ``steps`` parallel steps (default cfg.steps) -> (n, H, W) long.
 
-        labels: None (null class), one int for all, or n ints. Runs in eval mode (restored).
+        labels: None (null class), one int for all, or n ints. Options: temperature (1), top_k,
+        cfg_scale (1 = no guidance; needs labels), steps. Runs in eval mode (restored).
         """
-        steps = self.cfg.steps if steps is None else steps
-        if not isinstance(steps, int) or steps < 1:
-            raise GenforgeError(f"steps must be a positive integer, got {steps!r}")
+        opts = self.check_options(options)
+        steps = opts.get("steps", self.cfg.steps)
+        cfg_scale = opts.get("cfg_scale", 1.0)
         if n < 0:
             raise GenforgeError(f"number of samples must be >= 0, got {n}")
         if cfg_scale != 1.0 and labels is None:
             raise GenforgeError("cfg_scale != 1 needs class labels (classifier-free guidance on a class)")
-        device = self.head.weight.device
-        slots = class_slots(labels, n, self.cfg.num_classes, device)
-        guide = cfg_scale != 1.0
-        if guide:  # rows [cond; null] share every forward pass
-            slots = torch.cat([slots, torch.full_like(slots, self.cfg.num_classes)])
         was_training = self.training
         self.eval()
         try:
+            slots = self.slots(labels, n)
+            guide = cfg_scale != 1.0
+            if guide:  # rows [cond; null] share every forward pass
+                slots = torch.cat([slots, torch.full_like(slots, self.cfg.num_classes)])
+            temperature, top_k = opts.get("temperature", 1.0), opts.get("top_k")
             tokens = self._decode(n, slots, steps, temperature, top_k, cfg_scale if guide else None, generator)
         finally:
             self.train(was_training)

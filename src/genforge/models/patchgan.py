@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from genforge.config import check, one_of, positive
 from genforge.errors import GenforgeError
 
 
@@ -27,34 +28,30 @@ NORMS = {"batch": nn.BatchNorm2d, "group": _group_norm, "none": lambda channels:
 
 @dataclass
 class PatchGANConfig:
-    in_channels: int = 0  # 0: taken from the data at build time
-    channels: int = 64  # width of the first layer; doubles per layer, up to 8x
+    channels: int = 0  # image channels; 0: taken from the data at build time
+    width: int = 64  # width of the first layer; doubles per layer, up to 8x
     num_layers: int = 2  # stride-2 layers; each halves the logit grid and widens the patch
     norm: str = "batch"  # batch | group | none
 
     def __post_init__(self):
-        if self.in_channels not in (0, 1, 3):
-            raise GenforgeError(f"discriminator.in_channels must be 1 or 3, got {self.in_channels}")
-        if self.channels <= 0:
-            raise GenforgeError(f"discriminator.channels must be positive, got {self.channels}")
-        if not 1 <= self.num_layers <= 5:
-            raise GenforgeError(f"discriminator.num_layers must be in 1..5, got {self.num_layers}")
-        if self.norm not in NORMS:
-            raise GenforgeError(f"discriminator.norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        check(self.channels in (0, 1, 3), "channels", "must be 1 or 3", self.channels)
+        positive(self, "width")
+        check(1 <= self.num_layers <= 5, "num_layers", "must be in 1..5", self.num_layers)
+        one_of(self, "norm", NORMS)
 
 
 class PatchGAN(nn.Module):
     def __init__(self, config: PatchGANConfig):
         super().__init__()
-        if not config.in_channels:
-            raise GenforgeError("discriminator.in_channels must be set (from the data) before building it")
+        if not config.channels:
+            raise GenforgeError("discriminator.channels must be set (from the data) before building it")
         self.config = config
         norm = NORMS[config.norm]
         has_bias = config.norm == "none"  # a norm's shift makes a conv bias redundant
-        width = config.channels
-        layers: list[nn.Module] = [nn.Conv2d(config.in_channels, width, 4, 2, 1), nn.LeakyReLU(0.2)]
+        width = config.width
+        layers: list[nn.Module] = [nn.Conv2d(config.channels, width, 4, 2, 1), nn.LeakyReLU(0.2)]
         for layer in range(1, config.num_layers + 1):
-            wider = config.channels * min(2**layer, 8)
+            wider = config.width * min(2**layer, 8)
             stride = 2 if layer < config.num_layers else 1  # the last one widens without shrinking
             layers += [nn.Conv2d(width, wider, 4, stride, 1, bias=has_bias), norm(wider), nn.LeakyReLU(0.2)]
             width = wider
@@ -72,8 +69,8 @@ class PatchGAN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images in [-1, 1] -> (B, 1, h, w) logits, one per patch."""
-        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
-            raise GenforgeError(f"PatchGAN expects (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
+        if x.ndim != 4 or x.shape[1] != self.config.channels:
+            raise GenforgeError(f"PatchGAN expects (B, {self.config.channels}, H, W), got {tuple(x.shape)}")
         if self.output_size(min(x.shape[2:])) < 1:
             raise GenforgeError(f"images of {tuple(x.shape[2:])} px are too small for {self.config.num_layers} layers")
         return self.net(x)

@@ -24,14 +24,15 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from genforge.config import check, non_negative, one_of, positive
 from genforge.errors import GenforgeError
 
-KINDS = ("vq", "fsq")
+METHODS = ("vq", "fsq")
 
 
 @dataclass
 class QuantizerConfig:
-    kind: str = "vq"  # vq | fsq
+    method: str = "vq"  # vq (a learned codebook) | fsq (finite scalar quantization)
     num_codes: int = 512  # vq only; fsq's count is the product of fsq_levels
     code_dim: int = 0  # codebook dimension; 0 = the encoder's latent_dim (no projection)
     beta: float = 0.25  # weight of the commitment (encoder-side) term
@@ -43,23 +44,12 @@ class QuantizerConfig:
     fsq_levels: tuple[int, ...] = (8, 5, 5, 5)  # fsq only: 8*5*5*5 = 1000 codes
 
     def __post_init__(self):
-        key = "model.quantizer."
-        if self.kind not in KINDS:
-            raise GenforgeError(f"{key}kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        if self.num_codes <= 0:
-            raise GenforgeError(f"{key}num_codes must be positive, got {self.num_codes}")
-        if self.code_dim < 0:
-            raise GenforgeError(f"{key}code_dim must be >= 0 (0 = latent_dim), got {self.code_dim}")
-        if self.beta < 0:
-            raise GenforgeError(f"{key}beta must be >= 0, got {self.beta}")
-        if not 0.0 < self.decay < 1.0:
-            raise GenforgeError(f"{key}decay must be in (0, 1), got {self.decay}")
-        if self.restart_after < 0:
-            raise GenforgeError(f"{key}restart_after must be >= 0 (0 = off), got {self.restart_after}")
-        if not self.fsq_levels or any(level < 2 for level in self.fsq_levels):
-            raise GenforgeError(
-                f"{key}fsq_levels must be a non-empty list of integers >= 2, got {list(self.fsq_levels)}"
-            )
+        one_of(self, "method", METHODS)
+        positive(self, "num_codes")
+        non_negative(self, "code_dim", "beta", "restart_after")
+        check(0.0 < self.decay < 1.0, "decay", "must be in (0, 1)", self.decay)
+        levels = list(self.fsq_levels)
+        check(bool(levels) and all(level >= 2 for level in levels), "fsq_levels", "must be integers >= 2", levels)
 
 
 class QuantizerOutput(NamedTuple):
@@ -340,7 +330,7 @@ QUANTIZERS: dict[str, type[nn.Module]] = {"vq": VectorQuantizer, "fsq": FiniteSc
 
 
 def build_quantizer(config: QuantizerConfig, latent_dim: int) -> VectorQuantizer | FiniteScalarQuantizer:
-    return QUANTIZERS[config.kind](config, latent_dim)
+    return QUANTIZERS[config.method](config, latent_dim)
 
 
 class CodebookHealth:

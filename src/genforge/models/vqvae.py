@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from genforge.config import ConfigError, check, non_negative, positive
 from genforge.errors import GenforgeError
 from genforge.models.quantizers import QuantizerConfig, QuantizerOutput, build_quantizer
 
@@ -22,40 +23,38 @@ DOWNSAMPLES = (2, 4, 8, 16)
 
 @dataclass
 class VQVAEConfig:
-    in_channels: int = 0  # 1 grey, 3 colour; 0: taken from the data at build time
+    channels: int = 0  # image channels, 1 grey or 3 colour; 0: taken from the data at build time
     resolution: int = 0  # square side, divisible by downsample; 0: taken from the data at build time
-    channels: int = 32  # width at full resolution; doubles with each downsampling
-    max_channels: int = 256
+    width: int = 32  # layer width at full resolution; doubles with each downsampling
+    max_width: int = 256
     num_res_blocks: int = 1  # per resolution level, in the encoder and again in the decoder
     downsample: int = 4  # image side / code-grid side: 32 px -> 8x8 codes
     latent_dim: int = 64  # channels of the encoder's output and the decoder's input
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
 
     def __post_init__(self):
-        for name in ("channels", "max_channels", "latent_dim"):
-            if getattr(self, name) <= 0:
-                raise GenforgeError(f"model.{name} must be positive, got {getattr(self, name)}")
-        if self.in_channels not in (0, 1, 3):
-            raise GenforgeError(f"model.in_channels must be 1 or 3, got {self.in_channels}")
-        if self.num_res_blocks < 0:
-            raise GenforgeError(f"model.num_res_blocks must be >= 0, got {self.num_res_blocks}")
-        if self.downsample not in DOWNSAMPLES:
-            raise GenforgeError(
-                f"model.downsample must be one of {', '.join(map(str, DOWNSAMPLES))}, got {self.downsample}"
-            )
-        if self.resolution < 0:
-            raise GenforgeError(f"model.resolution must be positive, got {self.resolution}")
+        positive(self, "width", "max_width", "latent_dim")
+        non_negative(self, "num_res_blocks", "resolution")
+        check(self.channels in (0, 1, 3), "channels", "must be 1 or 3", self.channels)
+        check(
+            self.downsample in DOWNSAMPLES,
+            "downsample",
+            f"must be one of {', '.join(map(str, DOWNSAMPLES))}",
+            self.downsample,
+        )
         if self.resolution % self.downsample:
             padded = -(-self.resolution // self.downsample) * self.downsample
-            raise GenforgeError(
-                f"model.resolution {self.resolution} is not divisible by model.downsample {self.downsample}; "
-                f"pad the images to {padded} (--set data.resolution={padded} data.fit=pad) or use a smaller downsample"
+            raise ConfigError(
+                "resolution",
+                f"is not divisible by downsample {self.downsample}; pad the images to {padded} "
+                f"(--set data.resolution={padded} data.fit=pad) or use a smaller downsample",
+                self.resolution,
             )
 
     def widths(self) -> list[int]:
         """Channel width per resolution level, full resolution first."""
         levels = self.downsample.bit_length()  # downsample = 2^(levels - 1)
-        return [min(self.channels * 2**k, self.max_channels) for k in range(levels)]
+        return [min(self.width * 2**k, self.max_width) for k in range(levels)]
 
 
 class ResBlock(nn.Module):
@@ -79,7 +78,7 @@ class Encoder(nn.Module):
     def __init__(self, config: VQVAEConfig):
         super().__init__()
         widths = config.widths()
-        layers: list[nn.Module] = [nn.Conv2d(config.in_channels, widths[0], 3, padding=1)]
+        layers: list[nn.Module] = [nn.Conv2d(config.channels, widths[0], 3, padding=1)]
         for level, width in enumerate(widths):
             layers += [ResBlock(width) for _ in range(config.num_res_blocks)]
             if level + 1 < len(widths):
@@ -100,7 +99,7 @@ class Decoder(nn.Module):
             layers += [ResBlock(width) for _ in range(config.num_res_blocks)]
             if level + 1 < len(widths):
                 layers.append(nn.ConvTranspose2d(width, widths[level + 1], 4, stride=2, padding=1))  # doubles H, W
-        layers += [nn.ReLU(), nn.Conv2d(widths[-1], config.in_channels, 3, padding=1)]
+        layers += [nn.ReLU(), nn.Conv2d(widths[-1], config.channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     @property
@@ -115,9 +114,9 @@ class Decoder(nn.Module):
 class VQVAE(nn.Module):
     def __init__(self, config: VQVAEConfig):
         super().__init__()
-        if not config.in_channels or not config.resolution:
+        if not config.channels or not config.resolution:
             raise GenforgeError(
-                "model.in_channels and model.resolution must be set (from the data) before building a VQ-VAE"
+                "model.channels and model.resolution must be set (from the data) before building a VQ-VAE"
             )
         self.config = config
         self.encoder = Encoder(config)
@@ -134,7 +133,7 @@ class VQVAE(nn.Module):
         return self.quantizer.num_codes
 
     def _check_images(self, x: torch.Tensor) -> None:
-        c, r = self.config.in_channels, self.config.resolution
+        c, r = self.config.channels, self.config.resolution
         if x.ndim != 4 or tuple(x.shape[1:]) != (c, r, r):
             raise GenforgeError(f"VQ-VAE expects images of shape (B, {c}, {r}, {r}), got {tuple(x.shape)}")
 
@@ -161,3 +160,10 @@ class VQVAE(nn.Module):
                 f"code grid must be (B, {self.grid_size[0]}, {self.grid_size[1]}), got {tuple(indices.shape)}"
             )
         return self.decoder(self.quantizer.lookup(indices))
+
+
+def nearest_resolution(side: int, downsample: int = 4) -> int:
+    """The multiple of ``downsample`` closest to ``side`` (ties go up: pad rather than cut)."""
+    below = max(downsample, side // downsample * downsample)
+    above = -(-side // downsample) * downsample
+    return below if side - below < above - side else above

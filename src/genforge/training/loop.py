@@ -1,81 +1,33 @@
-"""The training loop shared by every family (GAN, VQ-VAE, prior).
+"""The training loop shared by every family.
 
-A family is a plain object built over already-made modules and optimizers (see ``Family``); this
-loop owns everything around its step: batching from the in-memory dataset, the step/time budget,
-progress, ``metrics.jsonl``, sample grids, checkpoints (periodic, on SIGINT/SIGTERM, at the end)
-and resuming from the newest checkpoint so that an interrupted run ends bit-identical on CPU.
+A family's trainer (see ``families.registry.Trainer``) is a plain object over already-built
+modules and optimizers; this loop owns everything around its step: batches, the step/time
+budget, progress, ``metrics.jsonl`` records, sample grids, checkpoints (periodic, on
+SIGINT/SIGTERM, at the end), the guard against divergence, and resuming from the newest
+checkpoint so that an interrupted run ends bit-identical on CPU.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
 from genforge import checkpoint as ckpt
 from genforge.config import TrainConfig
+from genforge.errors import GenforgeError
 from genforge.images import save_grid, to_uint8
-
-
-class Family(Protocol):
-    kind: str
-    device: torch.device
-
-    def modules(self) -> dict[str, torch.nn.Module]: ...  # everything checkpointed, by name
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]: ...
-
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]: ...
-
-    def sample_grid(self, n: int, generator: torch.Generator) -> torch.Tensor: ...  # (n, C, H, W) in [-1, 1]
-
-    def extra_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]: ...
-
-    def load_extra_state(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None: ...
-
-
-@dataclass
-class Batches:
-    """Epoch-wise shuffled batches drawn from one in-memory uint8 tensor.
-
-    The order is a pure function of (seed, step): batch ``step`` is slice ``step % per_epoch`` of
-    the permutation seeded by (seed, epoch). Resuming at any step needs no sampler state.
-    """
-
-    images: torch.Tensor  # uint8 (N, H, W, C) images, or integer (N, h, w) code grids, on the device
-    labels: torch.Tensor | None  # int64 (N,)
-    batch_size: int
-    seed: int
-    channels_last: bool = False
-    _epoch: int = field(default=-1, repr=False)
-    _perm: torch.Tensor | None = field(default=None, repr=False)
-
-    def __post_init__(self):
-        self.per_epoch = max(1, len(self.images) // self.batch_size)
-
-    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        epoch, slot = divmod(step, self.per_epoch)
-        if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perm = torch.randperm(len(self.images), generator=g).to(self.images.device)
-            self._epoch = epoch
-        index = self._perm[slot * self.batch_size : (slot + 1) * self.batch_size]
-        y = self.labels[index] if self.labels is not None else None
-        if self.images.dtype != torch.uint8:  # code grids for priors: (B, h, w) integers, as they are
-            return self.images[index].long(), y
-        x = self.images[index].permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (B, C, H, W) in [-1, 1]
-        x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-        return x, y
+from genforge.progress import Progress
+from genforge.runfolder import append_record, keep_records_until, record
+from genforge.training.batches import Batches
 
 
 @dataclass
@@ -87,138 +39,194 @@ class RunResult:
     last: dict[str, float]
 
 
-def checkpoint_payload(
-    family: Family, noise: dict[str, torch.Generator]
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+class Diverged(GenforgeError):
+    """A loss became NaN or infinite: the run stops without checkpointing the broken state."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint payloads
+# ---------------------------------------------------------------------------------------------
+
+
+def checkpoint_payload(trainer, noise: dict[str, torch.Generator]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     state: dict[str, Any] = {"optimizers": {}}
-    for name, module in family.modules().items():
+    for name, module in trainer.modules().items():
         tensors.update(ckpt.pack_module(f"model.{name}", module))
-    for name, opt in family.optimizers().items():
+    for name, opt in trainer.optimizers().items():
         t, s = ckpt.pack_optimizer(f"optim.{name}", opt)
         tensors.update(t)
         state["optimizers"][name] = s
     tensors["rng.torch"] = torch.get_rng_state()
     for name, gen in noise.items():
         tensors[f"rng.{name}"] = gen.get_state()
-    t, s = family.extra_state()
+    t, s = trainer.extra_state()
     tensors.update({f"extra.{k}": v for k, v in t.items()})
     state["extra"] = s
     return tensors, state
 
 
-def restore_payload(family: Family, noise: dict[str, torch.Generator], c: ckpt.Checkpoint) -> None:
-    for name, module in family.modules().items():
+def check_payload(trainer, noise: dict[str, torch.Generator], c: ckpt.Checkpoint) -> None:
+    """Compare a checkpoint with what this trainer would write, before anything is restored.
+
+    Every tensor and state entry the family expects must be there, with the same shape; the
+    error names the first thing missing. (Optimizer moments exist only after a first step, so
+    they are checked for consistency instead: every parameter with state has all its entries.)
+    """
+    tensors, state = checkpoint_payload(trainer, noise)
+    where = f"{c.path}: incomplete or mismatched checkpoint"
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            continue
+        if name not in c.tensors:
+            raise GenforgeError(f"{where}: tensor '{name}' is missing")
+        if name.startswith(("model.", "extra.")) and tuple(c.tensors[name].shape) != tuple(value.shape):
+            shape = tuple(c.tensors[name].shape)
+            raise GenforgeError(f"{where}: tensor '{name}' has shape {shape}, the model has {tuple(value.shape)}")
+    unexpected = sorted(k for k in c.tensors if k.startswith("model.") and k not in tensors)
+    if unexpected:
+        raise GenforgeError(f"{where}: tensor '{unexpected[0]}' does not belong to this model")
+    _check_entries(state["extra"], c.state.get("extra"), "state entry 'extra", where)
+    for name in state["optimizers"]:
+        saved = (c.state.get("optimizers") or {}).get(name)
+        if not isinstance(saved, dict) or not {"param_groups", "scalars"} <= set(saved):
+            raise GenforgeError(f"{where}: the state of optimizer '{name}' is missing")
+        prefix = f"optim.{name}.state."
+        entries: dict[str, set[str]] = {}
+        for key in c.tensors:
+            if key.startswith(prefix):
+                index, field_name = key[len(prefix) :].split(".", 1)
+                entries.setdefault(index, set()).add(field_name)
+        for key in saved["scalars"]:
+            index, field_name = key.split(".", 1)
+            entries.setdefault(index, set()).add(field_name)
+        fields = set().union(*entries.values()) if entries else set()
+        for index, present in sorted(entries.items()):
+            if present != fields:
+                missing = sorted(fields - present)[0]
+                raise GenforgeError(f"{where}: optimizer '{name}' entry {index}.{missing} is missing")
+    if "elapsed" not in c.state:
+        raise GenforgeError(f"{where}: state entry 'elapsed' is missing")
+
+
+def _check_entries(expected: Any, saved: Any, label: str, where: str) -> None:
+    if not isinstance(expected, dict):
+        return
+    if not isinstance(saved, dict):
+        raise GenforgeError(f"{where}: {label}' is missing")
+    for key, value in expected.items():
+        if key not in saved:
+            raise GenforgeError(f"{where}: {label}.{key}' is missing")
+        _check_entries(value, saved[key], f"{label}.{key}", where)
+
+
+def restore_payload(trainer, noise: dict[str, torch.Generator], c: ckpt.Checkpoint) -> None:
+    check_payload(trainer, noise, c)
+    for name, module in trainer.modules().items():
         ckpt.unpack_module(f"model.{name}", module, c.tensors)
-    for name, opt in family.optimizers().items():
+    for name, opt in trainer.optimizers().items():
         ckpt.unpack_optimizer(f"optim.{name}", opt, c.tensors, c.state["optimizers"][name])
     torch.set_rng_state(c.tensors["rng.torch"])
     for name, gen in noise.items():
         gen.set_state(c.tensors[f"rng.{name}"])
-    family.load_extra_state(
-        {k[6:]: v for k, v in c.tensors.items() if k.startswith("extra.")}, c.state.get("extra", {})
-    )
+    extra = {k[len("extra.") :]: v for k, v in c.tensors.items() if k.startswith("extra.")}
+    trainer.load_extra_state(extra, c.state.get("extra", {}))
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
 
 
 def run(
-    family: Family,
-    images: np.ndarray,
-    labels: np.ndarray | None,
+    trainer,
+    batches: Batches,
     cfg: TrainConfig,
     run_dir: Path,
-    config: dict[str, Any],
     *,
-    noise: dict[str, torch.Generator] | None = None,
+    kind: str,
+    config: dict[str, Any],
+    state: dict[str, Any] | None = None,
     evaluate: Callable[[int], dict[str, float]] | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    resume_from: ckpt.Checkpoint | None = None,
 ) -> RunResult:
-    """Train ``family`` until ``cfg.steps`` / ``cfg.minutes`` is reached or a signal arrives.
+    """Train until ``cfg.steps`` / ``cfg.minutes`` is reached or a signal arrives.
 
-    ``noise`` holds the family's random generators (their state is checkpointed). ``evaluate`` is
-    called every ``cfg.eval_every`` steps. ``stop_after`` ends this session early after that many
-    steps, as an interruption would (tests use it).
+    ``state`` is stored in every checkpoint beside the trainer's own (e.g. the precision the
+    run chose). ``evaluate(step)`` is called every ``cfg.eval_every`` steps. ``stop_after`` ends
+    this session early after that many steps, as an interruption would (tests use it).
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    noise = noise or {}
-    device = family.device
-    data = Batches(
-        torch.from_numpy(images).to(device),
-        torch.from_numpy(labels).long().to(device) if labels is not None else None,
-        cfg.batch_size,
-        cfg.seed,
-        cfg.channels_last,
-    )
+    noise = {"noise": trainer.noise}
     step, elapsed = 0, 0.0
-    found = ckpt.find(run_dir) if (run_dir / "checkpoints").is_dir() else None
-    if found is not None:
-        c = ckpt.load(found, kind=family.kind, map_location="cpu")
-        restore_payload(family, noise, c)
-        step, elapsed = c.step, float(c.state.get("elapsed", 0.0))
-        _truncate_metrics(run_dir / "metrics.jsonl", step)
+    if resume_from is not None:
+        restore_payload(trainer, noise, resume_from)
+        step, elapsed = resume_from.step, float(resume_from.state.get("elapsed", 0.0))
         _say(progress, f"resuming {run_dir} from step {step} ({elapsed / 60:.1f} min trained)")
+    keep_records_until(run_dir, step)  # what was logged after the checkpoint will be logged again
 
     budget = cfg.minutes * 60 if cfg.minutes > 0 else math.inf
     total_steps = cfg.steps if cfg.steps > 0 else None
     if total_steps is None and budget == math.inf:
         budget = 60.0  # neither limit given: a short run, never an endless one
     stop = _SignalFlag()
-    metrics_file = open(run_dir / "metrics.jsonl", "a")
-    bar = tqdm(total=total_steps, initial=step, disable=not progress, dynamic_ncols=True, unit="step", file=sys.stderr)
+    bar = Progress(total=total_steps, initial=step, enabled=progress, unit="step")
     sums: dict[str, torch.Tensor] = {}
     count, window_start, window_images = 0, time.perf_counter(), 0
     session_start, session_steps = time.perf_counter(), 0
     last: dict[str, float] = {}
     images_per_second = 0.0
-
-    saved = [step if found is not None else -1]
+    warned: set[str] = set()
+    saved = [step if resume_from is not None else -1]
 
     def save() -> None:
-        tensors, state = checkpoint_payload(family, noise)
-        state["elapsed"] = elapsed
-        ckpt.save(run_dir, step, family.kind, config, tensors, state, keep=cfg.keep_checkpoints)
+        _check_finite(sums, step, trainer, saved[0], parameters=True)
+        tensors, payload_state = checkpoint_payload(trainer, noise)
+        payload_state.update(state or {}, elapsed=elapsed)
+        ckpt.save(run_dir, step, kind, config, tensors, payload_state, keep=cfg.keep_checkpoints)
         saved[0] = step
-
-    def write(record: dict[str, Any]) -> None:
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
 
     interrupted = False
     try:
         with stop:
             base_elapsed = elapsed
             while (total_steps is None or step < total_steps) and elapsed < budget:
-                x, y = data.get(step)
-                losses = family.train_step(x, y)
+                x, y = batches.get(step)
+                losses = trainer.train_step(x, y)
                 step += 1
                 session_steps += 1
-                for k, v in losses.items():
+                for k, v in losses.items():  # summed on the device: no host sync per step
                     sums[k] = sums[k] + v if k in sums else v.detach().clone()
                 count += 1
                 window_images += x.shape[0]
                 elapsed = base_elapsed + time.perf_counter() - session_start
 
                 if step % cfg.log_every == 0 or (total_steps is not None and step == total_steps):
+                    _check_finite(sums, step, trainer, saved[0])
                     now = time.perf_counter()
                     images_per_second = window_images / max(now - window_start, 1e-9)
                     last = {k: float(v) / count for k, v in sums.items()}
-                    if hasattr(family, "log_extras"):
-                        last.update(family.log_extras())
-                    write(
-                        {"step": step, "time": round(elapsed, 3), "images_per_s": round(images_per_second, 1), **last}
-                    )
-                    bar.set_postfix_str(_postfix(last, images_per_second, step, total_steps, elapsed, budget))
+                    if hasattr(trainer, "log_extras"):
+                        last.update(trainer.log_extras())
+                    values = {"images_per_s": round(images_per_second, 1), **last}
+                    append_record(run_dir, record("train", step, values, time=elapsed))
+                    bar.set_postfix(_postfix(last, images_per_second, step, total_steps, elapsed, budget))
+                    warning = trainer.watch(last) if hasattr(trainer, "watch") else None
+                    if warning and warning not in warned:
+                        warned.add(warning)
+                        bar.write(f"warning at step {step}: {warning}")
                     sums, count, window_start, window_images = {}, 0, now, 0
                 if evaluate is not None and cfg.eval_every and step % cfg.eval_every == 0:
                     scores = evaluate(step)
-                    write({"step": step, "time": round(elapsed, 3), "eval": scores})
+                    append_record(run_dir, record("eval", step, scores, time=elapsed))
                     shown = " | ".join(
                         f"{k} {scores[k]:.3g}" for k in ("fd", "recall", "classes_covered") if k in scores
                     )
-                    bar.set_description_str(shown)
+                    bar.set_description(shown)
                 if cfg.sample_every and step % cfg.sample_every == 0:
-                    _save_samples(family, run_dir, step, cfg)
+                    _save_samples(trainer, run_dir, step, cfg)
                 if step % cfg.checkpoint_every == 0:
                     save()
                 bar.update(1)
@@ -227,10 +235,9 @@ def run(
                     break
         if step != saved[0]:
             save()
-        _save_samples(family, run_dir, step, cfg, final=True)
+        _save_samples(trainer, run_dir, step, cfg, final=True)
     finally:
         bar.close()
-        metrics_file.close()
     if interrupted:
         why = f"signal {stop.raised}" if stop.raised else "stop requested"
         _say(progress, f"interrupted ({why}) at step {step}; checkpoint saved; run the same command to resume")
@@ -238,10 +245,26 @@ def run(
     return RunResult(step, interrupted, seconds, images_per_second, last)
 
 
-def _save_samples(family: Family, run_dir: Path, step: int, cfg: TrainConfig, final: bool = False) -> None:
+def _check_finite(sums: dict[str, torch.Tensor], step: int, trainer, last_saved: int, parameters: bool = False) -> None:
+    """Stop on a NaN or infinite loss (summed since the last check, so none slips through) and,
+    before a checkpoint, on a non-finite weight: a checkpoint never holds a diverged model."""
+    bad = [k for k, v in sums.items() if not torch.isfinite(v).all()]
+    if parameters and not bad:
+        for name, module in trainer.modules().items():
+            values = [p.detach() for p in module.parameters()]
+            if values and not torch.isfinite(torch.stack([v.float().sum() for v in values])).all():
+                bad.append(f"the weights of {name}")
+    if not bad:
+        return
+    kept = f"the last checkpoint (step {last_saved}) is intact" if last_saved >= 0 else "no checkpoint was written"
+    hint = "lower the learning rate (optim.lr*) or use fp32 (train.precision=fp32)"
+    raise Diverged(f"training diverged by step {step}: {', '.join(bad)} became non-finite; {kept}; {hint}")
+
+
+def _save_samples(trainer, run_dir: Path, step: int, cfg: TrainConfig, final: bool = False) -> None:
     # A fixed generator: every grid of a run shows the same latent points, so progress is visible.
-    g = torch.Generator(device=family.device).manual_seed(cfg.seed + 12345)
-    pictures = to_uint8(family.sample_grid(cfg.grid_images, g))
+    g = torch.Generator(device=trainer.device).manual_seed(cfg.seed + 12345)
+    pictures = to_uint8(trainer.sample_grid(cfg.grid_images, g))
     save_grid(pictures, run_dir / "samples" / f"step-{step:07d}.png")
     if final:
         save_grid(pictures, run_dir / "samples" / "final.png")
@@ -266,22 +289,6 @@ def _clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records logged after the checkpoint we resume from: they will be logged again."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                kept.append(line)
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    tmp.replace(path)
-
-
 def _say(progress: bool, message: str) -> None:
     if progress:
         print(message, file=sys.stderr, flush=True)
@@ -295,8 +302,6 @@ class _SignalFlag:
         self._old: dict[int, Any] = {}
 
     def __enter__(self):
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)

@@ -1,0 +1,105 @@
+"""``genforge demo``: the main job on the embedded default data.
+
+Trains a GAN and a VQ-VAE + prior on the same data with the same training time each, scores both
+with the same feature network against the real-vs-real floor, and writes a side-by-side report.
+Running it again resumes whatever did not finish.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from genforge import families
+from genforge.commands.compare import compare
+from genforge.commands.evaluate import evaluate, real_vs_real
+from genforge.data import load_dataset
+from genforge.errors import GenforgeError
+from genforge.metrics.extractors import get_extractor
+from genforge.training.precision import pick_device
+from genforge.training.runs import train
+
+# Of each family's training time, the share the VQ-VAE gets; the prior gets the rest.
+VQVAE_SHARE = 0.45
+# Of the demo's total minutes, the share spent training (the rest: evaluator, codes, evaluation, report).
+TRAINING_SHARE = 0.8
+# The feature network each dataset is scored with: the classifier needs labels and suits small
+# grey images; colour data is scored with the standard FID network.
+FEATURES = {"fashion-mnist": "classifier", "mnist": "classifier"}
+
+
+@dataclass
+class DemoResult:
+    report: Path
+    scores: dict[str, dict]
+
+
+def _say(message: str) -> None:
+    print(f"\n== {message}", file=sys.stderr, flush=True)
+
+
+def run_demo(
+    out: Path,
+    minutes: float = 15.0,
+    data: str = "fashion-mnist",
+    n_eval: int = 10_000,
+    device_name: str = "auto",
+    progress: bool = True,
+    sets: list[str] = (),
+    limit: int = 0,
+    features: str | None = None,
+) -> DemoResult:
+    """``limit`` > 0 trains on (and encodes) only that many images per split: for quick checks."""
+    if not minutes > 0:
+        raise GenforgeError(f"--minutes must be positive, got {minutes}")
+    load_dataset(data, split="train", limit=1)  # a missing dataset fails now, not after the training
+    features = features or FEATURES.get(data, "inception")
+    started = time.perf_counter()
+    out = Path(out)
+    device = pick_device(device_name)
+    per_family = minutes * TRAINING_SHARE / 2
+    common = {"data": {"source": data, "limit": limit}}
+
+    def budget(share: float) -> dict:
+        return {"train": {"device": device_name, "minutes": per_family * share}}
+
+    gan, vqvae, prior = families.get("gan"), families.get("vqvae"), families.get("prior")
+    gan_cfg = gan.resolve("default", None, sets, {**common, **budget(1.0)})
+    vq_cfg = vqvae.resolve("default", None, (), {**common, **budget(VQVAE_SHARE)})
+    prior_cfg = prior.resolve("default", None, (), {"vqvae": str(out / "vqvae"), **budget(1 - VQVAE_SHARE)})
+
+    _say(f"demo: {minutes:g} min budget; {per_family:.1f} min of training per family on {device}; runs in {out}")
+    _say(f"the feature network: {features} (set up once, then cached)")
+    get_extractor(features, data, device, progress)
+
+    _say(f"1/3 GAN (DCGAN, {per_family:.1f} min)")
+    train(gan, gan_cfg, out / "gan", progress=progress)
+    _say(f"2/3 VQ-VAE ({per_family * VQVAE_SHARE:.1f} min)")
+    train(vqvae, vq_cfg, out / "vqvae", progress=progress)
+    _say(f"3/3 prior over the VQ-VAE's codes ({per_family * (1 - VQVAE_SHARE):.1f} min)")
+    train(prior, prior_cfg, out / "prior", progress=progress)
+
+    _say(f"evaluation: {n_eval} samples each, {features} features, against the real-vs-real floor")
+    floor = real_vs_real(data, n=n_eval, features=features, device=device, progress=progress)
+    scores = {}
+    for name in ("gan", "prior", "vqvae"):
+        scores[name] = evaluate(
+            out / name, n=n_eval, features=features, device=device, progress=progress, extra={"fd_floor": floor["fd"]}
+        )
+    title = f"genforge demo: GAN vs VQ-VAE + prior on {data}"
+    path = compare([out / name for name in ("gan", "prior", "vqvae")], out / "report.html", title=title)
+    _say(f"done in {(time.perf_counter() - started) / 60:.1f} min")
+    for name in ("gan", "prior"):
+        s = scores[name]
+        classes = f", classes {s['classes_covered']:.0f}/{s['num_classes']:.0f}" if "classes_covered" in s else ""
+        print(
+            f"{name:>6}: Frechet distance {s['fd']:.3f} (floor {floor['fd']:.3f}), recall {s['recall']:.3f}, "
+            f"coverage {s['coverage']:.3f}{classes}",
+            file=sys.stderr,
+        )
+    s = scores["vqvae"]
+    print(f" vqvae: test PSNR {s['psnr']:.2f} dB, codebook usage {s['codebook_usage']:.1%}", file=sys.stderr)
+    print(f"report: {path}", file=sys.stderr)
+    return DemoResult(path, scores)

@@ -1,0 +1,351 @@
+"""The prior family: a transformer over a trained VQ-VAE's code grids, so the VQ-VAE generates.
+
+Two networks answer the same interface (``models/transformer.py``): ``ar``, an autoregressive
+GPT with a KV cache, and ``maskgit``, parallel decoding. Codes are computed once from the data
+with the frozen VQ-VAE and cached in the run folder (``codes.npz``), not re-encoded every step.
+The VQ-VAE's weights are stored inside every prior checkpoint, so a prior run samples images on
+its own even if the VQ-VAE run moves.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genforge import checkpoint as ckpt
+from genforge.config import TrainConfig, check, fraction, from_dict, non_negative, one_of, positive, to_dict
+from genforge.data import load_configured
+from genforge.errors import GenforgeError
+from genforge.families.registry import EvalContext, FamilySpec, Prepared, register, score_generator
+from genforge.families.vqvae import SPEC as VQVAE_SPEC
+from genforge.families.vqvae import VQVAERunConfig, code_dtype, encode_images, load_vqvae
+from genforge.metrics.core import bits_per_dim
+from genforge.models.maskgit import MaskGIT, MaskGITConfig
+from genforge.models.prior import TransformerPrior
+from genforge.models.transformer import TransformerConfig
+from genforge.models.vqvae import VQVAE
+from genforge.runfolder import atomic_path, read_records
+from genforge.training.precision import autocast
+
+NETWORKS = ("ar", "maskgit")
+
+
+@dataclass
+class PriorOptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.95
+    warmup_steps: int = 200  # linear learning-rate warm-up
+    grad_clip: float = 1.0  # 0 = off
+
+    def __post_init__(self):
+        positive(self, "lr")
+        fraction(self, "beta1", "beta2")
+        non_negative(self, "weight_decay", "warmup_steps", "grad_clip")
+
+
+@dataclass
+class PriorRunConfig:
+    vqvae: str = ""  # the VQ-VAE run (or checkpoint) whose codes this prior models
+    network: str = "ar"  # ar (autoregressive, KV cache) | maskgit (parallel decoding)
+    conditional: bool = True  # condition on class labels when the data has them
+    maskgit_steps: int = 8  # default decoding steps for maskgit
+    model: TransformerConfig = field(default_factory=TransformerConfig)
+    optim: PriorOptimConfig = field(default_factory=PriorOptimConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=128, channels_last=False))
+
+    def __post_init__(self):
+        one_of(self, "network", NETWORKS)
+        check(self.maskgit_steps >= 1, "maskgit_steps", "must be >= 1", self.maskgit_steps)
+
+
+PRIOR_PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "maskgit": {"network": "maskgit"},
+    "small": {"model": {"n_layer": 2, "n_embd": 64, "n_head": 2}},
+}
+
+
+def build_network(cfg: PriorRunConfig) -> TransformerPrior | MaskGIT:
+    if cfg.network == "ar":
+        return TransformerPrior(cfg.model)
+    return MaskGIT(MaskGITConfig(**asdict(cfg.model), steps=cfg.maskgit_steps))
+
+
+class PriorTrainer:
+    def __init__(
+        self,
+        cfg: PriorRunConfig,
+        vqvae: VQVAE,
+        vqvae_config: dict[str, Any],
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+    ):
+        self.cfg, self.device, self.dtype = cfg, device, dtype
+        torch.manual_seed(cfg.train.seed)
+        self.vqvae, self.vqvae_config = vqvae.to(device), vqvae_config
+        self.net = build_network(cfg).to(device)
+        o = cfg.optim
+        # Weight decay on matrices only (as nanoGPT): not on biases, norms or embeddings' scales.
+        decay = [p for p in self.net.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.net.parameters() if p.ndim < 2]
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=o.lr,
+            betas=(o.beta1, o.beta2),
+        )
+        self.noise = torch.Generator(device=device).manual_seed(cfg.train.seed)
+        self.steps_done = 0
+        self.step_net = torch.compile(self.net) if cfg.train.compile else self.net
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"prior": self.net, "vqvae": self.vqvae}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"prior": self.opt}
+
+    def extra_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {}, {"steps_done": self.steps_done, "vqvae_config": self.vqvae_config}
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+        self.steps_done = int(state["steps_done"])
+
+    def _labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        return labels if self.cfg.model.num_classes > 0 else None
+
+    def train_step(self, codes: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        o = self.cfg.optim
+        lr = o.lr * min(1.0, (self.steps_done + 1) / max(1, o.warmup_steps))
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        with autocast(self.device, self.dtype):
+            loss, parts = self.net.loss(codes, self._labels(labels), self.noise)
+        self.opt.zero_grad(set_to_none=True)
+        loss.float().backward()
+        if o.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), o.grad_clip)
+        self.opt.step()
+        self.steps_done += 1
+        return {"loss": loss.detach().float(), **{k: v.float() for k, v in parts.items()}}
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.vqvae.decode_indices(c).float().clamp(-1, 1) for c in codes.split(256)])
+
+    @torch.no_grad()
+    def sample_grid(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        labels = None
+        if self.cfg.model.num_classes > 0:  # one row per class where the grid allows it
+            labels = torch.arange(n, device=self.device) * self.cfg.model.num_classes // n
+        return self.decode(self.net.generate(n, labels=labels, generator=generator))
+
+    evaluation_samples = sample_grid
+
+    @torch.no_grad()
+    def held_out_loss(self, codes: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 512) -> float:
+        """Mean of the network's loss on held-out codes, in nats per code (AR: exact NLL)."""
+        was = self.net.training
+        self.net.eval()
+        g = torch.Generator(device=self.device).manual_seed(0)
+        total, count = 0.0, 0
+        for start in range(0, len(codes), batch_size):
+            c = codes[start : start + batch_size].to(self.device)
+            y = self._labels(labels[start : start + batch_size].to(self.device)) if labels is not None else None
+            value, _ = self.net.loss(c, y, g)
+            total += float(value) * len(c)
+            count += len(c)
+        self.net.train(was)
+        return total / max(1, count)
+
+
+# ---------------------------------------------------------------------------------------------
+# A trained prior, rebuilt from its checkpoint (the VQ-VAE inside it)
+# ---------------------------------------------------------------------------------------------
+
+
+class PriorModel:
+    def __init__(self, c: ckpt.Checkpoint, device: torch.device):
+        cfg = SPEC.config_of(c)
+        vq_values = VQVAE_SPEC.migrate(c.state["extra"]["vqvae_config"])
+        vq_cfg = from_dict(VQVAERunConfig, vq_values)
+        self.trainer = PriorTrainer(cfg, VQVAE(vq_cfg.model), vq_values, device)
+        for name, module in self.trainer.modules().items():
+            ckpt.unpack_module(f"model.{name}", module, c.tensors)
+        self.trainer.vqvae.eval()
+        self.trainer.net.eval()
+        self.device, self.config, self.step = device, cfg, c.step
+        self.num_classes = cfg.model.num_classes
+
+    @property
+    def network(self) -> TransformerPrior | MaskGIT:
+        return self.trainer.net
+
+    def sample(self, n: int, generator: torch.Generator, class_label=None, **options) -> torch.Tensor:
+        """n images: codes from the prior (options as the network takes them), decoded."""
+        options = self.network.check_options(options)
+        if class_label is not None and self.num_classes == 0:
+            raise GenforgeError("a class was asked for, but this prior was trained without labels")
+        if isinstance(class_label, int) and not 0 <= class_label < self.num_classes:
+            raise GenforgeError(f"class must be in 0..{self.num_classes - 1}, got {class_label}")
+        codes = self.network.generate(n, labels=class_label, generator=generator, **options)
+        return self.trainer.decode(codes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Code cache
+# ---------------------------------------------------------------------------------------------
+
+
+def cached_codes(path: Path, key: str, make) -> dict[str, np.ndarray]:
+    """Load ``path`` if it was made for ``key`` (the VQ-VAE checkpoint), else make and save it."""
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                if str(f["key"]) == key:
+                    return {k: f[k] for k in f.files}
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable: made again below
+    arrays = make()
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, key=np.array(key), **arrays)
+    return arrays
+
+
+# ---------------------------------------------------------------------------------------------
+# The family
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare(config: PriorRunConfig, progress: bool = True) -> Prepared:
+    if not config.vqvae:
+        raise GenforgeError("a prior needs its VQ-VAE: pass --vqvae RUN")
+    c_vq = ckpt.load(config.vqvae, kind="vqvae", map_location="cpu")
+    vqvae, vq_cfg = load_vqvae(c_vq, torch.device("cpu"))
+    data, _ = load_configured(vq_cfg.data)
+    num_classes = data.num_classes if (config.conditional and data.labels is not None) else 0
+    m = to_dict(config.model)
+    m.update(vocab_size=vqvae.num_codes, grid_h=vqvae.grid_size[0], grid_w=vqvae.grid_size[1], num_classes=num_classes)
+    config.model = TransformerConfig(**m)
+    config.vqvae = str(Path(config.vqvae))
+    extras = {"vqvae": vqvae, "vqvae_checkpoint": c_vq, "vqvae_run": vq_cfg, "data": data}
+    return Prepared(config, None, data.labels, num_classes=num_classes, data_config=vq_cfg.data, extras=extras)
+
+
+def training_data(prepared: Prepared, run_dir: Path, device: torch.device, progress: bool) -> None:
+    """The training codes, encoded once with the frozen VQ-VAE and cached in ``codes.npz``."""
+    c_vq, vqvae, data = prepared.extras["vqvae_checkpoint"], prepared.extras["vqvae"], prepared.extras["data"]
+    vqvae.to(device)
+    # The VQ-VAE checkpoint and the index type name the cache (genforge 0.1 kept every code in int16).
+    key = f"{c_vq.path.resolve()}@{c_vq.step}|{code_dtype(vqvae.num_codes).name}"
+
+    def make() -> dict[str, np.ndarray]:
+        arrays = {"train": encode_images(vqvae, data.images, device, progress=progress)}
+        if data.labels is not None:
+            arrays["train_labels"] = data.labels
+        try:
+            test, _ = load_configured(prepared.extras["vqvae_run"].data, split="test")
+        except GenforgeError:
+            return arrays  # single-split data: no held-out loss
+        arrays["test"] = encode_images(vqvae, test.images, device, progress=progress)
+        if test.labels is not None:
+            arrays["test_labels"] = test.labels
+        return arrays
+
+    if progress:
+        print(f"codes of {len(data)} images from {c_vq.path} (cached in {run_dir / 'codes.npz'})", file=sys.stderr)
+    codes = cached_codes(run_dir / "codes.npz", key, make)
+    prepared.images = codes["train"]
+    prepared.labels = codes.get("train_labels")
+    prepared.extras["codes"] = codes
+
+
+def build(prepared: Prepared, device: torch.device, dtype: torch.dtype) -> PriorTrainer:
+    c_vq = prepared.extras["vqvae_checkpoint"]
+    vq_values = VQVAE_SPEC.migrate(c_vq.config)
+    return PriorTrainer(prepared.config, prepared.extras["vqvae"], vq_values, device, dtype)
+
+
+def finish(run_dir: Path, prepared: Prepared, device: torch.device, progress: bool) -> dict[str, float] | None:
+    """The held-out loss of the trained prior, named for what it is."""
+    codes = prepared.extras.get("codes", {})
+    if "test" not in codes:
+        return None
+    model = PriorModel(ckpt.load(run_dir, kind="prior", map_location=device), device)
+    labels = torch.from_numpy(codes["test_labels"]).long() if "test_labels" in codes else None
+    nats = model.trainer.held_out_loss(torch.from_numpy(codes["test"].astype(np.int64)), labels)
+    if not model.network.LOSS_IS_LIKELIHOOD:
+        scores = {"masked_code_ce": nats}
+        what = f"held-out masked-code cross-entropy {nats:.4f} nats/code (not a likelihood)"
+    else:
+        vq = prepared.extras["vqvae_run"].model
+        h, w = model.trainer.vqvae.grid_size
+        scores = {"code_nll": nats, "code_bits_per_dim": bits_per_dim(nats, h * w, vq.resolution**2, vq.channels)}
+        what = f"held-out code NLL {nats:.4f} nats/code, {scores['code_bits_per_dim']:.4f} bits per pixel dim"
+    if progress:
+        print(what, file=sys.stderr)
+    return scores
+
+
+HELD_OUT = ("code_nll", "code_bits_per_dim", "masked_code_ce")
+
+
+def evaluate(model: PriorModel, ctx: EvalContext) -> dict[str, Any]:
+    """Samples scored like any generator's, with the held-out code loss training recorded."""
+    scores = score_generator(model, ctx)
+    for entry in read_records(ctx.run_dir) if ctx.run_dir is not None else []:
+        if entry["type"] == "eval":
+            scores.update({k: v for k, v in entry["values"].items() if k in HELD_OUT})
+    return scores
+
+
+def data_config(c: ckpt.Checkpoint):
+    """A prior's samples are compared with the data its VQ-VAE was trained on."""
+    vq_values = VQVAE_SPEC.migrate(c.state["extra"]["vqvae_config"])
+    return from_dict(VQVAERunConfig, vq_values).data
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--vqvae", required=True, type=Path, help="the trained VQ-VAE run")
+    parser.add_argument("--network", choices=NETWORKS, help="autoregressive (default) or parallel decoding")
+
+
+def from_arguments(args) -> dict[str, Any]:
+    if getattr(args, "data", None) is not None:
+        raise GenforgeError("a prior trains on its VQ-VAE's data; --data does not apply")
+    values: dict[str, Any] = {"vqvae": str(args.vqvae)}
+    if args.network is not None:
+        values["network"] = args.network
+    return values
+
+
+def migrate(config: dict[str, Any]) -> dict[str, Any]:
+    """genforge 0.1 prior configs called the network `kind`."""
+    if "kind" in config:
+        config = {k: v for k, v in config.items() if k != "kind"} | {"network": config["kind"]}
+    return config
+
+
+SPEC = register(
+    FamilySpec(
+        name="prior",
+        summary="a transformer prior over a VQ-VAE's codes (ar or maskgit), so the VQ-VAE generates",
+        config_class=PriorRunConfig,
+        presets=PRIOR_PRESETS,
+        prepare=prepare,
+        build=build,
+        load=PriorModel,
+        evaluate=evaluate,
+        data_config=data_config,
+        training_data=training_data,
+        finish=finish,
+        add_arguments=add_arguments,
+        from_arguments=from_arguments,
+        migrate=migrate,
+    )
+)

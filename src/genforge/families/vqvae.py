@@ -1,0 +1,315 @@
+"""The VQ-VAE family: encoder, vector-quantized codebook (or FSQ), decoder; optionally VQGAN-style.
+
+A VQ-VAE reconstructs; it generates only with a prior over its codes (the ``prior`` family). Its
+evaluation therefore scores reconstructions of the held-out split: MSE/PSNR/SSIM, codebook usage,
+and how far the reconstructions lie from the data in feature space. The helpers that load a
+trained VQ-VAE, encode images to codes and reconstruct them live here, beside the family.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from genforge import checkpoint as ckpt
+from genforge.config import DataConfig, TrainConfig, fill_from_data, fraction, non_negative, one_of, positive
+from genforge.data import ImageData, load_configured
+from genforge.errors import GenforgeError
+from genforge.families.registry import EvalContext, FamilySpec, Prepared, register
+from genforge.images import to_float, to_uint8
+from genforge.losses import RECONSTRUCTION_LOSSES, adaptive_weight, d_hinge, g_hinge, vqvae_loss
+from genforge.metrics.core import codebook_usage, perplexity
+from genforge.metrics.evaluate import evaluate_samples, reconstruction_metrics
+from genforge.models.patchgan import PatchGAN, PatchGANConfig
+from genforge.models.quantizers import CodebookHealth
+from genforge.models.vqvae import VQVAE, VQVAEConfig, nearest_resolution
+from genforge.progress import track
+from genforge.training.precision import autocast
+
+
+@dataclass
+class VQVAEOptimConfig:
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.99
+    recon_loss: str = "mse"  # mse | l1
+    # The bridge to the GAN family: a patch discriminator on reconstructions (VQGAN, Esser et al. 2021).
+    disc_weight: float = 0.0  # 0 = no adversarial loss
+    disc_start: int = 2000  # steps of plain reconstruction before the discriminator joins
+    lr_d: float = 4e-4
+    health_window: int = 100  # batches over which codebook usage/perplexity are counted
+
+    def __post_init__(self):
+        positive(self, "lr", "lr_d", "health_window")
+        fraction(self, "beta1", "beta2")
+        non_negative(self, "disc_weight", "disc_start")
+        one_of(self, "recon_loss", RECONSTRUCTION_LOSSES)
+
+
+@dataclass
+class VQVAERunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: VQVAEConfig = field(default_factory=VQVAEConfig)
+    discriminator: PatchGANConfig = field(default_factory=PatchGANConfig)
+    optim: VQVAEOptimConfig = field(default_factory=VQVAEOptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+VQVAE_PRESETS: dict[str, dict[str, Any]] = {
+    # EMA codebook, k-means init and dead-code restarts: the measures against codebook collapse.
+    "default": {"train": {"batch_size": 64}},
+    # The VQ-VAE paper's quantizer with none of them: shows what collapse looks like.
+    "plain-vq": {"model": {"quantizer": {"ema": False, "kmeans_init": False, "restart_after": 0}}},
+    "fsq": {"model": {"quantizer": {"method": "fsq"}}},
+    # VQGAN-style: reconstructions also judged by a patch discriminator after a warm-up.
+    "vqgan": {"optim": {"disc_weight": 0.1, "disc_start": 1000, "recon_loss": "l1"}},
+}
+
+
+class VQVAETrainer:
+    def __init__(
+        self,
+        cfg: VQVAERunConfig,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        grid_images: torch.Tensor | None = None,
+    ):
+        self.cfg, self.device, self.dtype = cfg, device, dtype
+        torch.manual_seed(cfg.train.seed)
+        o = cfg.optim
+        self.model = VQVAE(cfg.model).to(device)
+        self.disc = PatchGAN(cfg.discriminator).to(device) if o.disc_weight > 0 else None
+        if cfg.train.channels_last:
+            for net in (self.model, self.disc):
+                if net is not None:
+                    net.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
+        self.opt_d = None
+        if self.disc is not None:
+            self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=o.lr_d, betas=(0.5, 0.9))
+        self.noise = torch.Generator(device=device).manual_seed(cfg.train.seed)
+        self.health = CodebookHealth(self.model.num_codes, o.health_window)
+        self.steps_done = 0
+        self.step_model = torch.compile(self.model) if cfg.train.compile else self.model
+        # Sample grids for a VQ-VAE are originals beside their reconstructions.
+        self.grid_images = grid_images
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        mods: dict[str, torch.nn.Module] = {"vqvae": self.model}
+        if self.disc is not None:
+            mods["disc"] = self.disc
+        return mods
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        opts = {"vqvae": self.opt}
+        if self.opt_d is not None:
+            opts["disc"] = self.opt_d
+        return opts
+
+    def extra_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        state = {"steps_done": self.steps_done, "health_batches": self.health.batches}
+        return {"health_counts": self.health.counts}, state
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+        self.steps_done = int(state["steps_done"])
+        if tensors["health_counts"].shape != self.health.counts.shape:
+            raise GenforgeError("checkpoint's codebook-health window does not match optim.health_window")
+        self.health.counts.copy_(tensors["health_counts"])
+        self.health.batches = int(state["health_batches"])
+
+    def log_extras(self) -> dict[str, float]:
+        return self.health.summary()
+
+    def train_step(self, x: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        o = self.cfg.optim
+        with autocast(self.device, self.dtype):
+            recon, q = self.step_model(x)
+        loss, parts = vqvae_loss(x, recon, q.loss, q.parts, recon_kind=o.recon_loss)
+        adversarial = self.disc is not None and self.steps_done >= o.disc_start
+        if adversarial:
+            self.disc.requires_grad_(False)
+            with autocast(self.device, self.dtype):
+                g_adv, _ = g_hinge(self.disc(recon).float())
+            weight = o.disc_weight * adaptive_weight(loss, g_adv, self.model.decoder.last_layer.weight)
+            loss = loss + weight * g_adv
+            parts = {**parts, "g_adv": g_adv.detach(), "adv_weight": weight}
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if adversarial:
+            self.disc.requires_grad_(True)
+            with autocast(self.device, self.dtype):
+                real_logits, fake_logits = self.disc(x).float(), self.disc(recon.detach()).float()
+            d_loss, d_parts = d_hinge(real_logits, fake_logits)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+            parts = {**parts, "d_loss": d_loss.detach()}
+        self.health.update(q.indices)
+        self.steps_done += 1
+        return {"loss": loss.detach(), **parts}
+
+    @torch.no_grad()
+    def sample_grid(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Originals and reconstructions interleaved column-wise: pairs side by side."""
+        assert self.grid_images is not None, "the VQ-VAE trainer needs grid_images to draw sample grids"
+        half = max(1, n // 2)
+        x = self.grid_images[:half].to(self.device)
+        was = self.model.training
+        self.model.eval()
+        recon = self.model(x)[0].float().clamp(-1, 1)
+        self.model.train(was)
+        return torch.stack([x, recon], 1).flatten(0, 1)  # (2*half, C, H, W): original, recon, ...
+
+
+# ---------------------------------------------------------------------------------------------
+# A trained VQ-VAE: load, encode, reconstruct
+# ---------------------------------------------------------------------------------------------
+
+
+def load_vqvae(c: ckpt.Checkpoint, device: torch.device) -> tuple[VQVAE, VQVAERunConfig]:
+    """A VQ-VAE checkpoint -> the frozen model in eval mode and its run config."""
+    cfg = SPEC.config_of(c)
+    model = VQVAE(cfg.model).to(device)
+    ckpt.unpack_module("model.vqvae", model, c.tensors)
+    return model.eval().requires_grad_(False), cfg
+
+
+@torch.no_grad()
+def encode_images(
+    vqvae: VQVAE, images: np.ndarray, device: torch.device, batch_size: int = 512, progress: bool = True
+) -> np.ndarray:
+    """uint8 (N, H, W, C) -> code grids (N, h, w) in the smallest integer type that holds every code."""
+    dtype = code_dtype(vqvae.num_codes)
+    out = []
+    for start in track(range(0, len(images), batch_size), "encoding", enabled=progress):
+        x = to_float(images[start : start + batch_size], device)
+        out.append(vqvae.encode_indices(x).cpu().numpy().astype(dtype))
+    return np.concatenate(out) if out else np.zeros((0, *vqvae.grid_size), dtype)
+
+
+def code_dtype(num_codes: int) -> np.dtype:
+    """int16 while every index fits (half the memory of int32), int32 beyond 32,767 codes."""
+    return np.dtype(np.int16) if num_codes <= np.iinfo(np.int16).max + 1 else np.dtype(np.int32)
+
+
+@torch.no_grad()
+def reconstruct_images(model: VQVAE, images: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
+    """uint8 (N, H, W, C) -> uint8 reconstructions of the same shape."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = to_float(images[start : start + batch_size], device)
+        out.append(to_uint8(model(x)[0].float().clamp(-1, 1)))
+    return np.concatenate(out)
+
+
+class VQVAEModel:
+    """A trained VQ-VAE (``genforge evaluate``, ``reconstruct``, ``encode``, ``export``)."""
+
+    num_classes = 0
+
+    def __init__(self, c: ckpt.Checkpoint, device: torch.device):
+        self.vqvae, self.config = load_vqvae(c, device)
+        self.device, self.step, self.path = device, c.step, c.path
+
+    def sample(self, n: int, generator: torch.Generator, **options) -> torch.Tensor:
+        raise GenforgeError(f"{self.path}: {CANNOT_SAMPLE}")
+
+    def data(self, source: str | None = None, split: str = "test", n: int = 0) -> ImageData:
+        """Images loaded as this VQ-VAE saw them in training (optionally from another source)."""
+        cfg = replace(self.config.data, source=source) if source else self.config.data
+        return load_configured(replace(cfg, limit=n or 0), split=split)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The family
+# ---------------------------------------------------------------------------------------------
+
+
+def fit_to_data(config: VQVAERunConfig, resolution: int, channels: int) -> VQVAERunConfig:
+    """Fill the model's fields the data decides (a different value already set is an error)."""
+    fill_from_data(config.model, "model", resolution=resolution, channels=channels)
+    fill_from_data(config.discriminator, "discriminator", channels=channels)
+    return config
+
+
+def prepare(config: VQVAERunConfig, progress: bool = True) -> Prepared:
+    downsample = config.model.downsample
+    data, config.data = load_configured(config.data, nearest=lambda side: nearest_resolution(side, downsample))
+    fit_to_data(config, data.resolution, data.channels)
+    grid = to_float(data.images[: config.train.grid_images // 2])
+    return Prepared(config, data.images, data.labels, extras={"grid_images": grid}, data_config=config.data)
+
+
+def build(prepared: Prepared, device: torch.device, dtype: torch.dtype) -> VQVAETrainer:
+    return VQVAETrainer(prepared.config, device, dtype, grid_images=prepared.extras["grid_images"])
+
+
+def evaluate(model: VQVAEModel, ctx: EvalContext) -> dict[str, Any]:
+    """Reconstructions of up to ``n`` held-out images (training images for single-split data, said
+    in the result): pixel metrics, codebook use, feature distance."""
+    result: dict[str, Any] = {}
+    try:
+        test = load_configured(replace(ctx.data, limit=ctx.n), split="test")[0]
+        result["recon_split"] = "test"
+    except GenforgeError:
+        test = load_configured(replace(ctx.data, limit=ctx.n), split="train")[0]
+        result["recon_split"] = "train"
+    t0 = time.perf_counter()
+    recon = reconstruct_images(model.vqvae, test.images, ctx.device)
+    result["reconstruct_images_per_s"] = len(test) / (time.perf_counter() - t0)
+    result.update(reconstruction_metrics(test.images, recon))
+    codes = encode_images(model.vqvae, test.images, ctx.device, progress=False)
+    counts = np.bincount(codes.ravel().astype(np.int64), minlength=model.vqvae.num_codes)
+    result.update(codebook_usage=codebook_usage(counts), codebook_perplexity=perplexity(counts))
+    # How far reconstructions are from the data, in the same feature space as the generators.
+    scores = evaluate_samples(recon, ctx.reference, ctx.extractor, progress=ctx.progress)
+    result.update({f"recon_{k}": v for k, v in scores.items() if k in ("fd", "kid", "precision", "recall")})
+    result["n"] = len(test)
+    return result
+
+
+CANNOT_SAMPLE = (
+    "a VQ-VAE alone reconstructs but does not generate; train a prior on it (genforge train prior --vqvae RUN)"
+)
+
+
+def migrate(config: dict[str, Any]) -> dict[str, Any]:
+    """genforge 0.1 VQ-VAE configs: `in_channels` was the image channels and `channels` the width;
+    the quantizer's method was called `kind`; the discriminator's width `channels`."""
+    model = dict(config.get("model", {}))
+    if "in_channels" in model:
+        model["width"] = model.pop("channels", VQVAEConfig.width)
+        model["channels"] = model.pop("in_channels")
+        if "max_channels" in model:
+            model["max_width"] = model.pop("max_channels")
+    quantizer = dict(model.get("quantizer", {}))
+    if "kind" in quantizer:
+        quantizer["method"] = quantizer.pop("kind")
+        model["quantizer"] = quantizer
+    disc = dict(config.get("discriminator", {}))
+    if "in_channels" in disc:
+        disc["width"] = disc.pop("channels", PatchGANConfig.width)
+        disc["channels"] = disc.pop("in_channels")
+    return {**config, "model": model, "discriminator": disc}
+
+
+SPEC = register(
+    FamilySpec(
+        name="vqvae",
+        summary="a VQ-VAE: encoder, vector-quantized codebook (or FSQ), decoder",
+        config_class=VQVAERunConfig,
+        presets=VQVAE_PRESETS,
+        prepare=prepare,
+        build=build,
+        load=VQVAEModel,
+        evaluate=evaluate,
+        migrate=migrate,
+        grid_caption="originals and reconstructions, in pairs",
+        cannot_sample=CANNOT_SAMPLE,
+    )
+)

@@ -1,0 +1,243 @@
+"""The run folder's own I/O: atomic writes, the one record schema of ``metrics.jsonl``, the lock.
+
+Every file genforge writes goes through ``atomic_write`` / ``atomic_path`` (a temporary name in
+the same folder, then one rename), so a reader never sees half of one and a killed process
+leaves at most a hidden ``.tmp`` file, which ``clean_temporary`` removes at the next start.
+
+``metrics.jsonl`` holds one JSON object per line, of one shape:
+
+    {"type": "train", "step": 500, "time": 61.2, "values": {"d_loss": 0.61, "images_per_s": 980.0}}
+
+``type`` is ``train`` (losses and speed, every ``train.log_every`` steps), ``eval`` (an
+evaluation during or at the end of training) or ``evaluation`` (a ``genforge evaluate`` result).
+``time`` is training seconds (summed over resumes), absent where it does not apply. Lines written
+by genforge 0.1 (``{"step", "time", ...losses}``, ``{"step", "eval": {...}}``, ``{"step",
+"evaluation": {...}}``) are read as the same records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from genforge.errors import GenforgeError
+
+METRICS = "metrics.jsonl"
+RECORD_TYPES = ("train", "eval", "evaluation")
+LOCK = ".lock"
+TEMPORARY_PREFIX = ".tmp"
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
+
+    For writers that want a file name (``np.savez``, safetensors, PIL). ``suffix`` keeps an
+    extension some writers insist on (``np.savez`` appends ``.npz`` otherwise). On any error the
+    temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise GenforgeError(f"{path}: is a folder; give a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMPORARY_PREFIX}.{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; outputs are meant to be read by others
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes, sync: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (``sync`` also flushes it to the disk first)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+    return Path(path)
+
+
+def clean_temporary(folder: Path) -> list[Path]:
+    """Remove what a killed writer left behind in ``folder`` and ``folder/checkpoints``."""
+    removed = []
+    for place in (folder, folder / "checkpoints", folder / "samples"):
+        if not place.is_dir():
+            continue
+        for leftover in place.glob(f"{TEMPORARY_PREFIX}*"):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+            removed.append(leftover)
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+# ---------------------------------------------------------------------------------------------
+
+
+def record(type: str, step: int, values: dict[str, Any], time: float | None = None) -> dict[str, Any]:
+    """One line of ``metrics.jsonl``; values are plain numbers, strings or nested dicts."""
+    assert type in RECORD_TYPES, type
+    out: dict[str, Any] = {"type": type, "step": int(step)}
+    if time is not None:
+        out["time"] = round(float(time), 3)
+    out["values"] = {k: _plain(v) for k, v in values.items()}
+    return out
+
+
+def append_record(run_dir: Path, entry: dict[str, Any]) -> None:
+    """Append one record to ``run_dir/metrics.jsonl`` (a whole line per write)."""
+    line = json.dumps(entry, allow_nan=True) + "\n"
+    with open(Path(run_dir) / METRICS, "a", encoding="utf-8") as f:
+        f.write(line)
+
+
+def read_records(run_dir: Path, problems: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every record of ``run_dir/metrics.jsonl`` in file order, in the one schema.
+
+    A line cut short by a kill, or otherwise unreadable, is skipped (and counted in ``problems``).
+    """
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    out, skipped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            entry = _normalise(json.loads(line))
+        except (json.JSONDecodeError, ValueError, TypeError):
+            entry = None
+        if entry is None:
+            skipped += 1
+        else:
+            out.append(entry)
+    if skipped and problems is not None:
+        problems.append(f"skipped {skipped} unreadable line{'s' * (skipped > 1)} of {METRICS}")
+    return out
+
+
+def keep_records_until(run_dir: Path, step: int) -> list[dict[str, Any]]:
+    """Drop the training records after ``step`` (they will be logged again on resume) and any
+    duplicate or unreadable line; ``evaluate`` results are kept. Returns what is kept."""
+    kept, seen = [], set()
+    for entry in read_records(run_dir):
+        if entry["type"] != "evaluation":
+            if entry["step"] > step or (entry["type"], entry["step"]) in seen:
+                continue
+            seen.add((entry["type"], entry["step"]))
+        kept.append(entry)
+    path = Path(run_dir) / METRICS
+    if path.exists():
+        atomic_write(path, "".join(json.dumps(e) + "\n" for e in kept))
+    return kept
+
+
+def _normalise(entry: Any) -> dict[str, Any] | None:
+    if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
+        return None
+    if entry.get("type") in RECORD_TYPES and isinstance(entry.get("values"), dict):
+        return entry
+    if "type" in entry:
+        return None
+    # genforge 0.1 lines
+    for legacy in ("evaluation", "eval"):
+        if isinstance(entry.get(legacy), dict):
+            return {"type": legacy, "step": entry["step"], **_time(entry), "values": entry[legacy]}
+    values = {k: v for k, v in entry.items() if k not in ("step", "time")}
+    return {"type": "train", "step": entry["step"], **_time(entry), "values": values}
+
+
+def _time(entry: dict[str, Any]) -> dict[str, Any]:
+    return {"time": entry["time"]} if isinstance(entry.get("time"), (int, float)) else {}
+
+
+def _plain(value: Any) -> Any:
+    """numpy / torch scalars -> Python numbers, so every value is JSON."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item"):  # numpy and torch scalars
+        return value.item()
+    return value
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# One writer at a time
+# ---------------------------------------------------------------------------------------------
+
+
+class RunLock:
+    """An exclusive lock on a run folder for as long as a training process writes into it.
+
+    ``flock`` on ``run_dir/.lock``: the kernel releases it when the process ends, however it ends
+    (``kill -9`` included), so a killed run never leaves a stale lock behind.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self._file = None
+
+    def __enter__(self) -> RunLock:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.run_dir / LOCK, "a")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            self._file.close()
+            self._file = None
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise GenforgeError(
+                    f"{self.run_dir}: another genforge process is training into this folder; "
+                    "wait for it to finish or stop it first"
+                ) from None
+            raise
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Containment
+# ---------------------------------------------------------------------------------------------
+
+
+def inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` (symbolic links resolved) lies within ``root``."""
+    try:
+        Path(path).resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,1 @@
+"""Run-level operations over run folders: sample, evaluate, reconstruct, encode, export, compare, demo."""

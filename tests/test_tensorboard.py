@@ -50,7 +50,7 @@ def test_resume_continues_the_curves_without_duplicates(tmp_path):
     run = tmp_path / "run"
     first = log_session(run, range(10, 70, 10), offset=0.0)  # logged up to 60 ...
     with open(first, "ab") as f:
-        f.write(b"\x10\x00\x00")  # ... and killed in the middle of a record
+        f.write(tb._frame(b"\x08" * 100, tb._protos()[2])[:40])  # ... and killed in the middle of a record
     second = log_session(run, range(50, 90, 10), offset=1.0, resume_from=40)  # ... but the checkpoint was at 40
     assert [p.name for p in tb.event_files(run)] == [first.name, second.name] and first.name < second.name
 

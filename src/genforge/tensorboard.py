@@ -140,7 +140,7 @@ def truncate(run_dir: str | Path, step: int) -> None:
             path.unlink()
         elif not clean:
             # the temporary name lacks "tfevents", so a running TensorBoard never reads it
-            tmp = path.with_name(f".{path.name[len('events.out.') :]}.tmp")
+            tmp = path.with_name(f".{path.name.replace('tfevents', 'rewrite')}.tmp")
             tmp.write_bytes(b"".join(kept))
             os.replace(tmp, path)
 

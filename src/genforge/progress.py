@@ -1,39 +1,178 @@
-"""Progress for long work (placeholder until the terminal-aware version lands)."""
+"""Progress of long work: a tqdm bar on a terminal, plain timed lines everywhere else.
+
+A bar redraws itself with carriage returns, which is right on a terminal and wrong in a CI log,
+a ``nohup`` file or a pipe (one enormous line, or thousands of them). So ``Progress`` looks at
+its stream: on a terminal it is a tqdm bar, as before; otherwise it prints one plain line every
+``interval`` seconds and a last one when it closes::
+
+    step 1200/5000 (24%) | d_loss 0.612 | g_loss 1.93 | 950 img/s | ETA 03:10
+
+The postfix (``set_postfix``) replaces the rate and ETA that ``Progress`` works out by itself,
+because the caller often knows better (the training loop's ETA also counts a minute budget).
+"""
 
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, TypeVar
 
 from tqdm import tqdm
 
+T = TypeVar("T")
 
-def track(iterable, desc: str = "", total: int | None = None, enabled: bool = True):
-    return tqdm(iterable, desc=desc, total=total, disable=not enabled, file=sys.stderr, leave=False)
+DEFAULT_INTERVAL = 5.0  # seconds between plain lines: a few hundred lines for a long run's log
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds -> "MM:SS", or "H:MM:SS" from an hour on (the format tqdm shows)."""
+    minutes, secs = divmod(int(max(0.0, seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def is_terminal(stream: IO[str]) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (ValueError, OSError):  # a closed or detached stream
+        return False
 
 
 class Progress:
-    def __init__(self, total=None, initial=0, desc="", enabled=True, file=None, interval=5.0, unit="step"):
-        self._bar = tqdm(
-            total=total,
-            initial=initial,
-            desc=desc,
-            disable=not enabled,
-            file=file or sys.stderr,
-            unit=unit,
-            dynamic_ncols=True,
-        )
+    """Counts work done; draws a bar on a terminal, prints plain timed lines elsewhere.
 
-    def update(self, n=1):
-        self._bar.update(n)
+    ``total`` None means open-ended (no percentage, no ETA). ``initial`` is where a resumed job
+    starts. ``clock`` is a seconds counter, replaceable in tests. Disabled, it prints nothing.
+    """
 
-    def set_postfix(self, text):
-        self._bar.set_postfix_str(text)
+    def __init__(
+        self,
+        total: int | None = None,
+        initial: int = 0,
+        desc: str = "",
+        enabled: bool = True,
+        file: IO[str] | None = None,
+        interval: float = DEFAULT_INTERVAL,
+        unit: str = "step",
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if interval <= 0:
+            raise ValueError(f"interval must be positive, got {interval}")
+        self.total = total
+        self.n = initial
+        self.desc = desc
+        self.postfix = ""
+        self.enabled = enabled
+        self.file = file if file is not None else sys.stderr
+        self.interval = interval
+        self.unit = unit
+        self._clock = clock
+        self._initial = initial
+        self._start = clock()
+        self._last_line = self._start
+        self._closed = False
+        self._bar: tqdm | None = None
+        if enabled and is_terminal(self.file):
+            self._bar = tqdm(
+                total=total, initial=initial, desc=desc or None, unit=unit, file=self.file, dynamic_ncols=True
+            )
 
-    def set_description(self, text):
-        self._bar.set_description_str(text)
+    @property
+    def plain(self) -> bool:
+        """True when progress is printed as plain lines (enabled, not a terminal)."""
+        return self.enabled and self._bar is None
 
-    def write(self, message):
-        self._bar.write(message, file=sys.stderr)
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self._bar is not None:
+            self._bar.update(n)
+        elif self.plain:
+            now = self._clock()
+            if now - self._last_line >= self.interval:
+                self._print(self.line(now))
+                self._last_line = now
 
-    def close(self):
-        self._bar.close()
+    def set_postfix(self, text: str) -> None:
+        """What follows the count, e.g. "d_loss 0.612 | 950 img/s | ETA 03:10"."""
+        self.postfix = text
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+
+    def set_description(self, text: str) -> None:
+        """What precedes the count, e.g. the latest evaluation's scores."""
+        self.desc = text
+        if self._bar is not None:
+            self._bar.set_description_str(text, refresh=False)
+
+    def write(self, message: str) -> None:
+        """Print a line of its own without breaking the bar."""
+        if self._bar is not None:
+            self._bar.write(message, file=self.file)
+        elif self.enabled:
+            self._print(message)
+
+    def line(self, now: float | None = None) -> str:
+        """The plain line for the current state."""
+        now = self._clock() if now is None else now
+        parts = [self.desc] if self.desc else []
+        if self.total:
+            parts.append(f"{self.unit} {self.n}/{self.total} ({100 * self.n // self.total}%)")
+        else:
+            parts.append(f"{self.unit} {self.n}")
+        if self.postfix:
+            parts.append(self.postfix)
+        else:
+            parts += self._rate_and_eta(now)
+        return " | ".join(parts)
+
+    def _rate_and_eta(self, now: float) -> list[str]:
+        done, seconds = self.n - self._initial, now - self._start
+        if done <= 0 or seconds <= 0:
+            return []
+        rate = done / seconds
+        shown = [f"{rate:.3g} {self.unit}/s"]
+        if self.total:
+            shown.append(f"ETA {format_duration((self.total - self.n) / rate)}")
+        return shown
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._bar is not None:
+            self._bar.close()
+        elif self.plain:
+            now = self._clock()
+            self._print(f"{self.line(now)} | {format_duration(now - self._start)} elapsed")
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.file, flush=True)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
+
+
+def track(
+    iterable: Iterable[T],
+    desc: str = "",
+    total: int | None = None,
+    enabled: bool = True,
+    *,
+    unit: str = "it",
+    file: IO[str] | None = None,
+    interval: float = DEFAULT_INTERVAL,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[T]:
+    """Yield from ``iterable`` while counting it (encoding, sampling, feature extraction)."""
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    with Progress(total, 0, desc, enabled, file, interval, unit, clock) as progress:
+        for item in iterable:
+            yield item
+            progress.update(1)

@@ -1,0 +1,333 @@
+"""ONNX export: a GAN's generator, or a VQ-VAE's encoder and decoder, as files any ONNX runtime runs.
+
+Optional (``pip install 'genforge[onnx]'``). Each exportable piece is wrapped in a small
+``nn.Module`` whose inputs and outputs are plain tensors with a dynamic batch dimension:
+
+    GeneratorGraph  z float32 (B, z_dim) [, class int64 (B,)]  -> images float32 (B, C, H, W) in [-1, 1]
+    EncoderGraph    images float32 (B, C, H, W) in [-1, 1]     -> codes int64 (B, h, w)
+    DecoderGraph    codes int64 (B, h, w)                      -> images float32 (B, C, H, W) in [-1, 1]
+
+The file carries what a user needs to call it in ``metadata_props``: the graph, its inputs and
+outputs (names, shapes with "batch", dtypes), the value range, the run's config as JSON and the
+genforge version. A prior's sampling loop is not exported (``refuse``): export the decoder and
+draw codes in PyTorch.
+
+Exporter: torch's TorchScript-based exporter (``dynamo=False``), not the torch.export one that
+torch >= 2.9 uses by default. For these networks it is the one that works and stays small:
+ * the models check their inputs in Python (``_check_indices`` reads ``int(indices.min())``);
+   a trace runs such checks once on the example, where torch.export refuses the data-dependent
+   branch (``GuardOnDataDependentSymNode``) and the decoder cannot be exported at all; it also
+   fixed the VQ encoder's batch size without a word (the loop in ``nearest_code``);
+ * it needs no ``onnxscript`` (nor its ``onnx_ir``), takes about 0.3 s a graph
+   where torch.export takes 2-6 s, and writes the same bytes for the same weights.
+It is deprecated upstream; ``torch.onnx.export`` still ships it in torch 2.13 (the version the
+project pins), and the tests run every exported graph in onnxruntime, so its removal cannot
+pass unnoticed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from genforge import __version__
+from genforge.errors import GenforgeError
+from genforge.models.quantizers import VectorQuantizer
+from genforge.models.vqvae import VQVAE
+
+OPSET = 17  # ONNX 1.12 (2022): every maintained runtime reads it
+VALUE_RANGE = "[-1, 1]"
+BATCH = "batch"  # the name of the dynamic first dimension
+INSTALL_HINT = "ONNX export needs the onnx package: pip install 'genforge[onnx]'"
+
+
+def refuse(what: str, hint: str = "") -> NoReturn:
+    """Stop with one line: ``what`` cannot be exported to ONNX (and what to do instead)."""
+    raise GenforgeError(f"cannot export {what} to ONNX" + (f": {hint}" if hint else ""))
+
+
+def _onnx() -> Any:
+    try:
+        import onnx  # noqa: PLC0415 (optional dependency, needed only to export)
+    except ImportError:
+        raise GenforgeError(INSTALL_HINT) from None
+    return onnx
+
+
+# ---------------------------------------------------------------------------------------------
+# Exportable graphs
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
+
+
+class GeneratorGraph(nn.Module):
+    """z (B, z_dim) [, class (B,)] -> images (B, C, H, W) clamped to [-1, 1].
+
+    A conditional generator (``num_classes > 0``) is called as ``generator(z, labels)``.
+    """
+
+    name = "generator"
+    output_names = ("images",)
+
+    def __init__(self, generator: nn.Module, z_dim: int, num_classes: int = 0):
+        super().__init__()
+        self.generator = generator
+        self.z_dim = z_dim
+        self.num_classes = num_classes
+        self.input_names = ("z", "class") if num_classes else ("z",)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        images = self.generator(z, labels) if self.num_classes else self.generator(z)  # (B, C, H, W)
+        return images.clamp(-1.0, 1.0)
+
+    def example_inputs(self, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        g = torch.Generator().manual_seed(seed)
+        z = torch.randn(batch, self.z_dim, generator=g).to(_device(self))
+        if not self.num_classes:
+            return (z,)
+        return z, torch.randint(self.num_classes, (batch,), generator=g).to(z.device)
+
+    def describe(self) -> dict[str, str]:
+        facts = {"z": "standard normal, float32 (batch, z_dim)", "z_dim": str(self.z_dim)}
+        if self.num_classes:
+            facts["num_classes"] = str(self.num_classes)
+        return facts
+
+
+def _code_indices(vqvae: VQVAE, z: torch.Tensor) -> torch.Tensor:
+    """(B, D, h, w) encoder output -> (B, h, w) code indices, as a graph a trace can record.
+
+    ``VectorQuantizer.to_indices`` chunks rows in a Python loop (``nearest_code``), which a
+    trace freezes to the example's batch size; here the same distances in one piece. Remove
+    this once ``nearest_code`` skips chunking while tracing.
+    """
+    quantizer = vqvae.quantizer
+    if not isinstance(quantizer, VectorQuantizer):
+        return quantizer.to_indices(z)
+    b, _, h, w = z.shape
+    rows, codes = quantizer._rows(z), quantizer._codes()  # (N, d), (K, d)
+    if quantizer.config.cosine:  # unit vectors: nearest = largest dot product
+        return (rows @ codes.t()).argmax(1).reshape(b, h, w)
+    return (codes.pow(2).sum(1) - 2 * rows @ codes.t()).argmin(1).reshape(b, h, w)
+
+
+class EncoderGraph(nn.Module):
+    """images (B, C, H, W) in [-1, 1] -> int64 code grid (B, h, w)."""
+
+    name = "encoder"
+    input_names = ("images",)
+    output_names = ("codes",)
+
+    def __init__(self, vqvae: VQVAE):
+        super().__init__()
+        self.vqvae = vqvae
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return _code_indices(self.vqvae, self.vqvae.encode(images))
+
+    def example_inputs(self, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        # the encoder takes what the decoder makes: its shape, without naming config fields
+        codes = torch.zeros(1, *self.vqvae.grid_size, dtype=torch.long, device=_device(self))
+        with torch.no_grad():
+            shape = self.vqvae.decode_indices(codes).shape[1:]  # (C, H, W)
+        g = torch.Generator().manual_seed(seed)
+        return (torch.rand(batch, *shape, generator=g).mul(2).sub(1).to(codes.device),)
+
+    def describe(self) -> dict[str, str]:
+        return {"grid": "x".join(map(str, self.vqvae.grid_size)), "num_codes": str(self.vqvae.num_codes)}
+
+
+class DecoderGraph(nn.Module):
+    """int64 code grid (B, h, w) -> images (B, C, H, W) clamped to [-1, 1]."""
+
+    name = "decoder"
+    input_names = ("codes",)
+    output_names = ("images",)
+
+    def __init__(self, vqvae: VQVAE):
+        super().__init__()
+        self.vqvae = vqvae
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.vqvae.decode_indices(codes).clamp(-1.0, 1.0)  # the decoder's output is not squashed
+
+    def example_inputs(self, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        g = torch.Generator().manual_seed(seed)
+        codes = torch.randint(self.vqvae.num_codes, (batch, *self.vqvae.grid_size), generator=g)
+        return (codes.to(_device(self)),)
+
+    def describe(self) -> dict[str, str]:
+        return {"grid": "x".join(map(str, self.vqvae.grid_size)), "num_codes": str(self.vqvae.num_codes)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing and checking files
+
+
+@contextlib.contextmanager
+def _inference(module: nn.Module) -> Iterator[None]:
+    """Eval mode (batch norm uses its running statistics) and no autograd, restored afterwards."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _signature(names: Sequence[str], tensors: Sequence[torch.Tensor], dynamic_batch: bool) -> str:
+    return json.dumps(
+        [
+            {
+                "name": name,
+                "shape": [BATCH if dynamic_batch and i == 0 else n for i, n in enumerate(t.shape)],
+                "dtype": str(t.dtype).removeprefix("torch."),
+            }
+            for name, t in zip(names, tensors, strict=True)
+        ]
+    )
+
+
+def _write_atomically(out: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; an exported model is meant to be shared
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_onnx(
+    module: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    out: str | Path,
+    *,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_batch: bool = True,
+    metadata: Mapping[str, str] | None = None,
+    opset: int = OPSET,
+) -> Path:
+    """Trace ``module`` on ``example_inputs`` into the ONNX file ``out``, written atomically.
+
+    ``metadata`` (strings) goes into the model's ``metadata_props`` beside what is always
+    recorded: ``inputs``/``outputs`` (JSON: name, shape with "batch", dtype), ``exporter`` and
+    ``genforge_version``. On any failure nothing is left at ``out`` (an old file stays as it was).
+    """
+    onnx = _onnx()
+    out = Path(out)
+    if out.is_dir():
+        raise GenforgeError(f"{out} is a folder; give the ONNX file's path, e.g. {out / 'model.onnx'}")
+    metadata = dict(metadata or {})
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            raise TypeError(f"ONNX metadata values are strings; {key!r} is {type(value).__name__}")
+    with _inference(module):
+        outputs = module(*example_inputs)
+        outputs = (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            # the deprecation notice of this exporter (see the module docstring), and the tracer's
+            # notes that the models' Python shape checks run once, on the example, as intended
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                module,
+                example_inputs,
+                buffer,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes={name: {0: BATCH} for name in (*input_names, *output_names)} if dynamic_batch else None,
+                opset_version=opset,
+                dynamo=False,
+            )
+    model = onnx.load_from_string(buffer.getvalue())
+    recorded = {
+        **metadata,
+        "inputs": _signature(input_names, example_inputs, dynamic_batch),
+        "outputs": _signature(output_names, outputs, dynamic_batch),
+        "exporter": f"torch {torch.__version__} TorchScript exporter, opset {opset}",
+        "genforge_version": __version__,
+    }
+    del model.metadata_props[:]
+    for key, value in recorded.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(out, model.SerializeToString())
+    return out
+
+
+def export_graph(
+    graph: GeneratorGraph | EncoderGraph | DecoderGraph, out: str | Path, metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Export one of the graphs above with its names, a dynamic batch and its own facts.
+
+    ``metadata`` adds the caller's facts, e.g. ``{"config": json.dumps(config), "kind": "gan"}``.
+    """
+    facts = {"graph": graph.name, "value_range": VALUE_RANGE, **graph.describe(), **(metadata or {})}
+    return export_onnx(
+        graph,
+        graph.example_inputs(),
+        out,
+        input_names=graph.input_names,
+        output_names=graph.output_names,
+        metadata=facts,
+    )
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file, without loading its weights."""
+    model = _onnx().load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def verify(path: str | Path, graph: nn.Module, batch_sizes: Sequence[int] = (1, 3), seed: int = 1) -> dict[str, float]:
+    """Run the file in onnxruntime (CPU) and ``graph`` in PyTorch on the same random inputs.
+
+    Returns, per output, the worst disagreement over ``batch_sizes``: the largest absolute
+    difference for float outputs, the fraction of differing entries for integer ones (codes).
+    Two batch sizes other than the example's show that the batch dimension is really dynamic.
+    """
+    try:
+        import onnxruntime  # noqa: PLC0415 (optional dependency, needed only to check an export)
+    except ImportError:
+        raise GenforgeError("checking an ONNX file needs onnxruntime: pip install 'genforge[onnx]'") from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    worst = dict.fromkeys(names, 0.0)
+    for batch in batch_sizes:
+        inputs = graph.example_inputs(batch, seed + batch)
+        with _inference(graph):
+            expected = graph(*inputs)
+        expected = (expected,) if isinstance(expected, torch.Tensor) else expected
+        feeds = {i.name: t.cpu().numpy() for i, t in zip(session.get_inputs(), inputs, strict=True)}
+        for name, want, got in zip(names, expected, session.run(None, feeds), strict=True):
+            want = want.cpu().numpy()
+            if got.shape != want.shape or got.dtype != want.dtype:
+                raise GenforgeError(
+                    f"{path}: output {name} is {got.dtype} {got.shape} at batch {batch}, expected {want.dtype} {want.shape}"
+                )
+            if np.issubdtype(want.dtype, np.integer):
+                worst[name] = max(worst[name], float(np.mean(got != want)))
+            else:
+                worst[name] = max(worst[name], float(np.max(np.abs(got.astype(np.float64) - want), initial=0.0)))
+    return worst

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from genforge.data.named import NAMED_DATASETS, fetch, read_named
-from genforge.data.readers import RaggedImages, read_path
+from genforge.data.readers import read_path
+from genforge.data.result import RaggedImages
 from genforge.data.transforms import FITS, check_options, convert_channels, fit_images
 from genforge.errors import GenforgeError
 

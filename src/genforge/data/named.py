@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from genforge.data.readers import ReaderResult, is_idx_folder, open_mnist
+from genforge.data.readers import is_idx_folder, open_mnist
+from genforge.data.result import ReaderResult
 from genforge.errors import GenforgeError
 
 NAMED_DATASETS = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from genforge.data.readers import Images, RaggedImages
+from genforge.data.result import Images, RaggedImages
 from genforge.errors import GenforgeError
 
 FITS = ("none", "resize", "center-crop", "pad")
@@ -81,8 +81,8 @@ def _fit_ragged(images: RaggedImages, resolution: int, fit: str) -> np.ndarray:
 def resize(images: np.ndarray, resolution: int) -> np.ndarray:
     """uint8 (N, H, W, C) -> (N, R, R, C), bilinear with antialiasing (a box-like average when
     shrinking, as PIL does), rounded back to uint8. Same size in, same array out."""
-    import torch  # here, not at the top: `genforge data info` should not pay torch's import time
-    import torch.nn.functional as F
+    import torch  # noqa: PLC0415 -- deferred: `genforge data info` should not pay torch's import time
+    import torch.nn.functional as F  # noqa: PLC0415
 
     n, height, width, channels = images.shape
     if (height, width) == (resolution, resolution):

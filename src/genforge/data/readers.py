@@ -331,28 +331,33 @@ def open_npz(path: Path) -> ReaderResult:
 # ---------------------------------------------------------------- dispatch on a path
 
 
+def is_image_files(path: Path) -> bool:
+    """Whether ``read_path`` reads ``path`` as an image folder or zip, the formats that can be
+    decoded one file at a time (pack_dataset streams them)."""
+    if path.is_dir():
+        return cifar_kind({p.name for p in path.iterdir() if p.is_file()}) is None and not is_idx_folder(path)
+    return path.name.lower().endswith(".zip")
+
+
 def read_path(path: Path, split: str, limit: int | None = None) -> ReaderResult:
     """Pick the reader from what ``path`` is. ``limit`` is honoured early where it saves decoding."""
     if not path.exists():
         raise GenforgeError(f"{path}: no such file or folder")
     name = path.name.lower()
-    if path.is_dir():
+    if is_image_files(path):
+        require_whole(path, split)
+        return open_image_folder(path, limit) if path.is_dir() else open_image_zip(path, limit)
+    if path.is_dir():  # not images, so CIFAR or IDX
         if cifar_kind({p.name for p in path.iterdir() if p.is_file()}) is not None:
             return open_cifar_folder(path, split)
-        if is_idx_folder(path):
-            return open_mnist(path, split)
-        _require_whole(path, split)
-        return open_image_folder(path, limit)
+        return open_mnist(path, split)
     if name.endswith(ARCHIVE_SUFFIXES):
         return open_cifar_archive(path, split)
     if name.endswith(".npz"):
-        _require_whole(path, split)
+        require_whole(path, split)
         return open_npz(path)
-    if name.endswith(".zip"):
-        _require_whole(path, split)
-        return open_image_zip(path, limit)
     if is_idx(path) or "idx" in name or "ubyte" in name:  # named like IDX: let the reader say what is wrong
-        _require_whole(path, split)
+        require_whole(path, split)
         return open_idx_file(path)
     if name.endswith(IMAGE_SUFFIXES):
         raise GenforgeError(f"{path}: a single image is not a dataset; pass the folder that holds it")
@@ -362,7 +367,7 @@ def read_path(path: Path, split: str, limit: int | None = None) -> ReaderResult:
     )
 
 
-def _require_whole(path: Path, split: str) -> None:
+def require_whole(path: Path, split: str) -> None:
     """Single-split sources: 'train' and 'all' are everything; asking for 'test' is an error."""
     if split == "test":
         raise GenforgeError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -255,6 +256,19 @@ def test_pack_image_folder_streams_and_equals_load(tmp_path, monkeypatch, option
     np.testing.assert_array_equal(data.take(range(5)), expected.images)
     np.testing.assert_array_equal(data.labels, expected.labels)
     assert data.class_names == ["cat", "dog"] and data.header["packed_with"]["split"] == "train"
+
+
+def test_pack_zip_of_grey_images_streams(tmp_path):
+    folder = tmp_path / "digits"
+    images = random_images(5, 3, 3, 1)
+    for i, im in enumerate(images):
+        save_image(folder / ("odd" if i % 2 else "even") / f"{i}.png", im)
+    archive = shutil.make_archive(str(tmp_path / "digits"), "zip", tmp_path, "digits")  # wrapping folder inside
+    pack_dataset(archive, tmp_path / "p", chunk=2)
+    data = load_dataset(str(tmp_path / "p"))
+    assert data.channels == 1 and data.class_names == ["even", "odd"]  # all grey: stays one channel
+    np.testing.assert_array_equal(data.images, images[[0, 2, 4, 1, 3]])
+    np.testing.assert_array_equal(data.labels, [0, 0, 0, 1, 1])
 
 
 def test_pack_folder_of_mixed_sizes_without_fit_names_the_file(tmp_path):

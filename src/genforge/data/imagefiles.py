@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -47,16 +48,6 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
     return array[:, :, None] if array.ndim == 2 else array
 
 
-def probe_channels(data: bytes, name: str) -> int:
-    """The channel count ``decode_image`` will give, from the header alone (no pixels decoded)."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            mode = image.mode
-    except Exception as error:
-        raise GenforgeError(f"{name}: not a readable image ({error}); fix or remove the file") from None
-    return 1 if mode in _GREY_MODES or mode.startswith("I") else 3
-
-
 def _is_image_name(name: str) -> bool:
     parts = name.split("/")
     hidden = any(p.startswith(".") or p == "__MACOSX" for p in parts)  # macOS/Finder litter
@@ -72,20 +63,35 @@ class ImageFiles:
     names: list[str]  # '/'-separated paths relative to the dataset root, sorted
     labels: np.ndarray | None  # int64 (N,)
     class_names: list[str] | None
-    read: Callable[[str], bytes]
+    open: Callable[[str], BinaryIO]  # one file's encoded bytes, as a stream
     close: Callable[[], None] = field(default=lambda: None)
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def read(self, name: str) -> bytes:
+        try:
+            with self.open(name) as stream:
+                return stream.read()
+        except (OSError, zipfile.BadZipFile, zlib.error) as error:
+            raise GenforgeError(f"{self.source}: {name} cannot be read ({error})") from None
 
     def decode(self, index: int) -> np.ndarray:
         """uint8 (H, W, C) of image ``index``."""
         return decode_image(self.read(self.names[index]), self.names[index])
 
     def colour(self) -> bool:
-        """Whether any image is colour, so the whole set decodes as RGB. Reads headers only, and
-        stops at the first colour image."""
-        return any(probe_channels(self.read(n), n) == 3 for n in self.names)
+        """Whether any image decodes as colour, making the whole set RGB. Reads only headers (PIL
+        opens lazily), and stops at the first colour image."""
+        for name in self.names:
+            try:
+                with self.open(name) as stream, Image.open(stream) as image:
+                    mode = image.mode
+            except Exception as error:  # PIL's many exception types, zip and OS errors
+                raise GenforgeError(f"{name}: not a readable image ({error}); fix or remove the file") from None
+            if not (mode in _GREY_MODES or mode.startswith("I")):
+                return True
+        return False
 
     def __enter__(self) -> ImageFiles:
         return self
@@ -120,7 +126,7 @@ def list_image_folder(folder: Path) -> ImageFiles:
     names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     names = [n for n in names if _is_image_name(n)]
     labels, class_names = _labelled(names, str(folder))
-    return ImageFiles(str(folder), names, labels, class_names, lambda n: (folder / n).read_bytes())
+    return ImageFiles(str(folder), names, labels, class_names, lambda n: (folder / n).open("rb"))
 
 
 def list_image_zip(path: Path) -> ImageFiles:
@@ -136,19 +142,14 @@ def list_image_zip(path: Path) -> ImageFiles:
     while parts and all(len(p) > depth + 1 and p[depth] == parts[0][depth] for p in parts):
         depth += 1
     by_name = {"/".join(p[depth:]): m for p, m in zip(parts, members)}
-
-    def read(name: str) -> bytes:
-        try:
-            return archive.read(by_name[name])
-        except (zipfile.BadZipFile, zlib.error, OSError) as error:
-            raise GenforgeError(f"{path}: member {by_name[name]} is corrupt ({error})") from None
-
     try:
         labels, class_names = _labelled(sorted(by_name), str(path))
     except GenforgeError:
         archive.close()
         raise
-    return ImageFiles(str(path), sorted(by_name), labels, class_names, read, archive.close)
+    return ImageFiles(
+        str(path), sorted(by_name), labels, class_names, lambda n: archive.open(by_name[n]), archive.close
+    )
 
 
 def list_image_files(path: Path) -> ImageFiles:

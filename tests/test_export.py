@@ -22,27 +22,13 @@ Z_DIM = 16
 CONFIG = {"model": {"z_dim": Z_DIM}, "train": {"seed": 0}}
 
 
-# Config field names in one place: the coming renames (g_channels -> g_width, VQ-VAE
-# in_channels -> channels, channels -> width) change only these two helpers.
-def tiny_generator(channels: int = 1) -> Generator:
-    return Generator(DCGANConfig(z_dim=Z_DIM, g_channels=8, resolution=16, channels=channels))
+def tiny_generator(channels: int = 1, num_classes: int = 0) -> Generator:
+    return Generator(DCGANConfig(z_dim=Z_DIM, g_width=8, resolution=16, channels=channels, num_classes=num_classes))
 
 
-def tiny_vqvae(kind: str, channels: int = 1, **quantizer) -> VQVAE:
-    q = QuantizerConfig(kind=kind, num_codes=32, fsq_levels=(4, 2, 2, 2), **quantizer)
-    return VQVAE(VQVAEConfig(in_channels=channels, resolution=16, channels=8, latent_dim=8, quantizer=q))
-
-
-class ConditionalGenerator(nn.Module):
-    """A stand-in for a class-conditional generator: a class embedding added to z."""
-
-    def __init__(self, num_classes: int):
-        super().__init__()
-        self.embed = nn.Embedding(num_classes, Z_DIM)
-        self.net = tiny_generator(3)
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.net(z + self.embed(labels))
+def tiny_vqvae(method: str, channels: int = 1, **quantizer) -> VQVAE:
+    q = QuantizerConfig(method=method, num_codes=32, fsq_levels=(4, 2, 2, 2), **quantizer)
+    return VQVAE(VQVAEConfig(channels=channels, resolution=16, width=8, latent_dim=8, quantizer=q))
 
 
 @pytest.fixture(autouse=True)
@@ -75,15 +61,15 @@ def test_generator(tmp_path):
 
 
 def test_conditional_generator(tmp_path):
-    meta = check(export.GeneratorGraph(ConditionalGenerator(4), Z_DIM, num_classes=4), tmp_path / "g.onnx")
+    meta = check(export.GeneratorGraph(tiny_generator(3, num_classes=4).eval(), Z_DIM, num_classes=4), tmp_path / "g.onnx")
     assert [i["name"] for i in json.loads(meta["inputs"])] == ["z", "class"]
     assert json.loads(meta["inputs"])[1] == {"name": "class", "shape": ["batch"], "dtype": "int64"}
     assert meta["num_classes"] == "4"
 
 
-@pytest.mark.parametrize("kind, options", [("vq", {}), ("vq", {"cosine": True, "code_dim": 4}), ("fsq", {})])
-def test_vqvae_encoder_and_decoder(tmp_path, kind, options):
-    vqvae = tiny_vqvae(kind, 3, **options)
+@pytest.mark.parametrize("method, options", [("vq", {}), ("vq", {"cosine": True, "code_dim": 4}), ("fsq", {})])
+def test_vqvae_encoder_and_decoder(tmp_path, method, options):
+    vqvae = tiny_vqvae(method, 3, **options)
     vqvae.train()
     with torch.no_grad():
         vqvae(torch.rand(16, 3, 16, 16) * 2 - 1)  # k-means initialises the codebook: codes in use, as in a run

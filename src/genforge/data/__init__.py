@@ -1,25 +1,35 @@
-"""The data layer: any supported source -> one in-memory uint8 (N, H, W, C) array with labels.
+"""The data layer: any supported source -> one in-memory uint8 (N, H, W, C) array with labels,
+or, for a packed dataset larger than memory, a handle that reads batches from disk.
 
     data = load_dataset("fashion-mnist", split="train", resolution=32, fit="pad")
     data.images  # uint8 (60000, 32, 32, 1)
+    pack_dataset("photos/", "photos.packed", resolution=64, fit="center-crop")
+    data = open_dataset("photos.packed")  # PackedImages: nothing read yet
+    batch = data.take(draw_batch(len(data), 64, seed=0, step=step, rank=rank, world_size=world))
 
 Sources: a named dataset (see NAMED_DATASETS; a bare name wins over a folder of that name in the
 working directory, write ./mnist for the folder) or a path: image folder or .zip (class
 sub-folders give labels), IDX files of the MNIST family, CIFAR-10/100 python batches (folder or
-.tar.gz), or .npz. Fitting and channel conversion happen once here, never in the training loop.
+.tar.gz), .npz, or a packed dataset. Fitting and channel conversion happen once here (or once
+when packing), never in the training loop.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from genforge.data.named import NAMED_DATASETS, PREFERRED_FIT, fetch, read_named
-from genforge.data.readers import RaggedImages, read_path
+from genforge.data.named import NAMED_DATASETS, fetch, read_named
+from genforge.data.pack import pack_dataset
+from genforge.data.packed import CHUNK_BYTES, PackedImages, PackWriter, draw_batch, is_packed, rank_indices
+from genforge.data.readers import read_path
+from genforge.data.result import RaggedImages
 from genforge.data.transforms import FITS, check_options, convert_channels, fit_images
 from genforge.errors import GenforgeError
 
@@ -30,11 +40,17 @@ __all__ = [
     "NAMED_DATASETS",
     "SPLITS",
     "ImageData",
+    "PackWriter",
+    "PackedImages",
     "dataset_key",
     "describe",
+    "draw_batch",
     "fetch",
     "load_configured",
     "load_dataset",
+    "open_dataset",
+    "pack_dataset",
+    "rank_indices",
 ]
 
 
@@ -60,6 +76,10 @@ class ImageData:
         return None
 
     @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return self.images.shape  # (N, H, W, C)
+
+    @property
     def resolution(self) -> int:
         return self.images.shape[1]
 
@@ -69,6 +89,17 @@ class ImageData:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def take(self, indices) -> np.ndarray:
+        """uint8 (n, H, W, C): the images at ``indices``, as PackedImages.take answers."""
+        return self.images[np.asarray(indices, dtype=np.int64).reshape(-1)]
+
+    def chunks(self, max_bytes: int | None = None, stop: int | None = None) -> Iterator[np.ndarray]:
+        """The first ``stop`` images in order, in slices of at most ``max_bytes``, as PackedImages.chunks."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        step = max(1, (max_bytes or CHUNK_BYTES) // max(1, self.images[0].nbytes)) if stop else 1
+        for start in range(0, stop, step):
+            yield self.images[start : min(start + step, stop)]
 
 
 def load_dataset(
@@ -82,13 +113,12 @@ def load_dataset(
 ) -> ImageData:
     """Read ``source``'s ``split`` ('train', 'test' or 'all'), keep the first ``limit`` images,
     fit them to ``resolution`` x ``resolution`` (fit: none | resize | center-crop | pad) and
-    convert to ``channels`` (1 grey, 3 RGB, None as stored)."""
+    convert to ``channels`` (1 grey, 3 RGB, None as stored). A packed dataset is read into
+    memory: its first ``limit`` images, or all of them if they fit ``in_memory_limit()``."""
     source = str(source)
-    if split not in SPLITS:
-        raise GenforgeError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
-        raise GenforgeError(f"limit must be a positive integer, got {limit!r}")
-    check_options(resolution, fit, channels)
+    _check_request(split, limit, resolution, fit, channels)
+    if (packed_folder := _packed_path(source)) is not None:
+        return _materialize(_open_packed(packed_folder, split, resolution, channels), limit)
     if source in NAMED_DATASETS:
         (images, labels, class_names), folder = read_named(source, split)
         where = f"{source} ({folder})"
@@ -106,18 +136,22 @@ def load_dataset(
     return ImageData(images=images, labels=labels, class_names=class_names, source=where)
 
 
-def load_configured(cfg, split: str = "train", nearest=None) -> tuple[ImageData, object]:
+def load_configured(
+    cfg, split: str = "train", nearest=None, lazy: bool = False
+) -> tuple[ImageData | PackedImages, object]:
     """A run's data section -> (the images, the section with resolution and fit made concrete).
 
     ``cfg`` is a ``config.DataConfig``. With ``resolution`` 0 the images keep their own size, or,
     when ``nearest`` (a model's ``side -> supported side``) is given, go to the nearest size the
     model supports; a named dataset may prefer its own (Fashion-MNIST: 32, padded). ``fit`` "auto"
     resizes square images and centre-crops others. The returned section is what the run records,
-    so resuming and evaluating load exactly the same pixels.
+    so resuming and evaluating load exactly the same pixels. ``lazy`` returns a packed dataset as
+    a handle that reads batches from disk (see ``open_dataset``).
     """
     resolution, fit = cfg.resolution, cfg.fit
     if resolution == 0 or fit == "auto":
-        preferred = PREFERRED_FIT.get(str(cfg.source))
+        named = NAMED_DATASETS.get(str(cfg.source))
+        preferred = named.preferred_fit if named is not None else None
         if resolution == 0 and preferred is not None:
             resolution = preferred[0]
         if resolution == 0:
@@ -136,7 +170,8 @@ def load_configured(cfg, split: str = "train", nearest=None) -> tuple[ImageData,
                     if native[0] == native[1]
                     else "center-crop"
                 )
-    data = load_dataset(
+    read = open_dataset if lazy else load_dataset
+    data = read(
         cfg.source,
         split=split,
         resolution=resolution,
@@ -149,6 +184,8 @@ def load_configured(cfg, split: str = "train", nearest=None) -> tuple[ImageData,
 
 def _native_size(source: str, split: str) -> tuple[int, int]:
     """(height, width) of the first image of a source (the most common size in a mixed folder)."""
+    if (packed := _packed_path(str(source))) is not None:
+        return PackedImages(packed).shape[1:3]
     if str(source) in NAMED_DATASETS:
         (images, _, _), _ = read_named(str(source), split)
     else:
@@ -159,25 +196,108 @@ def _native_size(source: str, split: str) -> tuple[int, int]:
     return images.shape[1], images.shape[2]
 
 
-def describe(data: ImageData) -> dict:
-    """Summary for ``genforge data info``: sizes, class balance and pixel statistics."""
+def open_dataset(
+    source: str,
+    *,
+    split: str = "train",
+    resolution: int | None = None,
+    fit: str = "none",
+    channels: int | None = None,
+    limit: int | None = None,
+) -> ImageData | PackedImages:
+    """Like load_dataset, but a packed dataset (without a ``limit``) comes back as a PackedImages
+    handle that reads images only when asked (take, chunks): the training loop's entry point."""
+    source = str(source)
+    _check_request(split, limit, resolution, fit, channels)
+    if limit is None and (packed_folder := _packed_path(source)) is not None:
+        return _open_packed(packed_folder, split, resolution, channels)
+    return load_dataset(source, split=split, resolution=resolution, fit=fit, channels=channels, limit=limit)
+
+
+def _check_request(split: str, limit: int | None, resolution: int | None, fit: str, channels: int | None) -> None:
+    """Validate the options before anything is read, so bad flags fail at once."""
+    if split not in SPLITS:
+        raise GenforgeError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+        raise GenforgeError(f"limit must be a positive integer, got {limit!r}")
+    check_options(resolution, fit, channels)
+
+
+def _packed_path(source: str) -> Path | None:
+    """The folder, if ``source`` is a packed dataset (a bare dataset name never is)."""
+    path = Path(source).expanduser()
+    return path if source not in NAMED_DATASETS and is_packed(path) else None
+
+
+def _open_packed(path: Path, split: str, resolution: int | None, channels: int | None) -> PackedImages:
+    """Packed data was fitted when it was packed; asking for another size or channel count is an
+    error, since fitting on every read would cost each epoch what packing paid once."""
+    packed = PackedImages(path)
+    if split == "test":
+        packed_split = packed.header.get("packed_with", {}).get("split", "?")
+        raise GenforgeError(
+            f"{path}: a packed dataset holds the one split it was packed from ('{packed_split}'); use split "
+            "'train' or 'all', or pack the test split into a folder of its own"
+        )
+    _, height, width, stored = packed.shape
+    if resolution is not None and (height, width) != (resolution, resolution):
+        raise GenforgeError(
+            f"{path}: packed at {width}x{height}, resolution {resolution} was asked; packed data is not "
+            f"resized when read: pack it again with --resolution {resolution} (and --fit)"
+        )
+    if channels is not None and channels != stored:
+        raise GenforgeError(
+            f"{path}: packed with {stored} channel(s), {channels} was asked; pack it again with --channels {channels}"
+        )
+    return packed
+
+
+def in_memory_limit() -> int:
+    """Bytes of packed images load_dataset reads whole without a limit: a quarter of this
+    machine's memory, so a set that would crowd out training stays on disk (2 GiB if unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return 2 << 30
+
+
+def _materialize(packed: PackedImages, limit: int | None) -> ImageData:
+    count = len(packed) if limit is None else min(limit, len(packed))
+    if limit is None and packed.nbytes > in_memory_limit():
+        raise GenforgeError(
+            f"{packed.folder}: holds {packed.nbytes / 2**30:.1f} GiB of images, more than genforge reads into "
+            f"memory ({in_memory_limit() / 2**30:.1f} GiB, a quarter of this machine's); read it lazily with "
+            "genforge.data.open_dataset, or pass a limit"
+        )
+    labels = None if packed.labels is None else packed.labels[:count]
+    return ImageData(images=packed.read(0, count), labels=labels, class_names=packed.class_names, source=packed.source)
+
+
+def describe(data: ImageData | PackedImages) -> dict:
+    """Summary for ``genforge data info``: sizes, class balance and pixel statistics. Pixels are
+    read a chunk at a time, so a packed dataset is streamed, never loaded whole."""
     class_counts = None
     if data.labels is not None:
         counts = np.bincount(data.labels, minlength=data.num_classes or 0)
         names = data.class_names or [str(i) for i in range(len(counts))]
         class_counts = {names[i]: int(c) for i, c in enumerate(counts)}
-    empty = len(data) == 0
+    low, high, total = None, None, 0
+    for part in data.chunks():
+        low = int(part.min()) if low is None else min(low, int(part.min()))
+        high = int(part.max()) if high is None else max(high, int(part.max()))
+        total += int(part.sum(dtype=np.uint64))
+    count, height, width, channels = data.shape
     return {
         "source": data.source,
-        "count": len(data),
-        "height": data.images.shape[1],
-        "width": data.images.shape[2],
-        "channels": data.channels,
+        "count": count,
+        "height": height,
+        "width": width,
+        "channels": channels,
         "num_classes": data.num_classes,
         "class_counts": class_counts,
-        "min": None if empty else int(data.images.min()),
-        "max": None if empty else int(data.images.max()),
-        "mean": None if empty else float(data.images.mean(dtype=np.float64)),
+        "min": low,
+        "max": high,
+        "mean": None if low is None else total / (count * height * width * channels),
     }
 
 

@@ -1,8 +1,5 @@
-"""One small reader per data format, each returning (images, labels, class_names).
-
-images: uint8 (N, H, W, C) with C in {1, 3}, or ``RaggedImages`` when an image folder or zip
-holds pictures of differing sizes (transforms.fit_images turns those into one array).
-labels: int64 (N,) or None. class_names: list[str] or None.
+"""One small reader per data format, each returning (images, labels, class_names) as
+``result.check_result`` asserts; image folders and zips live in ``imagefiles``.
 Model: stylegan2-ada ``dataset_tool.py`` (open_mnist, open_cifar10, open_image_folder).
 """
 
@@ -20,148 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from genforge.data.imagefiles import IMAGE_SUFFIXES, open_image_folder, open_image_zip
+from genforge.data.result import ReaderResult, as_labels, check_result
 from genforge.errors import GenforgeError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
-
-
-class RaggedImages(list):
-    """Images of differing sizes, uint8 (H, W, C) each, with the file each came from (for messages)."""
-
-    def __init__(self, images: list[np.ndarray], names: list[str]):
-        super().__init__(images)
-        self.names = names
-
-
-Images = np.ndarray | RaggedImages
-ReaderResult = tuple[Images, np.ndarray | None, list[str] | None]
-
-
-def check_result(images: Images, labels: np.ndarray | None, class_names: list[str] | None) -> ReaderResult:
-    """Assert the reader contract at the seam, so a wrong reader fails here and not in training."""
-    if isinstance(images, RaggedImages):
-        assert all(im.dtype == np.uint8 and im.ndim == 3 and im.shape[2] in (1, 3) for im in images)
-        assert len({im.shape[2] for im in images}) == 1, "ragged images must share their channel count"
-    else:
-        assert images.dtype == np.uint8 and images.ndim == 4 and images.shape[3] in (1, 3), (
-            f"{images.dtype} {images.shape}"
-        )
-    if labels is not None:
-        assert labels.dtype == np.int64 and labels.shape == (len(images),), f"{labels.dtype} {labels.shape}"
-        assert len(labels) == 0 or labels.min() >= 0
-        if class_names is not None and len(labels):
-            assert labels.max() < len(class_names)
-    return images, labels, class_names
-
-
-def as_labels(values, name: str) -> np.ndarray:
-    """Any integer sequence -> int64 (N,); a user error if it is not whole non-negative numbers."""
-    array = np.asarray(values)
-    if array.ndim != 1 or not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
-        raise GenforgeError(f"{name}: labels must be a 1-D array of integers, got {array.dtype} of shape {array.shape}")
-    array = array.astype(np.int64)
-    if len(array) and array.min() < 0:
-        raise GenforgeError(f"{name}: labels must be >= 0, found {array.min()}")
-    return array
-
-
-# ---------------------------------------------------------------- image folders and zips
-
-
-def _decode_image(data: bytes, name: str) -> np.ndarray:
-    """Encoded PNG/JPEG/BMP bytes -> uint8 (H, W, 1) for grey, (H, W, 3) for everything else."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()  # decode now, so a truncated file fails here with its name
-            if image.mode in ("1", "L", "LA"):
-                array = np.asarray(image.convert("L"))
-            elif image.mode.startswith("I"):  # 16-bit grey: keep the top 8 bits
-                wide = np.asarray(image).astype(np.int64)
-                if wide.min() < 0 or wide.max() > 65535:
-                    raise GenforgeError(f"{name}: 32-bit image values outside 0..65535; save it as 8-bit")
-                array = (wide >> 8).astype(np.uint8)
-            elif image.mode == "F":
-                raise GenforgeError(f"{name}: floating-point images are not supported; save it as 8-bit")
-            else:  # RGB, RGBA (alpha dropped, not composited), P (palette), CMYK, ...
-                array = np.asarray(image.convert("RGB"))
-    except GenforgeError:
-        raise
-    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        raise GenforgeError(f"{name}: not a readable image ({error}); fix or remove the file") from None
-    return array[:, :, None] if array.ndim == 2 else array
-
-
-def _is_image_name(name: str) -> bool:
-    parts = name.split("/")
-    hidden = any(p.startswith(".") or p == "__MACOSX" for p in parts)  # macOS/Finder litter
-    return not hidden and name.lower().endswith(IMAGE_SUFFIXES)
-
-
-def _decode_all(names: list[str], read: Callable[[str], bytes], source: str, limit: int | None) -> ReaderResult:
-    """Shared by folders and zips: names are '/'-separated paths relative to the dataset root."""
-    if not names:
-        raise GenforgeError(
-            f"{source}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} files, also in sub-folders)"
-        )
-    in_folder = [len(n.split("/")) > 1 for n in names]
-    if any(in_folder) and not all(in_folder):
-        top = names[in_folder.index(False)]
-        sub = names[in_folder.index(True)]
-        raise GenforgeError(
-            f"{source}: some images are at the top level (e.g. {top}) and some in class sub-folders "
-            f"(e.g. {sub}); put every image in a class sub-folder, or none"
-        )
-    labels = class_names = None
-    if all(in_folder):  # the top-level folder is the class, however deep the image sits below it
-        folders = [n.split("/")[0] for n in names]
-        class_names = sorted(set(folders))
-        index = {c: i for i, c in enumerate(class_names)}
-        labels = np.array([index[f] for f in folders], np.int64)
-    if limit is not None:  # after labelling, so class ids do not depend on the limit
-        names = names[:limit]
-        labels = None if labels is None else labels[:limit]
-    pictures = [_decode_image(read(n), n) for n in names]
-    if any(p.shape[2] == 3 for p in pictures):  # one channel count for the set: grey joins RGB
-        pictures = [np.repeat(p, 3, axis=2) if p.shape[2] == 1 else p for p in pictures]
-    if len({p.shape for p in pictures}) == 1:
-        images: Images = np.stack(pictures)  # (N, H, W, C)
-    else:
-        images = RaggedImages(pictures, names)
-    return check_result(images, labels, class_names)
-
-
-def open_image_folder(folder: Path, limit: int | None = None) -> ReaderResult:
-    """A folder of images; class sub-folders (sorted by name) give labels, a flat folder none."""
-    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    names = [n for n in names if _is_image_name(n)]
-    return _decode_all(names, lambda n: (folder / n).read_bytes(), str(folder), limit)
-
-
-def open_image_zip(path: Path, limit: int | None = None) -> ReaderResult:
-    """A zip of images, read in place. Wrapping folders that hold everything are skipped, so
-    ``zip -r data.zip data/`` reads like the folder ``data`` (a zip of one class: no labels)."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as error:
-        raise GenforgeError(f"{path}: not a readable zip archive ({error})") from None
-    with archive:
-        members = sorted(i.filename for i in archive.infolist() if not i.is_dir() and _is_image_name(i.filename))
-        parts = [m.split("/") for m in members]
-        depth = 0
-        while parts and all(len(p) > depth + 1 and p[depth] == parts[0][depth] for p in parts):
-            depth += 1
-        by_name = {"/".join(p[depth:]): m for p, m in zip(parts, members)}
-
-        def read(name: str) -> bytes:
-            try:
-                return archive.read(by_name[name])
-            except (zipfile.BadZipFile, zlib.error, OSError) as error:
-                raise GenforgeError(f"{path}: member {by_name[name]} is corrupt ({error})") from None
-
-        return _decode_all(sorted(by_name), read, str(path), limit)
 
 
 # ---------------------------------------------------------------- IDX (MNIST family)
@@ -470,28 +331,33 @@ def open_npz(path: Path) -> ReaderResult:
 # ---------------------------------------------------------------- dispatch on a path
 
 
+def is_image_files(path: Path) -> bool:
+    """Whether ``read_path`` reads ``path`` as an image folder or zip, the formats that can be
+    decoded one file at a time (pack_dataset streams them)."""
+    if path.is_dir():
+        return cifar_kind({p.name for p in path.iterdir() if p.is_file()}) is None and not is_idx_folder(path)
+    return path.name.lower().endswith(".zip")
+
+
 def read_path(path: Path, split: str, limit: int | None = None) -> ReaderResult:
     """Pick the reader from what ``path`` is. ``limit`` is honoured early where it saves decoding."""
     if not path.exists():
         raise GenforgeError(f"{path}: no such file or folder")
     name = path.name.lower()
-    if path.is_dir():
+    if is_image_files(path):
+        require_whole(path, split)
+        return open_image_folder(path, limit) if path.is_dir() else open_image_zip(path, limit)
+    if path.is_dir():  # not images, so CIFAR or IDX
         if cifar_kind({p.name for p in path.iterdir() if p.is_file()}) is not None:
             return open_cifar_folder(path, split)
-        if is_idx_folder(path):
-            return open_mnist(path, split)
-        _require_whole(path, split)
-        return open_image_folder(path, limit)
+        return open_mnist(path, split)
     if name.endswith(ARCHIVE_SUFFIXES):
         return open_cifar_archive(path, split)
     if name.endswith(".npz"):
-        _require_whole(path, split)
+        require_whole(path, split)
         return open_npz(path)
-    if name.endswith(".zip"):
-        _require_whole(path, split)
-        return open_image_zip(path, limit)
     if is_idx(path) or "idx" in name or "ubyte" in name:  # named like IDX: let the reader say what is wrong
-        _require_whole(path, split)
+        require_whole(path, split)
         return open_idx_file(path)
     if name.endswith(IMAGE_SUFFIXES):
         raise GenforgeError(f"{path}: a single image is not a dataset; pass the folder that holds it")
@@ -501,7 +367,7 @@ def read_path(path: Path, split: str, limit: int | None = None) -> ReaderResult:
     )
 
 
-def _require_whole(path: Path, split: str) -> None:
+def require_whole(path: Path, split: str) -> None:
     """Single-split sources: 'train' and 'all' are everything; asking for 'test' is an error."""
     if split == "test":
         raise GenforgeError(

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genforge.data.readers import Images, RaggedImages
+from genforge.data.result import Images, RaggedImages
 from genforge.errors import GenforgeError
 
 FITS = ("none", "resize", "center-crop", "pad")

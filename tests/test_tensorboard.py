@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from genforge import tensorboard as tb
 from genforge.errors import GenforgeError
 from genforge.images import save_grid
+from genforge.training import tensorboard as tb
 
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E402 (after the skip)

@@ -24,6 +24,7 @@ from genforge.images import to_float, to_uint8
 from genforge.losses import RECONSTRUCTION_LOSSES, adaptive_weight, d_hinge, g_hinge, vqvae_loss
 from genforge.metrics.core import codebook_usage, perplexity
 from genforge.metrics.evaluate import evaluate_samples, reconstruction_metrics
+from genforge.models.graphs import DecoderGraph, EncoderGraph
 from genforge.models.patchgan import PatchGAN, PatchGANConfig
 from genforge.models.quantizers import CodebookHealth
 from genforge.models.vqvae import VQVAE, VQVAEConfig, nearest_resolution
@@ -311,5 +312,9 @@ SPEC = register(
         migrate=migrate,
         grid_caption="originals and reconstructions, in pairs",
         cannot_sample=CANNOT_SAMPLE,
+        exports={
+            "decoder": lambda model: DecoderGraph(model.vqvae),
+            "encoder": lambda model: EncoderGraph(model.vqvae),
+        },
     )
 )

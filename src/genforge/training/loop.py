@@ -226,6 +226,7 @@ def run(
                     )
                     bar.set_description(shown)
                 if cfg.sample_every and step % cfg.sample_every == 0:
+                    _check_finite(sums, step, trainer, saved[0])  # no grid of a diverged model
                     _save_samples(trainer, run_dir, step, cfg)
                 if step % cfg.checkpoint_every == 0:
                     save()
@@ -251,7 +252,7 @@ def _check_finite(sums: dict[str, torch.Tensor], step: int, trainer, last_saved:
     bad = [k for k, v in sums.items() if not torch.isfinite(v).all()]
     if parameters and not bad:
         for name, module in trainer.modules().items():
-            values = [p.detach() for p in module.parameters()]
+            values = [t.detach() for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
             if values and not torch.isfinite(torch.stack([v.float().sum() for v in values])).all():
                 bad.append(f"the weights of {name}")
     if not bad:

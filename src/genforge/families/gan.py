@@ -31,7 +31,7 @@ from genforge.config import (
     one_of,
     positive,
 )
-from genforge.data import load_configured
+from genforge.data import fit_note, load_configured
 from genforge.errors import GenforgeError
 from genforge.families.registry import EvalContext, FamilySpec, Prepared, register, score_generator
 from genforge.images import save_grid, to_uint8
@@ -452,14 +452,16 @@ def fit_to_data(config, resolution: int, channels: int, num_classes: int = 0):
 
 def load_for(config, nearest: Callable[[int], int]) -> Prepared:
     """The data of a GAN run, fitted to a resolution its networks support; fills the config."""
+    asked = config.data
     data, config.data = load_configured(config.data, nearest=nearest)
+    notes = [note] if (note := fit_note(asked, config.data)) else []
     num_classes = 0
     if config.conditional:
         if data.labels is None:
             raise GenforgeError(f"conditional: true needs class labels, and {config.data.source} has none")
         num_classes = data.num_classes
     fit_to_data(config, data.resolution, data.channels, num_classes)
-    return Prepared(config, data.images, data.labels, num_classes=num_classes, data_config=config.data)
+    return Prepared(config, data.images, data.labels, num_classes=num_classes, data_config=config.data, notes=notes)
 
 
 def prepare(config: GANRunConfig, progress: bool = True) -> Prepared:

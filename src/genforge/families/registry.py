@@ -45,6 +45,7 @@ class Prepared:
     num_classes: int | None = None
     data_config: DataConfig | None = None  # the real data samples are compared with (in-training evaluation)
     extras: dict[str, Any] = field(default_factory=dict)  # family-specific (the prior's VQ-VAE, ...)
+    notes: list[str] = field(default_factory=list)  # one-line facts training prints at start (how data was fitted)
 
 
 class Trainer(Protocol):

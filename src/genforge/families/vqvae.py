@@ -17,7 +17,7 @@ import torch
 
 from genforge import checkpoint as ckpt
 from genforge.config import DataConfig, TrainConfig, fill_from_data, fraction, non_negative, one_of, positive
-from genforge.data import ImageData, load_configured
+from genforge.data import ImageData, fit_note, load_configured
 from genforge.errors import GenforgeError
 from genforge.families.registry import EvalContext, FamilySpec, Prepared, register
 from genforge.images import to_float, to_uint8
@@ -239,11 +239,14 @@ def fit_to_data(config: VQVAERunConfig, resolution: int, channels: int) -> VQVAE
 
 
 def prepare(config: VQVAERunConfig, progress: bool = True) -> Prepared:
-    downsample = config.model.downsample
+    downsample, asked = config.model.downsample, config.data
     data, config.data = load_configured(config.data, nearest=lambda side: nearest_resolution(side, downsample))
     fit_to_data(config, data.resolution, data.channels)
     grid = to_float(data.images[: config.train.grid_images // 2])
-    return Prepared(config, data.images, data.labels, extras={"grid_images": grid}, data_config=config.data)
+    notes = [note] if (note := fit_note(asked, config.data)) else []
+    return Prepared(
+        config, data.images, data.labels, extras={"grid_images": grid}, data_config=config.data, notes=notes
+    )
 
 
 def build(prepared: Prepared, device: torch.device, dtype: torch.dtype) -> VQVAETrainer:

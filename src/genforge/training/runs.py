@@ -60,6 +60,8 @@ def train(
     config = prepared.config
     if dry_run:
         return config
+    for note in prepared.notes:
+        _say(progress, note)
     saved = check_resume(out, spec, to_dict(config))
     device = pick_device(config.train.device)
     with RunLock(out):

@@ -33,6 +33,7 @@ import contextlib
 import inspect
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -46,6 +47,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from genforge.config import TrainConfig
 from genforge.errors import GenforgeError
+
+# DDP warns (once per process) when a gradient's strides differ from its bucket's; genforge's
+# differ only in dimensions of size 1 (a conv with one input or output channel), the same layout.
+warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
 
 # torch >= 2.12 spells "do not broadcast buffers before each forward" forward_sync_buffers=False
 # (buffers are still made equal when DDP starts); earlier versions broadcast_buffers=False.

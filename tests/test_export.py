@@ -11,6 +11,7 @@ import torch.nn as nn
 from genforge import __version__
 from genforge.commands import export
 from genforge.errors import GenforgeError
+from genforge.models import graphs
 from genforge.models.gan import DCGANConfig, Generator
 from genforge.models.quantizers import QuantizerConfig
 from genforge.models.vqvae import VQVAE, VQVAEConfig
@@ -54,14 +55,16 @@ def check(graph, path) -> dict[str, str]:
 def test_generator(tmp_path):
     generator = tiny_generator()
     generator.train()  # exported in eval mode, and given back as it was
-    meta = check(export.GeneratorGraph(generator, Z_DIM), tmp_path / "g.onnx")
+    meta = check(graphs.GeneratorGraph(generator, Z_DIM), tmp_path / "g.onnx")
     assert generator.training and all(m.training for m in generator.modules())
     assert json.loads(meta["inputs"]) == [{"name": "z", "shape": ["batch", Z_DIM], "dtype": "float32"}]
     assert json.loads(meta["outputs"]) == [{"name": "images", "shape": ["batch", 1, 16, 16], "dtype": "float32"}]
 
 
 def test_conditional_generator(tmp_path):
-    meta = check(export.GeneratorGraph(tiny_generator(3, num_classes=4).eval(), Z_DIM, num_classes=4), tmp_path / "g.onnx")
+    meta = check(
+        graphs.GeneratorGraph(tiny_generator(3, num_classes=4).eval(), Z_DIM, num_classes=4), tmp_path / "g.onnx"
+    )
     assert [i["name"] for i in json.loads(meta["inputs"])] == ["z", "class"]
     assert json.loads(meta["inputs"])[1] == {"name": "class", "shape": ["batch"], "dtype": "int64"}
     assert meta["num_classes"] == "4"
@@ -73,24 +76,24 @@ def test_vqvae_encoder_and_decoder(tmp_path, method, options):
     vqvae.train()
     with torch.no_grad():
         vqvae(torch.rand(16, 3, 16, 16) * 2 - 1)  # k-means initialises the codebook: codes in use, as in a run
-    encoder = check(export.EncoderGraph(vqvae), tmp_path / "enc.onnx")
+    encoder = check(graphs.EncoderGraph(vqvae), tmp_path / "enc.onnx")
     assert json.loads(encoder["outputs"]) == [{"name": "codes", "shape": ["batch", 4, 4], "dtype": "int64"}]
     assert encoder["grid"] == "4x4" and encoder["num_codes"] == str(vqvae.num_codes)
-    decoder = check(export.DecoderGraph(vqvae), tmp_path / "dec.onnx")
+    decoder = check(graphs.DecoderGraph(vqvae), tmp_path / "dec.onnx")
     assert json.loads(decoder["inputs"]) == [{"name": "codes", "shape": ["batch", 4, 4], "dtype": "int64"}]
     assert json.loads(decoder["outputs"])[0]["shape"] == ["batch", 3, 16, 16]
 
 
 def test_encoder_codes_are_the_model_codes(tmp_path):
     vqvae = tiny_vqvae("vq")
-    graph = export.EncoderGraph(vqvae)
+    graph = graphs.EncoderGraph(vqvae)
     (images,) = graph.example_inputs(5)
     with torch.no_grad():
         assert torch.equal(graph(images), vqvae.encode_indices(images))  # the traced distances are the model's
 
 
 def test_deterministic_bytes(tmp_path):
-    graph = export.DecoderGraph(tiny_vqvae("fsq"))
+    graph = graphs.DecoderGraph(tiny_vqvae("fsq"))
     first, second = export.export_graph(graph, tmp_path / "a.onnx"), export.export_graph(graph, tmp_path / "b.onnx")
     assert first.read_bytes() == second.read_bytes()
 
@@ -107,12 +110,12 @@ def test_failure_leaves_nothing_and_keeps_the_old_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
     out.write_bytes(b"old")
     with pytest.raises(TypeError, match="strings"):
-        export.export_graph(export.DecoderGraph(tiny_vqvae("fsq")), out, {"steps": 3})
+        export.export_graph(graphs.DecoderGraph(tiny_vqvae("fsq")), out, {"steps": 3})
     assert out.read_bytes() == b"old" and list(tmp_path.iterdir()) == [out]
 
 
 def test_refuses_a_folder_and_what_cannot_be_exported(tmp_path):
     with pytest.raises(GenforgeError, match="is a folder"):
-        export.export_graph(export.GeneratorGraph(tiny_generator(), Z_DIM), tmp_path)
+        export.export_graph(graphs.GeneratorGraph(tiny_generator(), Z_DIM), tmp_path)
     with pytest.raises(GenforgeError, match=r"^cannot export a prior's sampling loop to ONNX: export the decoder"):
         export.refuse("a prior's sampling loop", "export the decoder")

@@ -19,6 +19,8 @@ from genforge.commands import reconstruct
 from genforge.commands.compare import compare, report
 from genforge.commands.demo import run_demo
 from genforge.commands.evaluate import evaluate, real_vs_real
+from genforge.commands.export import FORMATS as EXPORT_FORMATS
+from genforge.commands.export import export
 from genforge.commands.sample import sample
 from genforge.config import DEVICES, FITS, PRECISIONS, dump_yaml
 from genforge.errors import GenforgeError
@@ -194,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     _device(demo)
     demo.add_argument("--quiet", action="store_true")
 
+    exp = sub.add_parser("export", help="a run's generator (or VQ-VAE encoder/decoder) as an ONNX file")
+    exp.add_argument("run", type=Path)
+    exp.add_argument("--format", default="onnx", choices=EXPORT_FORMATS)
+    exp.add_argument("--out", type=Path, required=True, help="the file to write, e.g. generator.onnx")
+    exp.add_argument("--part", help="what to export (GAN: generator; VQ-VAE: decoder or encoder); default the first")
+    exp.add_argument("--no-check", action="store_true", help="skip running the file in onnxruntime beside PyTorch")
+
     data = sub.add_parser("data", help="inspect or locate datasets")
     dsub = data.add_subparsers(dest="data_command", required=True)
     info = dsub.add_parser("info", help="count, shape, channels, classes, value range")
@@ -235,6 +244,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "compare": _report,
         "report": _report,
         "demo": _demo,
+        "export": _export,
     }
     return handlers[args.command](args)
 
@@ -344,6 +354,13 @@ def _demo(args: argparse.Namespace) -> int:
 
     result = run_demo(args.out, args.minutes, args.data, args.n, args.device, not args.quiet, features=args.features)
     print(f"wrote {result.report}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    path, part, worst = export(args.run, args.out, fmt=args.format, part=args.part, check=not args.no_check)
+    checked = ", ".join(f"{name} max |onnxruntime - torch| {value:.2e}" for name, value in worst.items())
+    print(f"wrote the {part} of {args.run} to {path}" + (f" ({checked})" if checked else ""))
     return 0
 
 

@@ -1,11 +1,8 @@
-"""ONNX export: a GAN's generator, or a VQ-VAE's encoder and decoder, as files any ONNX runtime runs.
+"""``genforge export``: a GAN's generator, or a VQ-VAE's encoder and decoder, as ONNX files.
 
-Optional (``pip install 'genforge[onnx]'``). Each exportable piece is wrapped in a small
-``nn.Module`` whose inputs and outputs are plain tensors with a dynamic batch dimension:
-
-    GeneratorGraph  z float32 (B, z_dim) [, class int64 (B,)]  -> images float32 (B, C, H, W) in [-1, 1]
-    EncoderGraph    images float32 (B, C, H, W) in [-1, 1]     -> codes int64 (B, h, w)
-    DecoderGraph    codes int64 (B, h, w)                      -> images float32 (B, C, H, W) in [-1, 1]
+Optional (``pip install 'genforge[onnx]'``). What a run can export is declared by its family
+(``FamilySpec.exports``: part name -> a graph from ``models/graphs.py``), whose inputs and outputs
+are plain tensors with a dynamic batch dimension.
 
 The file carries what a user needs to call it in ``metadata_props``: the graph, its inputs and
 outputs (names, shapes with "batch", dtypes), the value range, the run's config as JSON and the
@@ -30,8 +27,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -41,10 +36,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from genforge import __version__
+from genforge import __version__, families
+from genforge import checkpoint as ckpt
+from genforge.config import to_dict
 from genforge.errors import GenforgeError
-from genforge.models.quantizers import VectorQuantizer
-from genforge.models.vqvae import VQVAE
+from genforge.models.graphs import DecoderGraph, EncoderGraph, GeneratorGraph
+from genforge.runfolder import atomic_write
 
 OPSET = 17  # ONNX 1.12 (2022): every maintained runtime reads it
 VALUE_RANGE = "[-1, 1]"
@@ -63,114 +60,6 @@ def _onnx() -> Any:
     except ImportError:
         raise GenforgeError(INSTALL_HINT) from None
     return onnx
-
-
-# ---------------------------------------------------------------------------------------------
-# Exportable graphs
-
-
-def _device(module: nn.Module) -> torch.device:
-    return next((p.device for p in module.parameters()), torch.device("cpu"))
-
-
-class GeneratorGraph(nn.Module):
-    """z (B, z_dim) [, class (B,)] -> images (B, C, H, W) clamped to [-1, 1].
-
-    A conditional generator (``num_classes > 0``) is called as ``generator(z, labels)``.
-    """
-
-    name = "generator"
-    output_names = ("images",)
-
-    def __init__(self, generator: nn.Module, z_dim: int, num_classes: int = 0):
-        super().__init__()
-        self.generator = generator
-        self.z_dim = z_dim
-        self.num_classes = num_classes
-        self.input_names = ("z", "class") if num_classes else ("z",)
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        images = self.generator(z, labels) if self.num_classes else self.generator(z)  # (B, C, H, W)
-        return images.clamp(-1.0, 1.0)
-
-    def example_inputs(self, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
-        g = torch.Generator().manual_seed(seed)
-        z = torch.randn(batch, self.z_dim, generator=g).to(_device(self))
-        if not self.num_classes:
-            return (z,)
-        return z, torch.randint(self.num_classes, (batch,), generator=g).to(z.device)
-
-    def describe(self) -> dict[str, str]:
-        facts = {"z": "standard normal, float32 (batch, z_dim)", "z_dim": str(self.z_dim)}
-        if self.num_classes:
-            facts["num_classes"] = str(self.num_classes)
-        return facts
-
-
-def _code_indices(vqvae: VQVAE, z: torch.Tensor) -> torch.Tensor:
-    """(B, D, h, w) encoder output -> (B, h, w) code indices, as a graph a trace can record.
-
-    ``VectorQuantizer.to_indices`` chunks rows in a Python loop (``nearest_code``), which a
-    trace freezes to the example's batch size; here the same distances in one piece. Remove
-    this once ``nearest_code`` skips chunking while tracing.
-    """
-    quantizer = vqvae.quantizer
-    if not isinstance(quantizer, VectorQuantizer):
-        return quantizer.to_indices(z)
-    b, _, h, w = z.shape
-    rows, codes = quantizer._rows(z), quantizer._codes()  # (N, d), (K, d)
-    if quantizer.config.cosine:  # unit vectors: nearest = largest dot product
-        return (rows @ codes.t()).argmax(1).reshape(b, h, w)
-    return (codes.pow(2).sum(1) - 2 * rows @ codes.t()).argmin(1).reshape(b, h, w)
-
-
-class EncoderGraph(nn.Module):
-    """images (B, C, H, W) in [-1, 1] -> int64 code grid (B, h, w)."""
-
-    name = "encoder"
-    input_names = ("images",)
-    output_names = ("codes",)
-
-    def __init__(self, vqvae: VQVAE):
-        super().__init__()
-        self.vqvae = vqvae
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return _code_indices(self.vqvae, self.vqvae.encode(images))
-
-    def example_inputs(self, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
-        # the encoder takes what the decoder makes: its shape, without naming config fields
-        codes = torch.zeros(1, *self.vqvae.grid_size, dtype=torch.long, device=_device(self))
-        with torch.no_grad():
-            shape = self.vqvae.decode_indices(codes).shape[1:]  # (C, H, W)
-        g = torch.Generator().manual_seed(seed)
-        return (torch.rand(batch, *shape, generator=g).mul(2).sub(1).to(codes.device),)
-
-    def describe(self) -> dict[str, str]:
-        return {"grid": "x".join(map(str, self.vqvae.grid_size)), "num_codes": str(self.vqvae.num_codes)}
-
-
-class DecoderGraph(nn.Module):
-    """int64 code grid (B, h, w) -> images (B, C, H, W) clamped to [-1, 1]."""
-
-    name = "decoder"
-    input_names = ("codes",)
-    output_names = ("images",)
-
-    def __init__(self, vqvae: VQVAE):
-        super().__init__()
-        self.vqvae = vqvae
-
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.vqvae.decode_indices(codes).clamp(-1.0, 1.0)  # the decoder's output is not squashed
-
-    def example_inputs(self, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
-        g = torch.Generator().manual_seed(seed)
-        codes = torch.randint(self.vqvae.num_codes, (batch, *self.vqvae.grid_size), generator=g)
-        return (codes.to(_device(self)),)
-
-    def describe(self) -> dict[str, str]:
-        return {"grid": "x".join(map(str, self.vqvae.grid_size)), "num_codes": str(self.vqvae.num_codes)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,18 +90,6 @@ def _signature(names: Sequence[str], tensors: Sequence[torch.Tensor], dynamic_ba
             for name, t in zip(names, tensors, strict=True)
         ]
     )
-
-
-def _write_atomically(out: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; an exported model is meant to be shared
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export_onnx(
@@ -249,6 +126,7 @@ def export_onnx(
             # notes that the models' Python shape checks run once, on the example, as intended
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", UserWarning)  # constant-folding notes about slices: harmless
             torch.onnx.export(
                 module,
                 example_inputs,
@@ -271,8 +149,7 @@ def export_onnx(
     for key, value in recorded.items():
         model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(out, model.SerializeToString())
+    atomic_write(out, model.SerializeToString())
     return out
 
 
@@ -331,3 +208,32 @@ def verify(path: str | Path, graph: nn.Module, batch_sizes: Sequence[int] = (1, 
             else:
                 worst[name] = max(worst[name], float(np.max(np.abs(got.astype(np.float64) - want), initial=0.0)))
     return worst
+
+
+FORMATS = ("onnx",)
+
+
+def export(
+    run: str | Path,
+    out: str | Path,
+    *,
+    fmt: str = "onnx",
+    part: str | None = None,
+    check: bool = True,
+) -> tuple[Path, str, dict[str, float]]:
+    """Export ``part`` of a run (default: its family's first) to ``out``; with ``check``, run the
+    file in onnxruntime beside PyTorch. Returns (path, part, worst differences per output)."""
+    if fmt not in FORMATS:
+        raise GenforgeError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    _onnx()  # the optional dependency, before any work
+    c = ckpt.load(run, kind=tuple(families.names()), map_location="cpu")
+    spec = families.get(c.kind)
+    if not spec.exports:
+        refuse(f"a {c.kind} run", spec.cannot_export or "its family declares nothing exportable")
+    part = part or next(iter(spec.exports))
+    if part not in spec.exports:
+        raise GenforgeError(f"a {c.kind} run exports {', '.join(spec.exports)}; there is no part {part!r}")
+    graph = spec.exports[part](spec.load(c, torch.device("cpu")))
+    config = json.dumps(to_dict(spec.config_of(c)))
+    path = export_graph(graph, out, {"config": config, "kind": c.kind, "step": str(c.step)})
+    return path, part, verify(path, graph) if check else {}

@@ -46,6 +46,7 @@ __all__ = [
     "describe",
     "draw_batch",
     "fetch",
+    "fit_note",
     "load_configured",
     "load_dataset",
     "open_dataset",
@@ -180,6 +181,17 @@ def load_configured(
         limit=cfg.limit or None,
     )
     return data, replace(cfg, resolution=resolution, fit=fit)
+
+
+def fit_note(asked, chosen, split: str = "train") -> str | None:
+    """One line saying how the data was fitted when the run left the size to genforge, e.g.
+    "data: 60x60 -> 64x64 (resize), the nearest size the model supports"; None otherwise."""
+    if asked.resolution and asked.fit != "auto":
+        return None
+    height, width = _native_size(chosen.source, split)
+    if (height, width) == (chosen.resolution, chosen.resolution):
+        return None
+    return f"data: {width}x{height} -> {chosen.resolution}x{chosen.resolution} ({chosen.fit}), the nearest size the model supports"
 
 
 def _native_size(source: str, split: str) -> tuple[int, int]:

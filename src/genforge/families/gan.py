@@ -1,27 +1,46 @@
 """The GAN family: a generator and a discriminator trained against each other.
 
 The game min_G max_D E[log D(x)] + E[log(1 - D(G(z)))], played with the losses of ``losses.py``
-(non-saturating by default), optional penalties (R1, WGAN-GP), an EMA copy of the generator for
-sampling, and optionally class labels (``conditional: true``). Declared once, at the bottom.
+(non-saturating by default), optional penalties (R1, lazily every few steps; WGAN-GP), an EMA copy
+of the generator for sampling, discriminator augmentation (DiffAugment, or ADA's adaptive
+probability), and optionally class labels (``conditional: true``). The networks are DCGAN's here;
+``families/stylegan2.py`` trains StyleGAN2's with the same trainer. Declared once, at the bottom.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from genforge import checkpoint as ckpt
-from genforge.config import DataConfig, TrainConfig, fill_from_data, fraction, non_negative, one_of, positive
-from genforge.data import load_configured
+from genforge.augment import AUGMENTS, AdaptiveAugment, augment
+from genforge.config import (
+    DataConfig,
+    TrainConfig,
+    check,
+    fill_from_data,
+    fraction,
+    non_negative,
+    one_of,
+    positive,
+)
+from genforge.data import fit_note, load_configured
 from genforge.errors import GenforgeError
 from genforge.families.registry import EvalContext, FamilySpec, Prepared, register, score_generator
+from genforge.images import save_grid, to_uint8
 from genforge.losses import GAN_LOSSES, gradient_penalty, r1_penalty
 from genforge.models.gan import DCGANConfig, Discriminator, Generator, nearest_resolution
+from genforge.models.graphs import GeneratorGraph
 from genforge.training.precision import autocast, grad_scaler
+
+AUGMENT_POLICIES = ("none", "diffaugment", "ada")
 
 
 @dataclass
@@ -33,15 +52,35 @@ class GANOptimConfig:
     beta2: float = 0.999
     d_steps: int = 1  # discriminator updates per generator update, each on its own real batch
     r1_gamma: float = 0.0  # R1 penalty weight on real data (0 = off)
+    r1_interval: int = 1  # lazy regularisation: R1 every N steps, weighted N times (StyleGAN2 uses 16)
     gp_weight: float = 10.0  # gradient penalty weight, used by wgan-gp
     ema_decay: float = 0.0  # EMA of the generator's weights for sampling (0 = off)
     ema_start: int = 0  # steps before the EMA starts averaging (it copies until then)
 
     def __post_init__(self):
         one_of(self, "loss", GAN_LOSSES)
-        positive(self, "lr_g", "lr_d", "d_steps")
+        positive(self, "lr_g", "lr_d", "d_steps", "r1_interval")
         fraction(self, "beta1", "beta2", "ema_decay")
         non_negative(self, "r1_gamma", "gp_weight", "ema_start")
+
+
+@dataclass
+class AugmentConfig:
+    """What the discriminator sees: reals and fakes alike pass through the same random ops."""
+
+    policy: str = "none"  # none | diffaugment (ops at probability p) | ada (p adapted to D's overfitting)
+    ops: tuple[str, ...] = ("color", "translation", "cutout")
+    p: float = 1.0  # diffaugment: the probability of each op per image; ada: the starting p
+    target: float = 0.6  # ada: the r_t = E[sign(D(real))] it holds
+    interval: int = 4  # ada: steps between adjustments
+    speed: int = 500_000  # ada: images for p to move from 0 to 1 (ADA's ada_kimg = 500)
+
+    def __post_init__(self):
+        one_of(self, "policy", AUGMENT_POLICIES)
+        check(all(op in AUGMENTS for op in self.ops), "ops", f"must be among {', '.join(AUGMENTS)}", list(self.ops))
+        check(0 <= self.p <= 1, "p", "must be in [0, 1]", self.p)
+        check(0 < self.target < 1, "target", "must be in (0, 1)", self.target)
+        positive(self, "interval", "speed")
 
 
 @dataclass
@@ -50,20 +89,24 @@ class GANRunConfig:
     conditional: bool = False  # train on the data's class labels: `genforge sample --class C`
     model: DCGANConfig = field(default_factory=DCGANConfig)
     optim: GANOptimConfig = field(default_factory=GANOptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        if self.optim.loss == "wgan-gp" and self.model.d_norm == "batch":
-            raise GenforgeError(
-                "optim.loss wgan-gp needs a critic without batch norm: set model.d_norm=none or spectral"
-            )
-        # R1 penalises each real sample's own gradient; batch norm makes D(x_i) depend on the
-        # rest of the batch, so the penalty would not be the per-sample quantity it claims to be.
-        if self.optim.r1_gamma > 0 and self.model.d_norm == "batch":
-            raise GenforgeError(
-                "optim.r1_gamma needs a discriminator without batch norm (R1 is a per-sample penalty and "
-                "batch norm mixes the samples of a batch): set model.d_norm=spectral or none"
-            )
+        check_penalties(self)
+
+
+def check_penalties(cfg) -> None:
+    """Losses and penalties that do not work with a batch-norm discriminator, refused at start-up."""
+    if cfg.optim.loss == "wgan-gp" and getattr(cfg.model, "d_norm", None) == "batch":
+        raise GenforgeError("optim.loss wgan-gp needs a critic without batch norm: set model.d_norm=none or spectral")
+    # R1 penalises each real sample's own gradient; batch norm makes D(x_i) depend on the rest of
+    # the batch, so the penalty would not be the per-sample quantity it claims to be.
+    if cfg.optim.r1_gamma > 0 and getattr(cfg.model, "d_norm", None) == "batch":
+        raise GenforgeError(
+            "optim.r1_gamma needs a discriminator without batch norm (R1 is a per-sample penalty and "
+            "batch norm mixes the samples of a batch): set model.d_norm=spectral or none"
+        )
 
 
 # Named starting points; `genforge train gan --preset NAME`. Values overlay the defaults above.
@@ -74,6 +117,9 @@ GAN_PRESETS: dict[str, dict[str, Any]] = {
     "default": {"optim": {"ema_decay": 0.999}, "train": {"batch_size": 128}},
     # The default, conditioned on the data's classes (projection discriminator).
     "conditional": {"conditional": True, "optim": {"ema_decay": 0.999}, "train": {"batch_size": 128}},
+    # Small data: the default with DiffAugment, or with ADA's adaptive probability.
+    "diffaugment": {"optim": {"ema_decay": 0.999}, "augment": {"policy": "diffaugment"}, "train": {"batch_size": 128}},
+    "ada": {"optim": {"ema_decay": 0.999}, "augment": {"policy": "ada", "p": 0.0}, "train": {"batch_size": 128}},
     # Hinge loss + spectral-norm discriminator + TTUR (Miyato et al. 2018; Heusel et al. 2017).
     "hinge-sn": {
         "model": {"d_norm": "spectral"},
@@ -85,28 +131,50 @@ GAN_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+Networks = Callable[[Any], tuple[torch.nn.Module, torch.nn.Module]]  # run config -> (G, D)
+
+
+def dcgan_networks(cfg: GANRunConfig) -> tuple[Generator, Discriminator]:
+    return Generator(cfg.model), Discriminator(cfg.model)
+
 
 class GANTrainer:
-    """Generator, discriminator, optional EMA generator and their optimizers, over one device."""
+    """Generator, discriminator, optional EMA generator, augmentation and optimizers, on one device.
 
-    def __init__(self, cfg: GANRunConfig, device: torch.device, dtype: torch.dtype = torch.float32):
+    ``networks`` builds (G, D) from the run config: G(z, labels, generator=...) -> images and
+    D(images, labels) -> (B,) logits, whatever their architecture.
+    """
+
+    def __init__(
+        self,
+        cfg,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        networks: Networks = dcgan_networks,
+    ):
         self.cfg, self.device, self.dtype = cfg, device, dtype
         m, o = cfg.model, cfg.optim
         assert m.resolution and m.channels, "model.resolution/channels must be filled in from the data"
         torch.manual_seed(cfg.train.seed)  # weight init is part of what the seed fixes
-        self.G = Generator(m).to(device)
-        self.D = Discriminator(m).to(device)
+        G, D = networks(cfg)
+        self.G, self.D = G.to(device), D.to(device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if o.ema_decay > 0 else None
         if cfg.train.channels_last:
             for net in (self.G, self.D, self.G_ema):
                 if net is not None:
                     net.to(memory_format=torch.channels_last)
+        # Lazy R1 (StyleGAN2, appendix B): Adam's rate and betas shrink by interval / (interval + 1)
+        # so that the regularised steps do not move D further than plain ones would.
+        lazy = o.r1_interval / (o.r1_interval + 1) if o.r1_gamma > 0 and o.r1_interval > 1 else 1.0
+        betas_d = (o.beta1**lazy, o.beta2**lazy)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2))
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d, betas=(o.beta1, o.beta2))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d * lazy, betas=betas_d)
         self.scaler_g, self.scaler_d = grad_scaler(device, dtype), grad_scaler(device, dtype)
         self.d_loss_fn, self.g_loss_fn = GAN_LOSSES[o.loss]
         self.noise = torch.Generator(device=device).manual_seed(cfg.train.seed)
         self.steps_done = 0
+        a = cfg.augment
+        self.ada = AdaptiveAugment(a.target, a.interval, a.speed, a.p, device) if a.policy == "ada" else None
         # Penalties differentiate D's gradient again (double backward), which a compiled module
         # cannot do: they always run through the eager D; the plain losses use the compiled one.
         self.step_g = torch.compile(self.G) if cfg.train.compile else self.G
@@ -126,35 +194,74 @@ class GANTrainer:
         return {"G": self.opt_g, "D": self.opt_d}
 
     def extra_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors: dict[str, torch.Tensor] = {}
         state: dict[str, Any] = {"steps_done": self.steps_done}
         for name, scaler in (("scaler_g", self.scaler_g), ("scaler_d", self.scaler_d)):
             if scaler is not None:
                 state[name] = scaler.state_dict()
-        return {}, state
+        if self.ada is not None:
+            tensors.update({f"ada.{k}": v for k, v in self.ada.tensors().items()})
+            state["ada"] = self.ada.state()
+        return tensors, state
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         self.steps_done = int(state["steps_done"])
         for name, scaler in (("scaler_g", self.scaler_g), ("scaler_d", self.scaler_d)):
             if scaler is not None:
                 scaler.load_state_dict(state[name])
+        if self.ada is not None:
+            self.ada.load({k[4:]: v for k, v in tensors.items() if k.startswith("ada.")}, state["ada"])
+
+    def log_extras(self) -> dict[str, float]:
+        if self.ada is None:
+            return {}
+        extras = {"augment_p": self.ada.p}
+        if self.ada.last_rt is not None:
+            extras["r_t"] = self.ada.last_rt
+        return extras
+
+    def watch(self, losses: dict[str, float]) -> str | None:
+        """A warning when D has won outright: its loss near zero leaves G without a useful gradient."""
+        d_loss, g_loss = losses.get("d_loss"), losses.get("g_loss")
+        if d_loss is None or g_loss is None or self.cfg.optim.loss == "wgan-gp":
+            return None
+        if abs(d_loss) < 1e-3 and g_loss > 10:
+            return (
+                f"the discriminator is saturating (d_loss {d_loss:.4f}, g_loss {g_loss:.1f}): the generator gets "
+                "almost no gradient; lower the learning rates (optim.lr_d, optim.lr_g) or regularise D "
+                "(optim.r1_gamma, model.d_norm=spectral)"
+            )
+        return None
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        policy = self.cfg.augment.policy
+        if policy == "none":
+            return x
+        p = self.ada.p if self.ada is not None else self.cfg.augment.p
+        return augment(x, self.cfg.augment.ops, p, self.noise)
+
+    def _z(self, b: int) -> torch.Tensor:
+        return torch.randn(b, self.cfg.model.z_dim, device=self.device, generator=self.noise)
 
     def train_step(self, real: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
         o = self.cfg.optim
         b = real.shape[0] // self.batches_per_step
+        conditional = bool(self.cfg.model.num_classes)
         logs: dict[str, torch.Tensor] = {}
         self.D.requires_grad_(True)
         for i in range(o.d_steps):
             x = real[i * b : (i + 1) * b]
-            y = labels[i * b : (i + 1) * b] if self.cfg.model.num_classes else None
-            z = torch.randn(b, self.cfg.model.z_dim, device=self.device, generator=self.noise)
+            y = labels[i * b : (i + 1) * b] if conditional else None
             with autocast(self.device, self.dtype):
-                fake = self.step_g(z, y)
-                real_logits = self.step_d(x, y).float()
-                fake_logits = self.step_d(fake.detach(), y).float()
+                fake = self.step_g(self._z(b), y, generator=self.noise)
+                real_logits = self.step_d(self._augment(x), y).float()
+                fake_logits = self.step_d(self._augment(fake.detach()), y).float()
             d_loss, parts = self.d_loss_fn(real_logits, fake_logits)
-            if o.r1_gamma > 0:
-                penalty, p = r1_penalty(*self._eager_logits(x.detach().requires_grad_(True), y), o.r1_gamma)
-                d_loss, parts = d_loss + penalty, {**parts, **p}
+            if self.ada is not None:
+                self.ada.observe(real_logits)
+            if o.r1_gamma > 0 and self.steps_done % o.r1_interval == 0:
+                penalty, p = r1_penalty(*self._eager_logits(x.detach(), y, augment_first=True), o.r1_gamma)
+                d_loss, parts = d_loss + o.r1_interval * penalty, {**parts, **p}
             if o.loss == "wgan-gp":
                 critic = lambda t, y=y: self._eager_logits(t, y)[1]
                 penalty, p = gradient_penalty(critic, x, fake, o.gp_weight, self.noise)
@@ -166,15 +273,20 @@ class GANTrainer:
         # Generator: reuse the last fake batch; D's weights need no gradient for this update.
         self.D.requires_grad_(False)
         with autocast(self.device, self.dtype):
-            g_logits = self.step_d(fake, y).float()
+            g_logits = self.step_d(self._augment(fake), y).float()
         g_loss, parts = self.g_loss_fn(g_logits)
         self._update(self.opt_g, self.scaler_g, g_loss)
         logs["g_loss"] = g_loss.detach()
         self.steps_done += 1
+        if self.ada is not None:
+            self.ada.update(real.shape[0] // self.batches_per_step)
         self._update_ema()
         return logs
 
-    def _eager_logits(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _eager_logits(self, x: torch.Tensor, y: torch.Tensor | None, augment_first: bool = False):
+        """(the image D differentiates against, D's logits) through the uncompiled D."""
+        if augment_first:  # R1 on the images D actually sees (as ADA does): augment, then watch
+            x = self._augment(x).detach().requires_grad_(True)
         with autocast(self.device, self.dtype):
             return x, self.D(x, y).float()
 
@@ -203,22 +315,26 @@ class GANTrainer:
             eb.copy_(b)
 
     @property
-    def sampler(self) -> Generator:
+    def sampler(self) -> torch.nn.Module:
         """The generator used for sampling: the EMA copy when there is one."""
         return self.G_ema if self.G_ema is not None else self.G
 
     @torch.no_grad()
-    def sample_grid(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """n samples; a conditional model shows one row per class where the grid allows it."""
-        z = torch.randn(n, self.cfg.model.z_dim, device=self.device, generator=generator)
-        k = self.cfg.model.num_classes
-        labels = torch.arange(n, device=self.device) * k // n if k else None
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
         net = self.sampler
         was_training = net.training
         net.eval()
-        out = net(z, labels).float()
+        out = net(z, labels, generator=generator).float()
         net.train(was_training)
         return out
+
+    @torch.no_grad()
+    def sample_grid(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n samples; a conditional model's classes in turn, in equal shares."""
+        z = torch.randn(n, self.cfg.model.z_dim, device=self.device, generator=generator)
+        k = self.cfg.model.num_classes
+        labels = torch.arange(n, device=self.device) * k // n if k else None
+        return self.generate(z, labels, generator)
 
     evaluation_samples = sample_grid  # in-training evaluation draws from the same sampler
 
@@ -255,13 +371,17 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 class GANModel:
-    """The sampling generator (EMA copy when trained with one) of a GAN checkpoint."""
+    """The sampling generator (EMA copy when trained with one) of a GAN checkpoint.
 
-    def __init__(self, c: ckpt.Checkpoint, device: torch.device):
-        cfg = SPEC.config_of(c)
+    ``truncation`` redraws DCGAN latents beyond that magnitude; a family whose generator has a
+    w space (StyleGAN2) overrides ``_forward`` to pull w towards its mean instead.
+    """
+
+    def __init__(self, c: ckpt.Checkpoint, device: torch.device, spec=None, networks: Networks = dcgan_networks):
+        cfg = (spec or SPEC).config_of(c)
         cfg.train.compile = False
         cfg.train.channels_last = False
-        trainer = GANTrainer(cfg, device)
+        trainer = GANTrainer(cfg, device, networks=networks)
         for name, module in trainer.modules().items():
             ckpt.unpack_module(f"model.{name}", module, c.tensors)
         self.net = trainer.sampler.eval()
@@ -280,15 +400,21 @@ class GANModel:
             raise GenforgeError(f"class must be in 0..{self.num_classes - 1}, got {class_label}")
         return labels
 
+    def _latents(self, n: int, truncation: float | None, generator: torch.Generator) -> torch.Tensor:
+        return truncated_normal(n, self.config.model.z_dim, truncation, generator, self.device)
+
+    def _forward(self, z, labels, truncation, generator) -> torch.Tensor:
+        return self.net(z, labels, generator=generator).float()
+
     @torch.no_grad()
     def sample(
         self, n: int, generator: torch.Generator, truncation: float | None = None, class_label=None, **others
     ) -> torch.Tensor:
         _refuse(others, "a GAN")
-        z = truncated_normal(n, self.config.model.z_dim, truncation, generator, self.device)
+        z = self._latents(n, truncation, generator)
         labels = self._labels(class_label, n, generator)
         chunks = [labels[i : i + 256] if labels is not None else None for i in range(0, n, 256)]
-        return torch.cat([self.net(zc, yc).float() for zc, yc in zip(z.split(256), chunks)])
+        return torch.cat([self._forward(zc, yc, truncation, generator) for zc, yc in zip(z.split(256), chunks)])
 
     @torch.no_grad()
     def interpolate(
@@ -298,12 +424,11 @@ class GANModel:
         if steps < 2:
             raise GenforgeError(f"interpolation needs at least 2 steps, got {steps}")
         dim = self.config.model.z_dim
-        a = truncated_normal(rows, dim, truncation, generator, self.device)
-        b = truncated_normal(rows, dim, truncation, generator, self.device)
+        a, b = self._latents(rows, truncation, generator), self._latents(rows, truncation, generator)
         z = slerp(a, b, torch.linspace(0, 1, steps, device=self.device)).reshape(rows * steps, dim)
         labels = self._labels(class_label, rows, generator)
         labels = None if labels is None else labels.repeat_interleave(steps)
-        return self.net(z, labels).float()
+        return self._forward(z, labels, truncation, generator)
 
 
 def _refuse(options: dict[str, Any], what: str) -> None:
@@ -319,25 +444,48 @@ def _refuse(options: dict[str, Any], what: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def fit_to_data(config: GANRunConfig, resolution: int, channels: int, num_classes: int = 0) -> GANRunConfig:
+def fit_to_data(config, resolution: int, channels: int, num_classes: int = 0):
     """Fill the model's fields the data decides (a different value already set is an error)."""
     fill_from_data(config.model, "model", resolution=resolution, channels=channels, num_classes=num_classes)
     return config
 
 
-def prepare(config: GANRunConfig, progress: bool = True) -> Prepared:
-    data, config.data = load_configured(config.data, nearest=nearest_resolution)
+def load_for(config, nearest: Callable[[int], int]) -> Prepared:
+    """The data of a GAN run, fitted to a resolution its networks support; fills the config."""
+    asked = config.data
+    data, config.data = load_configured(config.data, nearest=nearest)
+    notes = [note] if (note := fit_note(asked, config.data)) else []
     num_classes = 0
     if config.conditional:
         if data.labels is None:
             raise GenforgeError(f"conditional: true needs class labels, and {config.data.source} has none")
         num_classes = data.num_classes
     fit_to_data(config, data.resolution, data.channels, num_classes)
-    return Prepared(config, data.images, data.labels, num_classes=num_classes, data_config=config.data)
+    return Prepared(config, data.images, data.labels, num_classes=num_classes, data_config=config.data, notes=notes)
+
+
+def prepare(config: GANRunConfig, progress: bool = True) -> Prepared:
+    return load_for(config, nearest_resolution)
 
 
 def build(prepared: Prepared, device: torch.device, dtype: torch.dtype) -> GANTrainer:
     return GANTrainer(prepared.config, device, dtype)
+
+
+def class_grid(model, run_dir: Path, per_class: int = 10, seed: int = 0) -> Path | None:
+    """``samples/classes.png``: one row per class, for a class-conditional model."""
+    if not model.num_classes:
+        return None
+    g = torch.Generator(device=model.device).manual_seed(seed)
+    rows = [to_uint8(model.sample(per_class, g, class_label=k)) for k in range(model.num_classes)]
+    return save_grid(np.concatenate(rows), run_dir / "samples" / "classes.png", nrow=per_class)
+
+
+def finish(run_dir: Path, prepared: Prepared, device: torch.device, progress: bool) -> None:
+    """After training: the per-class grid of a conditional GAN (the report shows it)."""
+    if prepared.config.model.num_classes:
+        class_grid(SPEC.load(ckpt.load(run_dir, kind=SPEC.name, map_location=device), device), run_dir)
+    return None
 
 
 def evaluate(model: GANModel, ctx: EvalContext) -> dict[str, Any]:
@@ -356,13 +504,15 @@ def migrate(config: dict[str, Any]) -> dict[str, Any]:
 SPEC = register(
     FamilySpec(
         name="gan",
-        summary="a GAN (DCGAN networks; losses: " + ", ".join(GAN_LOSSES) + ")",
+        summary="a GAN with DCGAN networks (losses: " + ", ".join(GAN_LOSSES) + "; DiffAugment / ADA)",
         config_class=GANRunConfig,
         presets=GAN_PRESETS,
         prepare=prepare,
         build=build,
         load=GANModel,
         evaluate=evaluate,
+        finish=finish,
         migrate=migrate,
+        exports={"generator": lambda model: GeneratorGraph(model.net, model.config.model.z_dim, model.num_classes)},
     )
 )

@@ -348,5 +348,7 @@ SPEC = register(
         add_arguments=add_arguments,
         from_arguments=from_arguments,
         migrate=migrate,
+        cannot_export="its sampling loop runs in Python, step by step; export its VQ-VAE's decoder "
+        "(genforge export VQVAE_RUN --part decoder) and draw codes in PyTorch",
     )
 )

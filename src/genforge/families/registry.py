@@ -45,6 +45,7 @@ class Prepared:
     num_classes: int | None = None
     data_config: DataConfig | None = None  # the real data samples are compared with (in-training evaluation)
     extras: dict[str, Any] = field(default_factory=dict)  # family-specific (the prior's VQ-VAE, ...)
+    notes: list[str] = field(default_factory=list)  # one-line facts training prints at start (how data was fitted)
 
 
 class Trainer(Protocol):
@@ -112,7 +113,8 @@ class FamilySpec:
     migrate: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # an old run's config -> today's
     grid_caption: str = "samples"  # what the pictures in samples/ show
     cannot_sample: str | None = None  # why `genforge sample` does not apply to this family, if it does not
-    exports: Mapping[str, Callable[[Model], Any]] = field(default_factory=dict)  # name -> ONNX graph maker
+    exports: Mapping[str, Callable[[Model], Any]] = field(default_factory=dict)  # part -> models.graphs graph
+    cannot_export: str | None = None  # why `genforge export` refuses this family, if it does
 
     def resolve(self, preset: str | None = "default", config_file=None, sets=(), extra=None) -> Any:
         """defaults < preset < YAML file < --set overrides < explicit flags (``extra``)."""

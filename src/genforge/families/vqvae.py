@@ -17,13 +17,14 @@ import torch
 
 from genforge import checkpoint as ckpt
 from genforge.config import DataConfig, TrainConfig, fill_from_data, fraction, non_negative, one_of, positive
-from genforge.data import ImageData, load_configured
+from genforge.data import ImageData, fit_note, load_configured
 from genforge.errors import GenforgeError
 from genforge.families.registry import EvalContext, FamilySpec, Prepared, register
 from genforge.images import to_float, to_uint8
 from genforge.losses import RECONSTRUCTION_LOSSES, adaptive_weight, d_hinge, g_hinge, vqvae_loss
 from genforge.metrics.core import codebook_usage, perplexity
 from genforge.metrics.evaluate import evaluate_samples, reconstruction_metrics
+from genforge.models.graphs import DecoderGraph, EncoderGraph
 from genforge.models.patchgan import PatchGAN, PatchGANConfig
 from genforge.models.quantizers import CodebookHealth
 from genforge.models.vqvae import VQVAE, VQVAEConfig, nearest_resolution
@@ -240,11 +241,14 @@ def fit_to_data(config: VQVAERunConfig, resolution: int, channels: int) -> VQVAE
 
 
 def prepare(config: VQVAERunConfig, progress: bool = True) -> Prepared:
-    downsample = config.model.downsample
+    downsample, asked = config.model.downsample, config.data
     data, config.data = load_configured(config.data, nearest=lambda side: nearest_resolution(side, downsample))
     fit_to_data(config, data.resolution, data.channels)
     grid = to_float(data.images[: config.train.grid_images // 2])
-    return Prepared(config, data.images, data.labels, extras={"grid_images": grid}, data_config=config.data)
+    notes = [note] if (note := fit_note(asked, config.data)) else []
+    return Prepared(
+        config, data.images, data.labels, extras={"grid_images": grid}, data_config=config.data, notes=notes
+    )
 
 
 def build(prepared: Prepared, device: torch.device, dtype: torch.dtype) -> VQVAETrainer:
@@ -313,5 +317,9 @@ SPEC = register(
         migrate=migrate,
         grid_caption="originals and reconstructions, in pairs",
         cannot_sample=CANNOT_SAMPLE,
+        exports={
+            "decoder": lambda model: DecoderGraph(model.vqvae),
+            "encoder": lambda model: EncoderGraph(model.vqvae),
+        },
     )
 )

@@ -19,6 +19,7 @@ from genforge.data import dataset_key, load_configured, load_dataset
 from genforge.errors import GenforgeError
 from genforge.metrics.classifier import ClassifierExtractor, load_or_train_classifier
 from genforge.metrics.evaluate import Reference, reference_stats
+from genforge.metrics.inception import InceptionExtractor
 from genforge.paths import cache_root
 
 FEATURES = ("classifier", "inception")
@@ -62,10 +63,7 @@ def get_extractor(name: str, source: str, device: torch.device, progress: bool =
         extractor.info = info
         return extractor
     if name == "inception":
-        # Deferred: the Inception network is an optional extra and a 90 MB load.
-        from genforge.metrics.inception import InceptionExtractor  # noqa: PLC0415
-
-        return InceptionExtractor(device)
+        return InceptionExtractor(device)  # its weights come from an optional extra, loaded only now
     raise GenforgeError(f"features must be one of {', '.join(FEATURES)}, got {name!r}")
 
 

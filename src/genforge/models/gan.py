@@ -86,8 +86,11 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.apply(_dcgan_init)
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, z_dim) latents [and (B,) class labels] -> (B, C, H, W) images in [-1, 1]."""
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+        """(B, z_dim) latents [and (B,) class labels] -> (B, C, H, W) images in [-1, 1].
+
+        ``generator`` is accepted for a common signature with generators that draw noise; DCGAN draws none.
+        """
         assert z.ndim == 2 and z.shape[1] == self.cfg.z_dim, f"expected (B, {self.cfg.z_dim}), got {tuple(z.shape)}"
         if self.class_emb is not None:
             if labels is None:

@@ -38,6 +38,7 @@ class RunSummary:
     evaluation: dict[str, Any] | None = None  # the latest `genforge evaluate` result
     samples: Path | None = None
     recon: Path | None = None
+    classes: Path | None = None  # samples/classes.png of a class-conditional model: a row per class
     problems: list[str] = field(default_factory=list)  # things skipped while reading
 
     @property
@@ -107,6 +108,7 @@ def collect(run: str | Path, data: str | None = None) -> RunSummary:
         evaluation=evaluation,
         samples=samples,
         recon=recon,
+        classes=samples_dir / "classes.png" if (samples_dir / "classes.png").is_file() else None,
         problems=problems,
     )
 

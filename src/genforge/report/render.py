@@ -45,8 +45,15 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def _series(records: list[dict], key: str) -> list[tuple[int, float]]:
+    """(step, value) of ``key`` in step order (a resumed run's records are already de-duplicated)."""
+    found = {r["step"]: float(r[key]) for r in records if is_number(r.get(key)) and isinstance(r.get("step"), int)}
+    return sorted(found.items())
+
+
 def curves_png(run: RunSummary) -> bytes | None:
-    """Losses vs step, and a second panel with codebook usage (VQ-VAE) or eval FD when logged."""
+    """Losses vs step, then panels for what was logged beside them: codebook usage (a quantizer's
+    health), the augmentation probability (ADA's p and r_t), the Frechet distance during training."""
     losses: dict[str, tuple[list[int], list[float]]] = {}
     for record in run.logs:
         for key, value in record.items():
@@ -59,41 +66,36 @@ def curves_png(run: RunSummary) -> bytes | None:
                 steps, values = losses.setdefault(key, ([], []))
                 steps.append(record["step"])
                 values.append(float(value))
-    second = None
-    usage = [
-        (r["step"], r["codebook_usage"])
-        for r in run.logs
-        if is_number(r.get("codebook_usage")) and isinstance(r.get("step"), int)
-    ]
-    fds = [(r["step"], r["fd"]) for r in run.evals if is_number(r.get("fd")) and isinstance(r.get("step"), int)]
-    if usage:  # a quantizer's health says more than a loss curve
-        second = ("codebook usage", usage)
-    elif len(fds) > 1:
-        second = ("Frechet distance (during training)", fds)
-    if not losses and second is None:
+    panels: list[tuple[str, dict[str, list[tuple[int, float]]]]] = []
+    for title, keys in (("codebook usage", ("codebook_usage",)), ("augmentation", ("augment_p", "r_t"))):
+        series = {k: _series(run.logs, k) for k in keys}
+        series = {k: v for k, v in series.items() if v}
+        if series:
+            panels.append((title, series))
+    fds = _series(run.evals, "fd")
+    if len(fds) > 1:
+        panels.append(("Frechet distance (during training)", {"fd": fds}))
+    if not losses and not panels:
         return None
-    panels = int(bool(losses)) + int(second is not None)
-    fig = Figure(figsize=(3.2 * panels, 2.4), dpi=100)
+    count = int(bool(losses)) + len(panels)
+    fig = Figure(figsize=(3.2 * count, 2.4), dpi=100)
     FigureCanvasAgg(fig)
     index = 1
     if losses:
-        ax = fig.add_subplot(1, panels, index)
+        ax = fig.add_subplot(1, count, index)
         for key, (steps, values) in list(losses.items())[:8]:
             ax.plot(steps, values, label=key, linewidth=1.2)
         ax.set_title("losses", fontsize=9)
         ax.legend(fontsize=7, frameon=False)
         index += 1
-    if second is not None:
-        ax = fig.add_subplot(1, panels, index)
-        title, points = second
-        points = sorted(points)  # a resumed run may have logged a step twice
-        ax.plot(
-            [p[0] for p in points],
-            [p[1] for p in points],
-            color="tab:purple",
-            linewidth=1.2,
-            marker="." if len(points) < 30 else None,
-        )
+    for title, series in panels:
+        ax = fig.add_subplot(1, count, index)
+        index += 1
+        for key, points in series.items():
+            marker = "." if len(points) < 30 else None
+            ax.plot([p[0] for p in points], [p[1] for p in points], linewidth=1.2, marker=marker, label=key)
+        if len(series) > 1:
+            ax.legend(fontsize=7, frameon=False)
         ax.set_title(title, fontsize=9)
     for ax in fig.axes:
         ax.set_xlabel("step", fontsize=8)
@@ -172,6 +174,8 @@ def _card(name: str, run: RunSummary) -> str:
     out.append(_image(run.samples, f"{caption} ({run.samples.name})" if run.samples else caption, "grid"))
     if run.recon is not None:
         out.append(_image(run.recon, f"reconstructions ({run.recon.name})", "grid"))
+    if run.classes is not None:
+        out.append(_image(run.classes, "samples by class: one row per class (classes.png)", "grid"))
     curves = curves_png(run)
     if curves is not None:
         out.append(

@@ -254,8 +254,11 @@ def run(
                         )
                         bar.set_description(shown)
                     distributed.barrier()  # evaluation runs once, on rank 0; the others wait for it
-                if cfg.sample_every and step % cfg.sample_every == 0 and world.main:
-                    side_work(_save_samples, trainer, run_dir, step, cfg, sink)
+                if cfg.sample_every and step % cfg.sample_every == 0:
+                    # no grid of a diverged model (the global losses: the same verdict on every rank)
+                    _check_finite(distributed.average(sums), step, trainer, saved[0])
+                    if world.main:
+                        side_work(_save_samples, trainer, run_dir, step, cfg, sink)
                 if step % cfg.checkpoint_every == 0:
                     save()
                 bar.update(1)
@@ -292,7 +295,7 @@ def _check_finite(sums: dict[str, torch.Tensor], step: int, trainer, last_saved:
     bad = [k for k, v in sums.items() if not torch.isfinite(v).all()]
     if parameters and not bad:
         for name, module in trainer.modules().items():
-            values = [p.detach() for p in module.parameters()]
+            values = [t.detach() for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
             if values and not torch.isfinite(torch.stack([v.float().sum() for v in values])).all():
                 bad.append(f"the weights of {name}")
     if not bad:

@@ -71,6 +71,8 @@ def train(
     config = prepared.config
     if dry_run:
         return config
+    for note in prepared.notes:
+        _say(progress, note)
     events = config.train.tensorboard if config.train.tensorboard is not None else tensorboard.available()
     if events and not tensorboard.available():
         raise GenforgeError(f"train.tensorboard is true: {tensorboard.INSTALL_HINT}")

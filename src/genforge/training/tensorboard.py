@@ -51,7 +51,7 @@ def _protos() -> tuple[ModuleType, ModuleType, Any]:
     TensorBoard logging is on, because it is an optional dependency."""
     try:
         from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: PLC0415 (optional dependency)
-        from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c  # noqa: PLC0415
+        from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c  # noqa: PLC0415 (optional)
     except ImportError as error:
         raise GenforgeError(f"{INSTALL_HINT} ({error})") from None
     return event_pb2, summary_pb2, masked_crc32c

@@ -1,0 +1,272 @@
+"""The architecture holds: a family defined here alone trains, resumes, samples, evaluates and
+appears in a compare report through the registry; genforge's modules import in layers, with no
+cycle; function-local imports are only for optional dependencies, each with its reason."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from genforge import checkpoint as ckpt
+from genforge.config import DataConfig, TrainConfig, fill_from_data
+from genforge.data import load_configured
+from genforge.families import registry
+from genforge.families.registry import FamilySpec, Prepared, register, score_generator
+from synthetic import cli, install_evaluator, is_png, records, write_npz
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "genforge"
+
+# ---------------------------------------------------------------------------------------------
+# The toy family of docs/architecture.md, defined in this file only
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ToyModelConfig:
+    resolution: int = 0  # filled from the data
+    channels: int = 0
+
+    def __post_init__(self):
+        pass
+
+
+@dataclass
+class ToyRunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ToyModelConfig = field(default_factory=ToyModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class ToyNet(nn.Module):
+    """The mean image, learned; samples are the mean plus a little noise."""
+
+    def __init__(self, channels: int, resolution: int):
+        super().__init__()
+        self.mean = nn.Parameter(torch.zeros(1, channels, resolution, resolution))
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        noise = torch.randn((n, *self.mean.shape[1:]), generator=generator, device=self.mean.device)
+        return (self.mean + 0.1 * noise).clamp(-1, 1).detach()
+
+
+class ToyTrainer:
+    def __init__(self, cfg: ToyRunConfig, device: torch.device):
+        self.device, self.cfg = device, cfg
+        torch.manual_seed(cfg.train.seed)
+        self.net = ToyNet(cfg.model.channels, cfg.model.resolution).to(device)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=0.05)
+        self.noise = torch.Generator(device=device).manual_seed(cfg.train.seed)
+
+    def modules(self):
+        return {"net": self.net}
+
+    def optimizers(self):
+        return {"net": self.opt}
+
+    def extra_state(self):
+        return {}, {}
+
+    def load_extra_state(self, tensors, state):
+        pass
+
+    def train_step(self, x, labels):
+        loss = (self.net.mean - x).pow(2).mean()
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.detach()}
+
+    def sample_grid(self, n, generator):
+        return self.net.sample(n, generator)
+
+
+def toy_prepare(config: ToyRunConfig, progress: bool) -> Prepared:
+    data, config.data = load_configured(config.data)
+    fill_from_data(config.model, "model", resolution=data.resolution, channels=data.channels)
+    return Prepared(config, data.images, data.labels, data_config=config.data)
+
+
+class ToyModel:
+    num_classes = 0
+
+    def __init__(self, c: ckpt.Checkpoint, device: torch.device):
+        self.config, self.device, self.step = TOY.config_of(c), device, c.step
+        self.trainer = ToyTrainer(self.config, device)
+        ckpt.unpack_module("model.net", self.trainer.net, c.tensors)
+
+    def sample(self, n, generator, **options):
+        return self.trainer.net.sample(n, generator)
+
+
+TOY = FamilySpec(
+    name="toy",
+    summary="the mean image plus noise",
+    config_class=ToyRunConfig,
+    presets={"default": {}},
+    prepare=toy_prepare,
+    build=lambda prepared, device, dtype: ToyTrainer(prepared.config, device),
+    load=ToyModel,
+    evaluate=score_generator,
+)
+
+
+@pytest.fixture
+def toy_family(monkeypatch):
+    monkeypatch.setitem(registry.FAMILIES, TOY.name, TOY)  # registered for this test only
+    register(TOY)
+    return TOY
+
+
+def test_a_family_defined_in_a_test_trains_resumes_samples_evaluates_and_is_reported(toy_family, tmp_path, monkeypatch):
+    data = write_npz(tmp_path / "bars.npz", n=64)
+    cache = tmp_path / "cache"
+    install_evaluator(cache, str(data))
+    monkeypatch.setenv("GENFORGE_CACHE", str(cache))
+    run = tmp_path / "runs" / "toy"
+    flags = ["--set", "train.batch_size=16", "--set", "train.log_every=2", "--set", "train.precision=fp32"]
+    flags += ["--set", "train.channels_last=false", "--device", "cpu", "--quiet"]
+
+    code, _, err = cli("train", "toy", "--data", data, "--out", run, "--steps", 4, *flags)
+    assert code == 0, err
+    assert ckpt.load(run).kind == "toy" and ckpt.load(run).step == 4
+    code, _, err = cli("train", "toy", "--data", data, "--out", run, "--steps", 8, *flags)  # resumes
+    assert code == 0, err
+    assert [r["step"] for r in records(run, "train")] == [2, 4, 6, 8]
+    first = ckpt.load(run).tensors["model.net.mean"]
+    assert first.abs().sum() > 0  # it learned something
+
+    code, out, err = cli("sample", run, "--n", 4, "--out", tmp_path / "s.png", "--device", "cpu")
+    assert code == 0 and is_png(tmp_path / "s.png"), err
+    code, out, err = cli("evaluate", run, "--n", 64, "--device", "cpu", "--json")
+    assert code == 0, err
+    assert records(run, "evaluation")[-1]["values"]["kind"] == "toy"
+    code, out, err = cli("compare", run, "--out", tmp_path / "report.html")
+    assert code == 0, err
+    page = (tmp_path / "report.html").read_text()
+    assert "toy (toy)" in page and "Frechet distance" in page
+
+
+def test_the_toy_family_is_the_one_in_the_docs():
+    """docs/architecture.md shows the same class and function names as the family above."""
+    doc = (SRC.parents[1] / "docs" / "architecture.md").read_text()
+    for name in ("ToyRunConfig", "ToyTrainer", "ToyModel", "register(", "FamilySpec(", "score_generator"):
+        assert name in doc, name
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------------------------
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def genforge_imports(path: Path, top_level_only: bool) -> set[str]:
+    """Modules of genforge imported by ``path`` (at the top level only, or anywhere)."""
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found = set()
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rsplit(".", 1)[0]
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("genforge")}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [base]).strip(".")
+            if base.startswith("genforge"):
+                found.add(base)
+                found |= {f"{base}.{a.name}" for a in node.names}
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = {module_name(p): p for p in SRC.rglob("*.py")}
+    graph = {}
+    for name, path in files.items():
+        graph[name] = {m for m in genforge_imports(path, top_level_only=False) if m in files and m != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_no_import_cycles():
+    assert find_cycle(import_graph()) is None, " -> ".join(find_cycle(import_graph()))
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+# Each layer may import only from layers below it (see docs/architecture.md).
+LAYERS = [
+    {"genforge.errors", "genforge.paths", "genforge.runfolder", "genforge.checkpoint", "genforge.config"},
+    {"genforge.images", "genforge.progress"},
+    {"genforge.data"},
+    {"genforge.metrics"},
+    {"genforge.models", "genforge.losses", "genforge.augment"},
+    {"genforge.training"},
+    {"genforge.families"},
+    {"genforge.report", "genforge.commands"},
+    {"genforge.cli", "genforge.__main__"},
+]
+
+
+def layer_of(module: str) -> int:
+    for index, members in enumerate(LAYERS):
+        if any(module == m or module.startswith(m + ".") for m in members):
+            return index
+    return -1  # the package root (genforge/__init__)
+
+
+def test_imports_point_down_the_layers():
+    upward = []
+    for module, imported in import_graph().items():
+        for other in imported:
+            if layer_of(other) > layer_of(module) >= 0:
+                upward.append(f"{module} imports {other}")
+    assert not upward, upward
+
+
+def test_function_local_imports_have_a_reason():
+    """Only a deferred optional dependency may be imported inside a function, with its reason."""
+    unexplained = []
+    for path in SRC.rglob("*.py"):
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    if isinstance(inner, (ast.Import, ast.ImportFrom)):
+                        line = lines[inner.lineno - 1]
+                        if not re.search(r"# noqa: PLC0415\W+\S", line):
+                            unexplained.append(f"{path.relative_to(SRC)}:{inner.lineno}: {line.strip()}")
+    assert not unexplained, unexplained

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from datetime import timedelta
@@ -31,8 +32,6 @@ from genforge.training.batches import Batches
 from synthetic import COMMON, TINY_GAN, TINY_PRIOR, TINY_VQVAE, install_evaluator, train, write_idx_folder, write_npz
 
 WORLD = 2
-# fork: the workers start at once, with genforge already imported (spawn costs seconds of imports per rank)
-START_METHOD = "fork"
 FAST = ["train.precision=fp32", "train.channels_last=false", "train.device=cpu", "train.tensorboard=false"]
 
 
@@ -67,9 +66,16 @@ def _entry(rank: int, port: int, worker, args: tuple) -> None:
 
 
 def spawn(worker, *args, timeout: float = 120.0) -> None:
-    """Run ``worker(rank, *args)`` in two spawned processes; a failure in either fails the test."""
+    """Run ``worker(rank, *args)`` in two processes; a failure in either fails the test.
+
+    Forked, so that the workers start at once with genforge imported (spawning costs seconds of
+    imports per rank), unless this process runs threads a fork could catch holding a lock (tqdm's
+    monitor holds only tqdm's, and the workers draw no bars).
+    """
+    quiet = all(t is threading.main_thread() or t.name == "tqdm_monitor" for t in threading.enumerate())
+    method = "fork" if quiet and sys.platform == "linux" else "spawn"
     context = mp.start_processes(
-        _entry, args=(free_port(), worker, args), nprocs=WORLD, join=False, start_method=START_METHOD
+        _entry, args=(free_port(), worker, args), nprocs=WORLD, join=False, start_method=method
     )
     deadline = time.monotonic() + timeout
     while not context.join(timeout=1):

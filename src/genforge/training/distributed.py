@@ -20,8 +20,8 @@ Choices, and why:
   all-reduced by the quantizer itself, and with ``train.sync_batchnorm`` so are batch-norm
   statistics; without it each rank keeps its own running statistics, the usual DDP practice, and
   rank 0's are the ones checkpointed. Broadcasting would also cost a collective per forward and,
-  for a discriminator called on reals and fakes before one backward, trips autograd's in-place
-  check on batch-norm buffers (pytorch/pytorch#22095, #175024).
+  in some torch versions, trips autograd's in-place check when a batch-norm discriminator is called
+  on reals and on fakes before one backward (pytorch/pytorch#22095, #175024).
 - ``find_unused_parameters`` stays off: every parameter of a wrapped module takes part in its
   loss. A forward through a wrapped module whose parameters all have ``requires_grad`` off (the
   GAN's generator step through D) fires no gradient hooks, which DDP accepts.

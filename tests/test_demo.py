@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import pytest
 
+from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.commands.demo import run_demo
 from genforge.config import merge, nest, parse_set
+from genforge.data import load_dataset
 from genforge.errors import GenforgeError
 from synthetic import TINY_GAN, TINY_PRIOR, TINY_VQVAE, cli, install_evaluator, one_error
 
+# tiny batches, and a fixed precision: the precision probe would take longer than these runs
+FIXED = ["train.batch_size=16", "train.precision=fp32", "train.channels_last=false"]
 LIMIT = 2000  # images per split the demo's runs train on (the evaluation still uses 10,000 real ones)
 
 
@@ -42,7 +46,7 @@ def test_short_demo_on_fashion_mnist(fashion_available, tmp_path, monkeypatch, c
     install_evaluator(cache, "fashion-mnist", limit=500)
     for name, tiny in (("vqvae", TINY_VQVAE), ("prior", TINY_PRIOR)):
         presets = families.get(name).presets
-        monkeypatch.setitem(presets, "default", _shrunk(presets, tiny + ["train.batch_size=16"])["default"])
+        monkeypatch.setitem(presets, "default", _shrunk(presets, tiny + FIXED)["default"])
     result = run_demo(
         tmp_path / "demo",
         minutes=0.2,
@@ -50,7 +54,7 @@ def test_short_demo_on_fashion_mnist(fashion_available, tmp_path, monkeypatch, c
         n_eval=200,
         device_name="cpu",
         progress=False,
-        sets=TINY_GAN + ["train.batch_size=16"],
+        sets=TINY_GAN + FIXED,
         limit=LIMIT,
     )
 
@@ -73,3 +77,26 @@ def test_short_demo_on_fashion_mnist(fashion_available, tmp_path, monkeypatch, c
         )
     assert f" vqvae: test PSNR {vqvae['psnr']:.2f} dB, codebook usage {vqvae['codebook_usage']:.1%}" in summary
     assert f"report: {result.report}" in summary
+
+
+def test_short_demo_on_emoji_colour_data_without_a_test_split(tmp_path, monkeypatch, capsys):
+    """The emoji demo path: colour 64x64 data, one split (the floor compares two halves, the
+    VQ-VAE is scored on training images). Classifier features here to stay quick; `make demo
+    DATA=emoji` uses Inception."""
+    try:
+        load_dataset("emoji", limit=1)
+    except GenforgeError as e:
+        pytest.skip(f"the emoji dataset is not installed ({e}); make data fetches it")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GENFORGE_CACHE", str(cache))
+    install_evaluator(cache, "emoji", limit=400)
+    for name, tiny in (("vqvae", TINY_VQVAE), ("prior", TINY_PRIOR)):
+        presets = families.get(name).presets
+        monkeypatch.setitem(presets, "default", _shrunk(presets, tiny + FIXED)["default"])
+    result = run_demo(tmp_path / "demo", minutes=0.15, data="emoji", n_eval=64, device_name="cpu", progress=False,
+                      sets=TINY_GAN + FIXED, limit=200, features="classifier")  # fmt: skip
+    gan, vqvae = result.scores["gan"], result.scores["vqvae"]
+    assert gan["n"] == 64 and vqvae["recon_split"] == "train"
+    model = ckpt.load(tmp_path / "demo" / "gan").config["model"]
+    assert (model["resolution"], model["channels"]) == (64, 3)
+    assert result.report.is_file()

@@ -222,3 +222,4 @@ def test_evaluate_a_conditional_gan_draws_classes_as_the_data_does(bars, tmp_pat
     assert code == 0, err
     scores = json.loads(out)
     assert scores["kind"] == "gan" and {"fd", "class_kl", "classes_covered"} <= set(scores)
+    assert 0 <= scores["class_accuracy_min"] <= scores["class_accuracy"] <= 1

@@ -234,3 +234,12 @@ def code_bits_per_dim_formula():
     assert core.bits_per_dim(2.0, 49, 28 * 28, 1) == pytest.approx(2.0 * 49 / (math.log(2) * 784))
     # A code carrying exactly 8 bits per 8x8x1 patch -> 1/8 bit per dim.
     assert core.bits_per_dim(8 * math.log(2), 16, 32 * 32, 1) == pytest.approx(16 * 8 / 1024)
+
+
+def test_nearest_neighbour_ratio_in_closed_form():
+    real = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0]])  # nearest other real: 2, 2, 4 -> mean 8/3
+    assert core.nearest_neighbour_ratio(real, real[[0, 2]]) == 0.0  # copies of training images
+    fake = np.array([[1.0, 0.0], [0.0, 5.0]])  # nearest real: 1 and 1 -> mean 1
+    assert core.nearest_neighbour_ratio(real, fake) == pytest.approx(1 / (8 / 3))
+    far = real + 100.0
+    assert core.nearest_neighbour_ratio(real, far) > 10

@@ -152,3 +152,15 @@ def test_every_family_builds_under_every_candidate(tmp_path):
             x = torch.rand(8, 1, 32, 32).mul(2).sub(1).contiguous(memory_format=torch.channels_last)
             losses = trainer.train_step(x, None)
             assert all(torch.isfinite(v).all() for v in losses.values())
+
+
+def test_a_hopeless_candidate_is_ruled_out_without_timing_it_in_full(tmp_path, monkeypatch):
+    """bf16 without hardware support is emulated, 30-100x slower: one screening step suffices."""
+    monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path))
+    monkeypatch.setitem(SlowWhereTold.seconds, ("bf16", False), 0.4)
+    monkeypatch.setitem(SlowWhereTold.seconds, ("bf16", True), 0.4)
+    calls: list = []
+    started = time.perf_counter()
+    choice = choose(fake_spec(calls), prepared(), CPU, batch)
+    assert choice.precision == "fp32"
+    assert time.perf_counter() - started < 0.4 * 2 * 2  # each bf16 candidate: one step, not five

@@ -56,7 +56,8 @@ def test_python_api_example(tmp_path, monkeypatch):
     run, page = tmp_path / "runs" / "gan", tmp_path / "report.html"
     for old, new in (
         ("fashion-mnist", str(data)),
-        ("train.steps=2000", "train.steps=3"),
+        ("train.steps=2000", "train.steps=3"),  # the precision probe is tested in test_precision.py
+        ('"train.steps=3"', '"train.steps=3", "train.precision=fp32", "train.channels_last=false"'),
         ("n=10_000", "n=64"),
         ('"runs/gan"', repr(str(run))),
         ('"report.html"', repr(str(page))),

@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--minutes", type=number, default=15.0, help="total time budget (default 15)")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.add_argument("--data", default="fashion-mnist")
-    demo.add_argument("--n", type=count(1), default=10_000, help="samples per evaluation")
+    demo.add_argument("--n", type=count(1), help="samples per evaluation (default 10000; 1000 with inception)")
     demo.add_argument("--features", choices=FEATURES, help="default: classifier for the MNIST family, else inception")
     _device(demo)
     demo.add_argument("--quiet", action="store_true")

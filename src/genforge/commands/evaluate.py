@@ -20,7 +20,7 @@ from genforge.data import load_configured, load_dataset
 from genforge.errors import GenforgeError
 from genforge.families.registry import EvalContext
 from genforge.metrics.evaluate import evaluate_samples
-from genforge.metrics.extractors import get_extractor, reference
+from genforge.metrics.extractors import REAL_N, get_extractor, reference
 from genforge.runfolder import append_record, record
 
 
@@ -39,8 +39,10 @@ def evaluate(
     progress: bool = True,
     record_result: bool = True,
     extra: dict[str, Any] | None = None,
+    reference_n: int = REAL_N,
 ) -> dict[str, Any]:
-    """Score a run folder or a folder/.npz of images against real data.
+    """Score a run folder or a folder/.npz of images against ``reference_n`` real images (all of
+    them when the data has fewer).
 
     ``extra`` entries (e.g. the real-vs-real floor) are stored with the result.
     """
@@ -57,7 +59,7 @@ def evaluate(
         fit = "pad" if fake.shape[1] >= 28 else "resize"
         data_cfg = DataConfig(source=data, resolution=fake.shape[1], fit=fit, channels=fake.shape[3])
         extractor = get_extractor(features, data, device, progress)
-        ref = reference(extractor, data_cfg, progress=progress)
+        ref = reference(extractor, data_cfg, n=reference_n, progress=progress)
         result.update(evaluate_samples(fake, ref, extractor, progress=progress), data=data, n=len(fake))
         return result
 
@@ -68,7 +70,7 @@ def evaluate(
         data_cfg = replace(data_cfg, source=data)
     result.update(data=data_cfg.source, kind=c.kind)
     extractor = get_extractor(features, data_cfg.source, device, progress)
-    ref = reference(extractor, data_cfg, progress=progress)
+    ref = reference(extractor, data_cfg, n=reference_n, progress=progress)
     model = spec.load(c, device)
     ctx = EvalContext(extractor, ref, data_cfg, n, seed, device, progress, run_dir=target)
     result.update(spec.evaluate(model, ctx))

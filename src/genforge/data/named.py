@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from genforge.data.emoji import is_emoji_folder, open_emoji
 from genforge.data.readers import is_idx_folder, open_mnist
 from genforge.data.result import ReaderResult
@@ -102,13 +104,25 @@ def locate(name: str) -> Path | None:
     return next((d for d in search_dirs(name) if d.is_dir() and recognise(d)), None)
 
 
+# Each named dataset is decoded once per process (emoji's 3,786 PNGs take about 3 s; a demo reads
+# its data a dozen times): a copy of the decoded arrays is handed out each time.
+_DECODED: dict[tuple, ReaderResult] = {}
+
+
 def read_named(name: str, split: str) -> tuple[ReaderResult, Path]:
     """Read a named dataset's split; returns the reader result and the folder it came from."""
     folder = locate(name)
     if folder is None:
         searched = ", ".join(str(d) for d in search_dirs(name))
         raise GenforgeError(f"dataset '{name}' not found (searched {searched}); {NAMED_DATASETS[name].install_hint}")
-    return NAMED_DATASETS[name].open(folder, split), folder
+    key = (name, split, str(folder.resolve()), folder.stat().st_mtime_ns)
+    if key not in _DECODED:
+        _DECODED[key] = NAMED_DATASETS[name].open(folder, split)
+    images, labels, class_names = _DECODED[key]
+    if isinstance(images, np.ndarray):
+        images = images.copy()
+    labels = None if labels is None else labels.copy()
+    return (images, labels, None if class_names is None else list(class_names)), folder
 
 
 def fetch(name: str) -> str:

@@ -31,7 +31,7 @@ from genforge import checkpoint as ckpt
 from genforge.config import DataConfig, from_dict, resolve
 from genforge.errors import GenforgeError
 from genforge.images import to_uint8
-from genforge.metrics.evaluate import Reference, evaluate_samples
+from genforge.metrics.evaluate import Reference, evaluate_features, extract
 from genforge.progress import track
 
 
@@ -169,8 +169,9 @@ def generate(
     batch_size: int = 500,
     class_probs: np.ndarray | None = None,
     progress: bool = True,
-) -> tuple[np.ndarray, float]:
-    """``n`` uint8 samples (N, H, W, C) and the sampling speed in images/s.
+) -> tuple[np.ndarray, float, np.ndarray | None]:
+    """``n`` uint8 samples (N, H, W, C), the sampling speed in images/s, and the class each
+    sample was asked for (None for an unconditional model).
 
     A class-conditional model draws its classes from the data's class frequencies, so its
     samples follow p(y) p(x | y): the same target distribution as an unconditional model's.
@@ -181,25 +182,35 @@ def generate(
     p = None
     if k:
         p = torch.as_tensor(class_probs if class_probs is not None else np.full(k, 1 / k), dtype=torch.float64)
-    out, spent = [], 0.0
+    out, asked, spent = [], [], 0.0
     for start in track(range(0, n, batch_size), "sampling", enabled=progress):
         b = min(batch_size, n - start)
         t0 = time.perf_counter()
         if p is not None:
             labels = torch.multinomial(p, b, replacement=True, generator=label_g).to(model.device)
             images = model.sample(b, g, class_label=labels)
+            asked.append(labels.cpu().numpy())
         else:
             images = model.sample(b, g)
         spent += time.perf_counter() - t0
         out.append(to_uint8(images))
-    return np.concatenate(out), n / max(spent, 1e-9)
+    return np.concatenate(out), n / max(spent, 1e-9), (np.concatenate(asked) if asked else None)
 
 
 def score_generator(model: Model, ctx: EvalContext) -> dict[str, Any]:
-    """Sample ``ctx.n`` images and score them against the reference: a generator's evaluation."""
+    """Sample ``ctx.n`` images and score them against the reference: a generator's evaluation.
+
+    For a class-conditional model scored with the dataset's own classifier, also how often the
+    classifier finds the class that was asked for (``class_accuracy``, and its worst class).
+    """
     hist = ctx.reference.class_hist
     class_probs = None if hist is None else np.asarray(hist, np.float64) / np.sum(hist)
-    fake, speed = generate(model, ctx.n, ctx.seed, class_probs=class_probs, progress=ctx.progress)
-    scores = evaluate_samples(fake, ctx.reference, ctx.extractor, progress=ctx.progress)
+    fake, speed, asked = generate(model, ctx.n, ctx.seed, class_probs=class_probs, progress=ctx.progress)
+    feats, probs = extract(fake, ctx.extractor, progress=ctx.progress, desc="sample features")
+    scores = evaluate_features(feats, probs, ctx.reference)
     scores["sample_images_per_s"] = speed
+    if asked is not None and probs is not None and probs.shape[1] == model.num_classes:
+        hit = probs.argmax(axis=1) == asked
+        scores["class_accuracy"] = float(hit.mean())
+        scores["class_accuracy_min"] = float(min(hit[asked == k].mean() for k in np.unique(asked)))
     return scores

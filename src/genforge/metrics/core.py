@@ -140,6 +140,21 @@ def knn_radii(feats: np.ndarray, k: int | Sequence[int]) -> np.ndarray:
     return radii[0] if np.isscalar(k) else radii
 
 
+def nearest_neighbour_ratio(real: np.ndarray, fake: np.ndarray) -> float:
+    """Memorisation check: the mean distance from each sample to its nearest real image, over the
+    mean distance from each real image to its nearest other real image (N, D) flattened rows.
+
+    About 1 or more when samples are as far from the training set as its images are from each
+    other; towards 0 when samples copy training images (exact copies give 0).
+    """
+    real, fake = _check_pair(real, fake)
+    own = knn_radii(real, 1).mean()
+    nearest = np.concatenate([dist.min(axis=1) for _, dist in _distance_blocks(fake, real)])
+    if own == 0:
+        raise GenforgeError("the real images hold duplicates of every image: their nearest-neighbour distance is 0")
+    return float(nearest.mean() / own)
+
+
 def _check_pair(real: np.ndarray, fake: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
     if real.ndim != 2 or real.shape[1:] != fake.shape[1:]:

@@ -43,6 +43,15 @@ METRICS = [
     Metric("coverage", "coverage", "", "higher", lambda r: r.score("coverage"), difference=True),
     Metric("class_coverage", "class coverage", "classes", "higher", _class_coverage, difference=True),
     Metric("class_kl", "class KL", "nats", "lower", lambda r: r.score("class_kl")),
+    Metric(
+        "class_accuracy",
+        "asked class found (conditional)",
+        "",
+        "higher",
+        lambda r: r.score("class_accuracy"),
+        always=False,
+        difference=True,
+    ),
     # The Inception Score's formula over the evaluator classifier's classes. With Inception
     # features there is none: the shipped FID weights have no classification head.
     Metric("is", "classifier score (IS formula)", "", "higher", lambda r: r.score("is"), always=False),

@@ -224,8 +224,9 @@ def _time_steps(
             start = time.perf_counter()
             trainer.train_step(x[:rows], None if y is None else y[:rows])
             _sync(device)
-            if (time.perf_counter() - start) * len(x) / rows > HOPELESS * fastest:
-                return (time.perf_counter() - start) * len(x) / rows  # enough to rule it out
+            estimate = (time.perf_counter() - start) * len(x) / rows
+            if distributed.from_main(estimate > HOPELESS * fastest):  # rank 0's verdict, so all stop together
+                return estimate  # enough to rule it out
         for _ in range(2):  # warm-up: allocator, oneDNN primitive caches, autotuning
             trainer.train_step(x, y)
         _sync(device)

@@ -49,7 +49,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 64
+    batch_size: int = 64  # the global batch: under torchrun each of K processes takes batch_size / K
     steps: int = 0  # stop after this many optimisation steps (0 = no step limit)
     minutes: float = 0.0  # stop after this much training time, summed over resumes (0 = no limit)
     seed: int = 0
@@ -66,10 +66,21 @@ class TrainConfig:
     eval_every: int = 0  # cheap evaluation during training (0 = off)
     eval_samples: int = 2000
     grid_images: int = 64
+    tensorboard: bool | None = None  # TensorBoard events in run/tensorboard/; null: on when the package is installed
+    # Under torchrun (several processes): batch norm over the global batch instead of each rank's share
+    sync_batchnorm: bool = False
+    rank_timeout_minutes: float = 30.0  # how long a process waits for the others before the job fails
 
     def __post_init__(self):
         positive(
-            self, "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "grid_images", "probe_seconds"
+            self,
+            "batch_size",
+            "log_every",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "grid_images",
+            "probe_seconds",
+            "rank_timeout_minutes",
         )
         non_negative(self, "steps", "minutes", "sample_every", "eval_every", "eval_samples")
         check(0 <= self.seed < 2**63, "seed", "must be in 0 .. 2**63 - 1", self.seed)

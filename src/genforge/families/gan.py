@@ -38,6 +38,7 @@ from genforge.images import save_grid, to_uint8
 from genforge.losses import GAN_LOSSES, gradient_penalty, r1_penalty
 from genforge.models.gan import DCGANConfig, Discriminator, Generator, nearest_resolution
 from genforge.models.graphs import GeneratorGraph
+from genforge.training.distributed import randn, step_module
 from genforge.training.precision import autocast, grad_scaler
 
 AUGMENT_POLICIES = ("none", "diffaugment", "ada")
@@ -177,8 +178,8 @@ class GANTrainer:
         self.ada = AdaptiveAugment(a.target, a.interval, a.speed, a.p, device) if a.policy == "ada" else None
         # Penalties differentiate D's gradient again (double backward), which a compiled module
         # cannot do: they always run through the eager D; the plain losses use the compiled one.
-        self.step_g = torch.compile(self.G) if cfg.train.compile else self.G
-        self.step_d = torch.compile(self.D) if cfg.train.compile else self.D
+        self.step_g = step_module(self.G, cfg.train)
+        self.step_d = step_module(self.D, cfg.train)
         # Each discriminator update sees its own real batch: the loop hands over d_steps of them.
         self.batches_per_step = o.d_steps
 
@@ -241,7 +242,7 @@ class GANTrainer:
         return augment(x, self.cfg.augment.ops, p, self.noise)
 
     def _z(self, b: int) -> torch.Tensor:
-        return torch.randn(b, self.cfg.model.z_dim, device=self.device, generator=self.noise)
+        return randn(b, self.cfg.model.z_dim, generator=self.noise, device=self.device)  # this rank's share
 
     def train_step(self, real: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
         o = self.cfg.optim
@@ -279,7 +280,7 @@ class GANTrainer:
         logs["g_loss"] = g_loss.detach()
         self.steps_done += 1
         if self.ada is not None:
-            self.ada.update(real.shape[0] // self.batches_per_step)
+            self.ada.update(self.cfg.train.batch_size)  # the global batch: images of all ranks
         self._update_ema()
         return logs
 

@@ -30,6 +30,7 @@ from genforge.models.prior import TransformerPrior
 from genforge.models.transformer import TransformerConfig
 from genforge.models.vqvae import VQVAE
 from genforge.runfolder import atomic_path, read_records
+from genforge.training.distributed import step_module
 from genforge.training.precision import autocast
 
 NETWORKS = ("ar", "maskgit")
@@ -102,7 +103,7 @@ class PriorTrainer:
         )
         self.noise = torch.Generator(device=device).manual_seed(cfg.train.seed)
         self.steps_done = 0
-        self.step_net = torch.compile(self.net) if cfg.train.compile else self.net
+        self.step_net = step_module(self.net, cfg.train, method="loss")
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"prior": self.net, "vqvae": self.vqvae}
@@ -125,7 +126,7 @@ class PriorTrainer:
         for group in self.opt.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.dtype):
-            loss, parts = self.net.loss(codes, self._labels(labels), self.noise)
+            loss, parts = self.step_net(codes, self._labels(labels), self.noise)
         self.opt.zero_grad(set_to_none=True)
         loss.float().backward()
         if o.grad_clip > 0:

@@ -29,6 +29,7 @@ from genforge.models.patchgan import PatchGAN, PatchGANConfig
 from genforge.models.quantizers import CodebookHealth
 from genforge.models.vqvae import VQVAE, VQVAEConfig, nearest_resolution
 from genforge.progress import track
+from genforge.training.distributed import step_module
 from genforge.training.precision import autocast
 
 
@@ -95,7 +96,8 @@ class VQVAETrainer:
         self.noise = torch.Generator(device=device).manual_seed(cfg.train.seed)
         self.health = CodebookHealth(self.model.num_codes, o.health_window)
         self.steps_done = 0
-        self.step_model = torch.compile(self.model) if cfg.train.compile else self.model
+        self.step_model = step_module(self.model, cfg.train)
+        self.step_disc = step_module(self.disc, cfg.train) if self.disc is not None else None
         # Sample grids for a VQ-VAE are originals beside their reconstructions.
         self.grid_images = grid_images
 
@@ -144,7 +146,7 @@ class VQVAETrainer:
         if adversarial:
             self.disc.requires_grad_(True)
             with autocast(self.device, self.dtype):
-                real_logits, fake_logits = self.disc(x).float(), self.disc(recon.detach()).float()
+                real_logits, fake_logits = self.step_disc(x).float(), self.step_disc(recon.detach()).float()
             d_loss, d_parts = d_hinge(real_logits, fake_logits)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()

@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from genforge.data import ImageData
+from genforge.errors import GenforgeError
+
 
 @dataclass
 class Batches:
@@ -31,7 +34,11 @@ class Batches:
     _perm: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        assert self.batch_size % self.world_size == 0, "the global batch must split evenly over the ranks"
+        if self.batch_size % self.world_size:
+            raise GenforgeError(
+                f"train.batch_size {self.batch_size} (the global batch) does not split evenly over "
+                f"{self.world_size} processes; make it a multiple of {self.world_size}"
+            )
         self.per_epoch = max(1, len(self.examples) // self.batch_size)
         self.local = self.batch_size // self.world_size
 
@@ -61,7 +68,10 @@ class Batches:
 
 
 def on_device(examples: Any, device: torch.device) -> Any:
-    """In-memory arrays go to the device once; packed datasets stay where they are."""
+    """In-memory arrays (or an in-memory dataset's images) go to the device once; packed datasets
+    stay on disk, read batch by batch."""
+    if isinstance(examples, ImageData):
+        examples = examples.images
     if isinstance(examples, np.ndarray):
         return torch.from_numpy(examples).to(device)
     return examples

@@ -24,10 +24,14 @@ import torch
 from genforge import checkpoint as ckpt
 from genforge.config import TrainConfig
 from genforge.errors import GenforgeError
-from genforge.images import save_grid, to_uint8
+from genforge.images import make_grid, save_png, to_uint8
 from genforge.progress import Progress
 from genforge.runfolder import append_record, keep_records_until, record
+from genforge.training import distributed
 from genforge.training.batches import Batches
+from genforge.training.tensorboard import EventSink, NullSink
+
+GRID_SCALE = 2  # sample grids are saved at twice their size, as images.save_grid does
 
 
 @dataclass
@@ -151,28 +155,38 @@ def run(
     progress: bool = True,
     stop_after: int | None = None,
     resume_from: ckpt.Checkpoint | None = None,
+    sink: EventSink | NullSink | None = None,
 ) -> RunResult:
     """Train until ``cfg.steps`` / ``cfg.minutes`` is reached or a signal arrives.
 
     ``state`` is stored in every checkpoint beside the trainer's own (e.g. the precision the
     run chose). ``evaluate(step)`` is called every ``cfg.eval_every`` steps. ``stop_after`` ends
-    this session early after that many steps, as an interruption would (tests use it).
+    this session early after that many steps, as an interruption would (tests use it). ``sink``
+    receives what is logged as TensorBoard events.
+
+    Under torchrun (see ``distributed``) every rank runs this loop over its share of each batch;
+    losses are averaged over the ranks before they are logged, every rank stops at the same step,
+    and only rank 0 writes records, samples, events and checkpoints, and evaluates (the others
+    wait for it). ``evaluate`` and ``sink`` are given to rank 0 only.
     """
     run_dir = Path(run_dir)
+    world = distributed.current()
+    sink = sink or NullSink()
     noise = {"noise": trainer.noise}
     step, elapsed = 0, 0.0
     if resume_from is not None:
         restore_payload(trainer, noise, resume_from)
         step, elapsed = resume_from.step, float(resume_from.state.get("elapsed", 0.0))
         _say(progress, f"resuming {run_dir} from step {step} ({elapsed / 60:.1f} min trained)")
-    keep_records_until(run_dir, step)  # what was logged after the checkpoint will be logged again
+    if world.main:
+        keep_records_until(run_dir, step)  # what was logged after the checkpoint will be logged again
 
     budget = cfg.minutes * 60 if cfg.minutes > 0 else math.inf
     total_steps = cfg.steps if cfg.steps > 0 else None
     if total_steps is None and budget == math.inf:
         budget = 60.0  # neither limit given: a short run, never an endless one
     stop = _SignalFlag()
-    bar = Progress(total=total_steps, initial=step, enabled=progress, unit="step")
+    bar = Progress(total=total_steps, initial=step, enabled=progress and world.main, unit="step")
     sums: dict[str, torch.Tensor] = {}
     count, window_start, window_images = 0, time.perf_counter(), 0
     session_start, session_steps = time.perf_counter(), 0
@@ -182,17 +196,26 @@ def run(
     saved = [step if resume_from is not None else -1]
 
     def save() -> None:
-        _check_finite(sums, step, trainer, saved[0], parameters=True)
-        tensors, payload_state = checkpoint_payload(trainer, noise)
-        payload_state.update(state or {}, elapsed=elapsed)
-        ckpt.save(run_dir, step, kind, config, tensors, payload_state, keep=cfg.keep_checkpoints)
+        _check_finite(distributed.average(sums), step, trainer, saved[0], parameters=True)  # the same on every rank
+        if world.main:
+            tensors, payload_state = checkpoint_payload(trainer, noise)
+            payload_state.update(state or {}, elapsed=elapsed)
+            ckpt.save(run_dir, step, kind, config, tensors, payload_state, keep=cfg.keep_checkpoints)
+        distributed.barrier()  # nobody goes on until the checkpoint is on disk
         saved[0] = step
 
-    interrupted = False
+    def side_work(work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Rank 0's evaluations and pictures: they draw from the random streams too, which must
+        not change what is trained (nor make rank 0's streams differ from the others')."""
+        devices = [trainer.device] if trainer.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            return work(*args, **kwargs)
+
+    interrupted, time_up = False, elapsed >= budget
     try:
         with stop:
             base_elapsed = elapsed
-            while (total_steps is None or step < total_steps) and elapsed < budget:
+            while (total_steps is None or step < total_steps) and not time_up:
                 x, y = batches.get(step)
                 losses = trainer.train_step(x, y)
                 step += 1
@@ -200,10 +223,11 @@ def run(
                 for k, v in losses.items():  # summed on the device: no host sync per step
                     sums[k] = sums[k] + v if k in sums else v.detach().clone()
                 count += 1
-                window_images += x.shape[0]
+                window_images += x.shape[0] * world.size
                 elapsed = base_elapsed + time.perf_counter() - session_start
 
                 if step % cfg.log_every == 0 or (total_steps is not None and step == total_steps):
+                    sums = distributed.average(sums)  # every rank logs (and checks) the global batch's losses
                     _check_finite(sums, step, trainer, saved[0])
                     now = time.perf_counter()
                     images_per_second = window_images / max(now - window_start, 1e-9)
@@ -211,32 +235,51 @@ def run(
                     if hasattr(trainer, "log_extras"):
                         last.update(trainer.log_extras())
                     values = {"images_per_s": round(images_per_second, 1), **last}
-                    append_record(run_dir, record("train", step, values, time=elapsed))
+                    if world.main:
+                        append_record(run_dir, record("train", step, values, time=elapsed))
+                        sink.scalars(step, values)
                     bar.set_postfix(_postfix(last, images_per_second, step, total_steps, elapsed, budget))
                     warning = trainer.watch(last) if hasattr(trainer, "watch") else None
                     if warning and warning not in warned:
                         warned.add(warning)
                         bar.write(f"warning at step {step}: {warning}")
                     sums, count, window_start, window_images = {}, 0, now, 0
-                if evaluate is not None and cfg.eval_every and step % cfg.eval_every == 0:
-                    scores = evaluate(step)
-                    append_record(run_dir, record("eval", step, scores, time=elapsed))
-                    shown = " | ".join(
-                        f"{k} {scores[k]:.3g}" for k in ("fd", "recall", "classes_covered") if k in scores
-                    )
-                    bar.set_description(shown)
+                if cfg.eval_every and step % cfg.eval_every == 0 and (evaluate is not None or world.distributed):
+                    if evaluate is not None:
+                        scores = side_work(evaluate, step)
+                        append_record(run_dir, record("eval", step, scores, time=elapsed))
+                        sink.evaluation(step, scores)
+                        shown = " | ".join(
+                            f"{k} {scores[k]:.3g}" for k in ("fd", "recall", "classes_covered") if k in scores
+                        )
+                        bar.set_description(shown)
+                    distributed.barrier()  # evaluation runs once, on rank 0; the others wait for it
                 if cfg.sample_every and step % cfg.sample_every == 0:
-                    _check_finite(sums, step, trainer, saved[0])  # no grid of a diverged model
-                    _save_samples(trainer, run_dir, step, cfg)
+                    # no grid of a diverged model (the global losses: the same verdict on every rank)
+                    _check_finite(distributed.average(sums), step, trainer, saved[0])
+                    if world.main:
+                        side_work(_save_samples, trainer, run_dir, step, cfg, sink)
                 if step % cfg.checkpoint_every == 0:
                     save()
                 bar.update(1)
-                if stop.raised or (stop_after is not None and session_steps >= stop_after):
-                    interrupted = True
+                # One rank's signal or clock stops every rank, at the same step.
+                asked = stop.raised is not None or (stop_after is not None and session_steps >= stop_after)
+                interrupted, time_up = distributed.any_rank(asked, elapsed >= budget)
+                if interrupted:
                     break
         if step != saved[0]:
             save()
-        _save_samples(trainer, run_dir, step, cfg, final=True)
+        if world.main:
+            side_work(_save_samples, trainer, run_dir, step, cfg, sink, final=True)
+    except Exception as error:
+        reason = distributed.lost_peer(error) if world.distributed else None
+        if reason is not None:
+            kept = f"the last checkpoint (step {saved[0]}) is intact" if saved[0] >= 0 else "no checkpoint was written"
+            raise GenforgeError(
+                f"{world.describe()}: another process of this job stopped or stopped answering ({reason}); "
+                f"{kept}; run the same command to resume"
+            ) from error
+        raise
     finally:
         bar.close()
     if interrupted:
@@ -262,13 +305,17 @@ def _check_finite(sums: dict[str, torch.Tensor], step: int, trainer, last_saved:
     raise Diverged(f"training diverged by step {step}: {', '.join(bad)} became non-finite; {kept}; {hint}")
 
 
-def _save_samples(trainer, run_dir: Path, step: int, cfg: TrainConfig, final: bool = False) -> None:
+def _save_samples(
+    trainer, run_dir: Path, step: int, cfg: TrainConfig, sink: EventSink | NullSink, final: bool = False
+) -> None:
     # A fixed generator: every grid of a run shows the same latent points, so progress is visible.
     g = torch.Generator(device=trainer.device).manual_seed(cfg.seed + 12345)
-    pictures = to_uint8(trainer.sample_grid(cfg.grid_images, g))
-    save_grid(pictures, run_dir / "samples" / f"step-{step:07d}.png")
+    grid = make_grid(to_uint8(trainer.sample_grid(cfg.grid_images, g)))  # (H, W, C)
+    save_png(grid, run_dir / "samples" / f"step-{step:07d}.png", scale=GRID_SCALE)
     if final:
-        save_grid(pictures, run_dir / "samples" / "final.png")
+        save_png(grid, run_dir / "samples" / "final.png", scale=GRID_SCALE)
+    if not (final and cfg.sample_every and step % cfg.sample_every == 0):  # else shown already
+        sink.image(step, grid)
 
 
 def _postfix(last: dict[str, float], ips: float, step: int, total: int | None, elapsed: float, budget: float) -> str:

@@ -28,6 +28,7 @@ from genforge.config import to_dict
 from genforge.errors import GenforgeError
 from genforge.paths import cache_root
 from genforge.runfolder import atomic_write
+from genforge.training import distributed
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PROBE_VERSION = 1
@@ -140,13 +141,16 @@ def choose(spec, prepared, device: torch.device, batch, *, progress: bool = True
     if len(options) == 1:
         precision, channels_last = options[0]
         return Choice(precision, channels_last, "set")
+    # Under torchrun every rank must train with the same choice: rank 0's cache decides, and a
+    # probe runs on every rank in step (its steps are collective), timed and written by rank 0.
+    main = distributed.current().main
     key = _probe_key(spec.name, prepared.config, device, options)
     path = cache_root() / "precision" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
-    cached = _read(path, key)
+    cached = distributed.from_main(_read(path, key) if main else None)
     if cached is not None:
         best = max(cached, key=lambda row: row["images_per_s"])
         return Choice(best["precision"], best["channels_last"], "cache", cached, path)
-    if progress:
+    if progress and main:
         print("measuring the fastest precision on this machine (cached for the next run)...", file=sys.stderr)
     table, fastest = [], None
     for precision, channels_last in options:
@@ -158,12 +162,14 @@ def choose(spec, prepared, device: torch.device, batch, *, progress: bool = True
         setting = precision + (" + channels_last" if channels_last else "")
         row = {"setting": setting, "precision": precision, "channels_last": channels_last}
         table.append({**row, "images_per_s": round(images / seconds_per_step, 1)})
+    table = distributed.from_main(table)
     best = max(table, key=lambda row: row["images_per_s"])
     entry = {"version": PROBE_VERSION, "key": key, "table": table, "date": time.strftime("%Y-%m-%d %H:%M")}
-    try:
-        atomic_write(path, json.dumps(entry, indent=1))
-    except OSError:
-        path = None  # an unwritable cache only costs the next run another probe
+    if main:
+        try:
+            atomic_write(path, json.dumps(entry, indent=1))
+        except OSError:
+            path = None  # an unwritable cache only costs the next run another probe
     return Choice(best["precision"], best["channels_last"], "probe", table, path)
 
 
@@ -174,7 +180,11 @@ def _probe_key(family: str, config: Any, device: torch.device, options) -> str:
     train = values.get("train", {})
     shape = {"batch_size": train.get("batch_size"), "compile": train.get("compile")}
     values["train"] = shape
-    return json.dumps({"machine": machine_key(device), "family": family, "config": values, "options": options})
+    key = {"machine": machine_key(device), "family": family, "config": values, "options": options}
+    processes = distributed.current().size
+    if processes > 1:  # each process steps its share of the batch, and waits for the others
+        key["processes"] = processes
+    return json.dumps(key)
 
 
 def _read(path: Path, key: str) -> list[dict[str, Any]] | None:
@@ -214,13 +224,15 @@ def _time_steps(
             start = time.perf_counter()
             trainer.train_step(x[:rows], None if y is None else y[:rows])
             _sync(device)
-            if (time.perf_counter() - start) * len(x) / rows > HOPELESS * fastest:
-                return (time.perf_counter() - start) * len(x) / rows  # enough to rule it out
+            estimate = (time.perf_counter() - start) * len(x) / rows
+            if distributed.from_main(estimate > HOPELESS * fastest):  # rank 0's verdict, so all stop together
+                return estimate  # enough to rule it out
         for _ in range(2):  # warm-up: allocator, oneDNN primitive caches, autotuning
             trainer.train_step(x, y)
         _sync(device)
         steps, start = 0, time.perf_counter()
-        while steps < 3 or time.perf_counter() - start < seconds:
+        # rank 0's clock decides when to stop, so that every rank takes the same (collective) steps
+        while distributed.from_main(steps < 3 or time.perf_counter() - start < seconds):
             trainer.train_step(x, y)
             steps += 1
         _sync(device)

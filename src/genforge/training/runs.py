@@ -7,15 +7,17 @@ and touched.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from genforge import checkpoint as ckpt
-from genforge.config import dump_yaml, to_dict
+from genforge.config import TrainConfig, dump_yaml, to_dict
 from genforge.errors import GenforgeError
 from genforge.runfolder import RunLock, append_record, atomic_write, clean_temporary, inside, record
+from genforge.training import distributed, tensorboard
 from genforge.training.batches import Batches, on_device
 from genforge.training.evaluator import training_evaluator
 from genforge.training.loop import RunResult, run
@@ -37,7 +39,11 @@ RESUMABLE = {
     "precision",
     "channels_last",
     "probe_seconds",
+    "tensorboard",
+    "rank_timeout_minutes",
 }
+# Settings added after a run was started: absent from its config, they are taken at their default.
+TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
 
 def train(
@@ -52,8 +58,13 @@ def train(
     """Train (or resume) a run of family ``spec`` into ``out``.
 
     Returns the RunResult, or with ``dry_run`` the resolved config (data-decided fields filled).
+    Under torchrun every process calls this: rank 0 alone prints and writes the run folder, and
+    every rank resumes from the checkpoint rank 0 found (``out`` must then be on a filesystem all
+    machines share).
     """
     out = Path(out)
+    world = distributed.from_environment()
+    progress = progress and world.main
     if out.exists() and not out.is_dir():
         raise GenforgeError(f"{out}: exists and is not a folder; pick another --out")
     prepared = spec.prepare(config, progress)
@@ -62,23 +73,55 @@ def train(
         return config
     for note in prepared.notes:
         _say(progress, note)
-    saved = check_resume(out, spec, to_dict(config))
-    device = pick_device(config.train.device)
-    with RunLock(out):
+    events = config.train.tensorboard if config.train.tensorboard is not None else tensorboard.available()
+    if events and not tensorboard.available():
+        raise GenforgeError(f"train.tensorboard is true: {tensorboard.INSTALL_HINT}")
+    with distributed.session(world, pick_device(config.train.device), config.train.rank_timeout_minutes) as device:
+        saved = check_resume(out, spec, to_dict(config), distributed.from_main(_found(out) if world.main else None))
+        _check_world(out, saved, world)
+        with RunLock(out) if world.main else contextlib.nullcontext():
+            return _train_locked(spec, prepared, out, device, saved, world, events, progress, stop_after)
+
+
+def _train_locked(spec, prepared, out: Path, device, saved, world, events: bool, progress: bool, stop_after):
+    config = prepared.config
+    if world.main:
         clean_temporary(out)
         if spec.training_data is not None:
             spec.training_data(prepared, out, device, progress)
-        examples = on_device(prepared.images, device)
-        labels = on_device(prepared.labels, device) if prepared.labels is not None else None
-        batches = Batches(examples, labels, config.train.batch_size, config.train.seed, device)
-        choice = _precision(spec, prepared, device, saved, batches, progress)
+    distributed.barrier()  # the others read what rank 0 made (the prior's code cache)
+    if not world.main and spec.training_data is not None:
+        spec.training_data(prepared, out, device, progress)
+    examples = on_device(prepared.images, device)
+    labels = on_device(prepared.labels, device) if prepared.labels is not None else None
+    train_cfg = config.train
+    batches = Batches(
+        examples, labels, train_cfg.batch_size, train_cfg.seed, device, rank=world.rank, world_size=world.size
+    )
+    choice = _precision(spec, prepared, device, saved, batches, progress)
+    if world.main:
         atomic_write(out / "config.yaml", dump_yaml(config))
-        prepared.config = _with_choice(config, choice)  # what the trainer is built with
-        trainer = spec.build(prepared, device, choice.dtype)
-        batches.channels_last = choice.channels_last
-        batches.per_step = getattr(trainer, "batches_per_step", 1)
-        _say(progress, f"training {spec.name} on {device}, {choice.describe()} -> {out}")
-        evaluate = training_evaluator(trainer, prepared, progress) if config.train.eval_every else None
+    prepared.config = _with_choice(config, choice)  # what the trainer is built with
+    trainer = spec.build(prepared, device, choice.dtype)
+    batches.channels_last = choice.channels_last
+    batches.per_step = getattr(trainer, "batches_per_step", 1)
+    processes = f", {world.size} processes x {train_cfg.batch_size // world.size} images" if world.distributed else ""
+    _say(
+        progress,
+        f"training {spec.name} on {device}, {choice.describe()}, batch {train_cfg.batch_size}{processes} -> {out}",
+    )
+    evaluate = None
+    if train_cfg.eval_every:
+        if not hasattr(trainer, "evaluation_samples"):
+            raise GenforgeError("train.eval_every applies to families that generate images; set it to 0 for this one")
+        if world.main:  # evaluation runs once, on rank 0
+            evaluate = training_evaluator(trainer, prepared, progress)
+    state = {
+        "precision": {"precision": choice.precision, "channels_last": choice.channels_last},
+        "world_size": world.size,
+    }
+    sink = tensorboard.EventSink.open(out, events and world.main, step=saved.step if saved is not None else 0)
+    with sink:
         result = run(
             trainer,
             batches,
@@ -86,25 +129,55 @@ def train(
             out,
             kind=spec.name,
             config=to_dict(config),
-            state={"precision": {"precision": choice.precision, "channels_last": choice.channels_last}},
+            state=state,
             evaluate=evaluate,
             progress=progress,
             stop_after=stop_after,
             resume_from=saved,
+            sink=sink,
         )
-        if spec.finish is not None and not result.interrupted:
+        if spec.finish is not None and not result.interrupted and world.main:
             scores = spec.finish(out, prepared, device, progress)
             if scores:
                 append_record(out, record("eval", result.step, scores))
+                sink.evaluation(result.step, scores)
                 result.last.update(scores)
     return result
 
 
-def check_resume(out: Path, spec, config: dict[str, Any]) -> ckpt.Checkpoint | None:
-    """If ``out`` holds a run, make sure it is of this family and trains the same thing."""
+def _found(out: Path) -> str | None:
+    """The checkpoint a run in ``out`` resumes from (rank 0 looks; every rank loads the same)."""
     found = ckpt.find(out) if (out / "checkpoints").is_dir() else None
+    return None if found is None else str(found)
+
+
+def _check_world(out: Path, saved: ckpt.Checkpoint | None, world) -> None:
+    """A run resumes with the number of processes it was trained with: the batches' union would be
+    the same, but batch-norm statistics, the codebook's restarts and the order of float sums
+    would not, so another number would not continue the same training."""
+    if saved is None:
+        return
+    before = int(saved.state.get("world_size", 1))
+    if before != world.size:
+        how = "one process" if before == 1 else f"{before} processes (torchrun: WORLD_SIZE {before})"
+        now = "one" if world.size == 1 else str(world.size)
+        raise GenforgeError(
+            f"{out} was trained by {how}, this command starts {now}; resume it with the same number of "
+            "processes or train into a new --out folder"
+        )
+
+
+def check_resume(out: Path, spec, config: dict[str, Any], found: str | None) -> ckpt.Checkpoint | None:
+    """If ``out`` holds a run (its checkpoint ``found``, see ``_found``), make sure it is of this
+    family and trains the same thing."""
     if found is None:
         return None
+    found = Path(found)
+    if not found.exists():
+        raise GenforgeError(
+            f"{found}: rank 0 resumes from it but this process does not see it; --out must be on a "
+            "filesystem every machine of the job shares"
+        )
     if not inside(out, found):
         raise GenforgeError(f"{found}: lies outside the run folder {out}; refusing to resume from it")
     saved = ckpt.load(found, kind=spec.name)
@@ -123,7 +196,9 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, A
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for key in sorted(set(old) | set(new)):
-            if prefix == "train." and key in RESUMABLE:
+            if prefix == "train." and (
+                key in RESUMABLE or (key not in old and new.get(key) == TRAIN_DEFAULTS.get(key))
+            ):
                 continue
             if prefix == "data." and key in ("resolution", "fit") and old.get(key) and new.get(key) in (0, "auto"):
                 continue  # "follow the data" resolves to what the run recorded

@@ -1,0 +1,337 @@
+"""Several processes, one run: torchrun's environment, DistributedDataParallel, rank-0 I/O.
+
+genforge uses PyTorch's own engine and adds no layer of its own::
+
+    torchrun --nproc-per-node K -m genforge train gan --data D --out runs/gan
+
+``torchrun`` starts K processes and sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
+MASTER_PORT; ``session`` joins them into one process group (gloo on CPU, NCCL on CUDA, with a
+timeout, so a rank that stops answering ends the job instead of hanging it); ``step_module`` wraps the
+modules a training step calls in DistributedDataParallel, which averages their gradients over the
+ranks during backward. Everything else (which rank writes, who waits for whom) is the training
+loop's, using ``barrier``, ``from_main`` and ``average`` here.
+
+Choices, and why:
+- ``torch.compile`` goes inside DDP (``DDP(torch.compile(module))``), as PyTorch's "where to
+  apply torch.compile" page advises: dynamo does not handle the DDP wrapper well.
+- Buffers are not broadcast from rank 0 before every forward (DDP's ``forward_sync_buffers``, once
+  ``broadcast_buffers``). Every buffer genforge trains stays equal on every rank by construction:
+  spectral norm's vectors follow the (synchronised) weights, the VQ codebook's EMA statistics are
+  all-reduced by the quantizer itself, and with ``train.sync_batchnorm`` so are batch-norm
+  statistics; without it each rank keeps its own running statistics, the usual DDP practice, and
+  rank 0's are the ones checkpointed. Broadcasting would also cost a collective per forward and,
+  in some torch versions, trips autograd's in-place check when a batch-norm discriminator is called
+  on reals and on fakes before one backward (pytorch/pytorch#22095, #175024).
+- ``find_unused_parameters`` stays off: every parameter of a wrapped module takes part in its
+  loss. A forward through a wrapped module whose parameters all have ``requires_grad`` off (the
+  GAN's generator step through D) fires no gradient hooks, which DDP accepts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parallel import DistributedDataParallel
+
+from genforge.config import TrainConfig
+from genforge.errors import GenforgeError
+
+# DDP warns (once per process) when a gradient's strides differ from its bucket's; genforge's
+# differ only in dimensions of size 1 (a conv with one input or output channel), the same layout.
+warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+
+# torch >= 2.12 spells "do not broadcast buffers before each forward" forward_sync_buffers=False
+# (buffers are still made equal when DDP starts); earlier versions broadcast_buffers=False.
+_DDP_ARGUMENTS = inspect.signature(DistributedDataParallel.__init__).parameters
+NO_FORWARD_BUFFER_SYNC = (
+    {"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_ARGUMENTS else {"broadcast_buffers": False}
+)
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process stands among the processes of one run (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0  # rank on this machine: picks the GPU
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that writes the run folder and prints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    def describe(self) -> str:
+        return f"rank {self.rank} of {self.size}"
+
+
+def from_environment(environ: dict[str, str] | None = None) -> World:
+    """The World torchrun describes in the environment (no WORLD_SIZE: one process)."""
+    env = os.environ if environ is None else environ
+    if "WORLD_SIZE" not in env:
+        return World()
+    try:
+        size, rank = int(env["WORLD_SIZE"]), int(env.get("RANK", "0"))
+        local_rank = int(env.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise GenforgeError(
+            "WORLD_SIZE, RANK and LOCAL_RANK must be integers; start several processes with torchrun"
+        ) from None
+    if size < 1 or not 0 <= rank < size or local_rank < 0:
+        raise GenforgeError(f"RANK {rank} does not fit WORLD_SIZE {size}; start several processes with torchrun")
+    if size > 1 and not (env.get("MASTER_ADDR") and env.get("MASTER_PORT")):
+        raise GenforgeError(
+            "WORLD_SIZE is set but MASTER_ADDR/MASTER_PORT are not; start several processes with torchrun"
+        )
+    return World(rank, size, local_rank)
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def current() -> World:
+    """The World of the process group this process has joined (one process when none)."""
+    if not _active():
+        return World()
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+
+
+@contextlib.contextmanager
+def session(world: World, device: torch.device, timeout_minutes: float) -> Iterator[torch.device]:
+    """Join the run's process group for the duration of the block; yields this rank's device
+    (``cuda:LOCAL_RANK`` on GPUs). For one process, nothing happens and ``device`` comes back."""
+    if not world.distributed or dist.is_initialized():  # a caller that set the group up keeps it
+        yield device
+        return
+    if device.type == "cuda":
+        if world.local_rank >= torch.cuda.device_count():
+            raise GenforgeError(
+                f"LOCAL_RANK {world.local_rank}, but this machine has {torch.cuda.device_count()} GPU(s): "
+                "start at most one process per GPU (torchrun --nproc-per-node)"
+            )
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    elif device.type == "cpu":
+        backend = "gloo"
+    else:
+        raise GenforgeError(f"several processes on device {device.type} are not supported; use --device cpu or cuda")
+    try:
+        dist.init_process_group(
+            backend, rank=world.rank, world_size=world.size, timeout=timedelta(minutes=timeout_minutes)
+        )
+    except (RuntimeError, ValueError) as error:  # torch's DistError is a RuntimeError
+        where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+        raise GenforgeError(f"{world.describe()} could not join the other processes at {where}: {error}") from None
+    try:
+        yield device
+    finally:
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------
+# What ranks say to each other (each a no-op for one process)
+# ---------------------------------------------------------------------------------------------
+
+
+def barrier() -> None:
+    """Wait until every rank gets here (e.g. until rank 0 has written a checkpoint)."""
+    if _active():
+        dist.barrier()
+
+
+def from_main(value: Any) -> Any:
+    """Rank 0's ``value`` (anything picklable), on every rank."""
+    if not _active():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _collective_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def any_rank(*flags: bool) -> tuple[bool, ...]:
+    """Each flag, true on every rank if it is true on any (one rank's signal stops them all)."""
+    if not _active():
+        return tuple(bool(f) for f in flags)
+    t = torch.tensor([int(f) for f in flags], device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return tuple(bool(v) for v in t.tolist())
+
+
+def average(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The mean over the ranks of each scalar tensor in ``values`` (one collective for all)."""
+    if not _active() or not values:
+        return values
+    stacked = torch.stack([v.detach().float().reshape(()) for v in values.values()])
+    device = stacked.device
+    stacked = stacked.to(_collective_device())
+    dist.all_reduce(stacked)
+    stacked = (stacked / dist.get_world_size()).to(device)
+    return dict(zip(values, stacked.unbind()))
+
+
+def lost_peer(error: BaseException) -> str | None:
+    """If ``error`` came from the process group (a rank died, or stopped answering past the
+    timeout) rather than from this rank's own work: what it said, in a line. Else None."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    text = str(error).strip()
+    from_group = isinstance(error, getattr(dist, "DistError", ())) or (
+        isinstance(error, RuntimeError) and ("gloo" in text.lower() or "nccl" in text.lower())
+    )
+    if not from_group:
+        return None
+    line = re.sub(r"^\[[^\]]*\]\s*", "", text.splitlines()[0] if text else type(error).__name__)  # gloo's source path
+    return line.split(". ")[0].rstrip(".")
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules and noise for a training step
+# ---------------------------------------------------------------------------------------------
+
+
+def randn(rows: int, *shape: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """This rank's ``rows`` rows of one (rows * world size, *shape) standard-normal draw.
+
+    Every rank draws the same global tensor from its generator (equal on all ranks) and keeps its
+    own slice: together the ranks use exactly the noise one process with the whole batch would,
+    and no two ranks share a row. For one process this is ``torch.randn(rows, *shape)``.
+    """
+    world = current()
+    z = torch.randn(rows * world.size, *shape, generator=generator, device=device)
+    return z[world.rank * rows : (world.rank + 1) * rows]
+
+
+class Method(nn.Module):
+    """A module whose forward is another method of ``module``: DDP synchronises the gradients of
+    what runs through ``forward`` only, so a step that calls ``net.loss(...)`` calls this."""
+
+    def __init__(self, module: nn.Module, name: str):
+        super().__init__()
+        self.module, self.name = module, name
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.module, self.name)(*args, **kwargs)
+
+
+def step_module(module: nn.Module, train: TrainConfig, method: str = "forward") -> Callable[..., Any]:
+    """What a training step calls in place of ``module`` (which stays what is checkpointed).
+
+    ``module`` (its ``method``, when that is not ``forward``), compiled when ``train.compile``, and
+    under torchrun called through DistributedDataParallel, so backward averages its gradients over
+    the ranks; with ``train.sync_batchnorm`` its batch-norm layers normalise over the global batch.
+    """
+    step: nn.Module = module if method == "forward" else Method(module, method)
+    if train.compile:
+        step = torch.compile(step)
+    return _Replicated(module, step, train.sync_batchnorm) if current().distributed else step
+
+
+class _Replicated:
+    """Calls ``step`` through DistributedDataParallel, which it builds at the first call.
+
+    Building DDP is collective (rank 0's weights go to every rank); every rank's first training
+    step is too, so DDP is built there, and a trainer built on one rank alone (a model rebuilt from
+    a checkpoint to score it, as the prior's ``finish`` does) never starts a collective.
+    """
+
+    def __init__(self, module: nn.Module, step: nn.Module, sync_batchnorm: bool):
+        self.module, self.step, self.sync_batchnorm = module, step, sync_batchnorm
+        self.replicated: DistributedDataParallel | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.replicated is None:
+            if self.sync_batchnorm:
+                convert_sync_batchnorm(self.module)
+            device = next(self.module.parameters()).device
+            device_ids = [device.index] if device.type == "cuda" else None
+            self.replicated = DistributedDataParallel(self.step, device_ids=device_ids, **NO_FORWARD_BUFFER_SYNC)
+        return self.replicated(*args, **kwargs)
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """The sum of a tensor over the ranks, differentiable: each rank's loss depends on every
+    rank's input, so each input's gradient is the sum of every rank's output gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        total = x.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
+class SyncBatchNorm(_BatchNorm):
+    """Batch norm over every rank's batch where ``torch.nn.SyncBatchNorm`` does not run (CPU, gloo).
+
+    It takes the mean and the variance over all ranks with two differentiable all-reduces (the
+    mean first, then the squared deviations from it), so that the gradient, as SyncBatchNorm's,
+    flows across ranks. Outside training, or in one process, it is plain batch norm.
+    """
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and _active()):
+            return super().forward(x)
+        self._check_input_dim(x)
+        dims = [0, *range(2, x.ndim)]
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        xf = x.float()
+        count = torch.tensor([x.numel() // x.shape[1]], dtype=torch.float64)
+        dist.all_reduce(count)
+        n = float(count.item())
+        mean = _SumOverRanks.apply(xf.sum(dims)) / n  # (C,)
+        centred = xf - mean.view(shape)
+        var = _SumOverRanks.apply(centred.pow(2).sum(dims)) / n  # (C,), biased, as batch norm uses
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), factor)
+                unbiased = var.detach() * n / max(n - 1.0, 1.0)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+        out = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out.to(x.dtype)
+
+
+def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Make ``module``'s batch-norm layers normalise over every rank's batch, in place, keeping
+    their parameter and buffer tensors (an optimizer built before still holds them, and
+    checkpoints keep their keys): ``torch.nn.SyncBatchNorm`` on CUDA, ``SyncBatchNorm`` elsewhere."""
+    if any(p.is_cuda for p in module.parameters()):
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for layer in module.modules():
+        if isinstance(layer, _BatchNorm) and not isinstance(layer, (SyncBatchNorm, nn.SyncBatchNorm)):
+            layer.__class__ = SyncBatchNorm  # the same state; only the forward differs
+    return module

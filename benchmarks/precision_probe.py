@@ -33,7 +33,9 @@ def prepared_for(name: str, scratch: Path, seconds: float):
         vq = families.get("vqvae")
         vq_run = scratch / "vqvae"
         if not vq_run.exists():  # any trained VQ-VAE gives the prior its codes; one step is enough
-            config = vq.resolve("default", None, ["train.precision=fp32", "train.channels_last=false"], {"train": {"steps": 1}})
+            config = vq.resolve(
+                "default", None, ["train.precision=fp32", "train.channels_last=false"], {"train": {"steps": 1}}
+            )
             train(vq, config, vq_run, progress=False)
         spec = families.get("prior")
         config = spec.resolve(name if name == "maskgit" else "default", None, sets, {"vqvae": str(vq_run)})

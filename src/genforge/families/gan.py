@@ -454,7 +454,7 @@ def fit_to_data(config, resolution: int, channels: int, num_classes: int = 0):
 def load_for(config, nearest: Callable[[int], int]) -> Prepared:
     """The data of a GAN run, fitted to a resolution its networks support; fills the config."""
     asked = config.data
-    data, config.data = load_configured(config.data, nearest=nearest)
+    data, config.data = load_configured(config.data, nearest=nearest, lazy=True)  # packed data stays on disk
     notes = [note] if (note := fit_note(asked, config.data)) else []
     num_classes = 0
     if config.conditional:
@@ -462,7 +462,7 @@ def load_for(config, nearest: Callable[[int], int]) -> Prepared:
             raise GenforgeError(f"conditional: true needs class labels, and {config.data.source} has none")
         num_classes = data.num_classes
     fit_to_data(config, data.resolution, data.channels, num_classes)
-    return Prepared(config, data.images, data.labels, num_classes=num_classes, data_config=config.data, notes=notes)
+    return Prepared(config, data, data.labels, num_classes=num_classes, data_config=config.data, notes=notes)
 
 
 def prepare(config: GANRunConfig, progress: bool = True) -> Prepared:

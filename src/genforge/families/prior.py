@@ -228,7 +228,7 @@ def prepare(config: PriorRunConfig, progress: bool = True) -> Prepared:
         raise GenforgeError("a prior needs its VQ-VAE: pass --vqvae RUN")
     c_vq = ckpt.load(config.vqvae, kind="vqvae", map_location="cpu")
     vqvae, vq_cfg = load_vqvae(c_vq, torch.device("cpu"))
-    data, _ = load_configured(vq_cfg.data)
+    data, _ = load_configured(vq_cfg.data, lazy=True)  # packed data is encoded chunk by chunk
     num_classes = data.num_classes if (config.conditional and data.labels is not None) else 0
     m = to_dict(config.model)
     m.update(vocab_size=vqvae.num_codes, grid_h=vqvae.grid_size[0], grid_w=vqvae.grid_size[1], num_classes=num_classes)
@@ -246,7 +246,7 @@ def training_data(prepared: Prepared, run_dir: Path, device: torch.device, progr
     key = f"{c_vq.path.resolve()}@{c_vq.step}|{code_dtype(vqvae.num_codes).name}"
 
     def make() -> dict[str, np.ndarray]:
-        arrays = {"train": encode_images(vqvae, data.images, device, progress=progress)}
+        arrays = {"train": np.concatenate([encode_images(vqvae, c, device, progress=False) for c in data.chunks()])}
         if data.labels is not None:
             arrays["train_labels"] = data.labels
         try:

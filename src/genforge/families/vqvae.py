@@ -242,9 +242,10 @@ def fit_to_data(config: VQVAERunConfig, resolution: int, channels: int) -> VQVAE
 
 def prepare(config: VQVAERunConfig, progress: bool = True) -> Prepared:
     downsample, asked = config.model.downsample, config.data
-    data, config.data = load_configured(config.data, nearest=lambda side: nearest_resolution(side, downsample))
+    nearest = lambda side: nearest_resolution(side, downsample)  # noqa: E731
+    data, config.data = load_configured(config.data, nearest=nearest, lazy=True)  # packed data stays on disk
     fit_to_data(config, data.resolution, data.channels)
-    grid = to_float(data.images[: config.train.grid_images // 2])
+    grid = to_float(data.take(np.arange(min(len(data), config.train.grid_images // 2))))
     notes = [note] if (note := fit_note(asked, config.data)) else []
     return Prepared(
         config, data.images, data.labels, extras={"grid_images": grid}, data_config=config.data, notes=notes

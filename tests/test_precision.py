@@ -20,6 +20,7 @@ from genforge.training.precision import Choice, candidates, choose
 from synthetic import TINY_GAN, cli, sets, write_npz
 
 CPU = torch.device("cpu")
+MEASURE_SLOWDOWN = precision.kernel_slowdown  # the real one, before any test patches it
 
 
 class SlowWhereTold:
@@ -61,6 +62,12 @@ def prepared(**train) -> SimpleNamespace:
 
 def batch(per_step: int = 1):
     return torch.zeros(8 * per_step, 1, 4, 4), None
+
+
+@pytest.fixture(autouse=True)
+def arithmetic_at_par(monkeypatch):
+    """The fake trainers' timings decide, whatever this CPU's bf16 matmul speed."""
+    monkeypatch.setattr(precision, "kernel_slowdown", lambda device, dtype: 1.0)
 
 
 def test_candidates_are_what_the_config_leaves_open():
@@ -164,3 +171,19 @@ def test_a_hopeless_candidate_is_ruled_out_without_timing_it_in_full(tmp_path, m
     choice = choose(fake_spec(calls), prepared(), CPU, batch)
     assert choice.precision == "fp32"
     assert time.perf_counter() - started < 0.4 * 2 * 2  # each bf16 candidate: one step, not five
+
+
+def test_emulated_arithmetic_is_ruled_out_by_a_matmul_screen(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path))
+    monkeypatch.setattr(precision, "kernel_slowdown", lambda device, dtype: 1.0 if dtype == torch.float32 else 50.0)
+    calls: list = []
+    choice = choose(fake_spec(calls), prepared(), CPU, batch)
+    assert choice.precision == "fp32" and calls == [torch.float32, torch.float32]  # bf16 never built
+    ruled = [row for row in choice.table if row["images_per_s"] is None]
+    assert [row["setting"] for row in ruled] == ["bf16", "bf16 + channels_last"]
+    assert "bf16 ruled out (matmul 50x slower)" in choice.describe()
+
+
+def test_kernel_slowdown_measures_this_machine():
+    assert MEASURE_SLOWDOWN(CPU, torch.float32) == 1.0
+    assert MEASURE_SLOWDOWN(CPU, torch.bfloat16) > 0

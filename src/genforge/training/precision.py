@@ -92,7 +92,12 @@ class Choice:
         layout = " + channels_last" if self.channels_last else ""
         text = f"precision {self.precision}{layout} ({self.how}"
         if self.table:
-            text += ": " + ", ".join(f"{row['setting']} {row['images_per_s']:.0f} img/s" for row in self.table)
+            text += ": " + ", ".join(
+                f"{row['setting']} {row['images_per_s']:.0f} img/s"
+                if row["images_per_s"] is not None
+                else f"{row['setting']} ruled out ({row['ruled_out']})"
+                for row in self.table
+            )
         return text + ")"
 
 
@@ -148,22 +153,25 @@ def choose(spec, prepared, device: torch.device, batch, *, progress: bool = True
     path = cache_root() / "precision" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
     cached = distributed.from_main(_read(path, key) if main else None)
     if cached is not None:
-        best = max(cached, key=lambda row: row["images_per_s"])
+        best = _best(cached)
         return Choice(best["precision"], best["channels_last"], "cache", cached, path)
     if progress and main:
         print("measuring the fastest precision on this machine (cached for the next run)...", file=sys.stderr)
     table, fastest = [], None
+    slowdown = {p: distributed.from_main(kernel_slowdown(device, DTYPES[p])) for p in {p for p, _ in options}}
     for precision, channels_last in options:
+        setting = precision + (" + channels_last" if channels_last else "")
+        row = {"setting": setting, "precision": precision, "channels_last": channels_last}
+        if slowdown[precision] > HOPELESS:  # emulated arithmetic: not worth timing the step at all
+            table.append({**row, "images_per_s": None, "ruled_out": f"matmul {slowdown[precision]:.0f}x slower"})
+            continue
         seconds_per_step = _time_steps(
             spec, prepared, device, batch, precision, channels_last, train.probe_seconds, fastest
         )
         fastest = seconds_per_step if fastest is None else min(fastest, seconds_per_step)
-        images = train.batch_size
-        setting = precision + (" + channels_last" if channels_last else "")
-        row = {"setting": setting, "precision": precision, "channels_last": channels_last}
-        table.append({**row, "images_per_s": round(images / seconds_per_step, 1)})
+        table.append({**row, "images_per_s": round(train.batch_size / seconds_per_step, 1)})
     table = distributed.from_main(table)
-    best = max(table, key=lambda row: row["images_per_s"])
+    best = _best(table)
     entry = {"version": PROBE_VERSION, "key": key, "table": table, "date": time.strftime("%Y-%m-%d %H:%M")}
     if main:
         try:
@@ -171,6 +179,32 @@ def choose(spec, prepared, device: torch.device, batch, *, progress: bool = True
         except OSError:
             path = None  # an unwritable cache only costs the next run another probe
     return Choice(best["precision"], best["channels_last"], "probe", table, path)
+
+
+def _best(table: list[dict[str, Any]]) -> dict[str, Any]:
+    return max((row for row in table if row["images_per_s"] is not None), key=lambda row: row["images_per_s"])
+
+
+def kernel_slowdown(device: torch.device, dtype: torch.dtype) -> float:
+    """How many times slower a (256 x 512) @ (512 x 512) matmul runs in ``dtype`` than in fp32 here.
+
+    A screen before the family's own step is timed: without hardware support bf16 is emulated,
+    and a candidate 30-100x slower would cost minutes to time and could never be chosen.
+    """
+    if dtype == torch.float32:
+        return 1.0
+    seconds = {}
+    for kind in (torch.float32, dtype):
+        a = torch.randn(256, 512, device=device).to(kind)
+        b = torch.randn(512, 512, device=device).to(kind)
+        a @ b  # warm-up
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        _sync(device)
+        seconds[kind] = time.perf_counter() - start
+    return seconds[dtype] / max(seconds[torch.float32], 1e-9)
 
 
 def _probe_key(family: str, config: Any, device: torch.device, options) -> str:

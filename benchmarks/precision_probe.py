@@ -73,13 +73,14 @@ def main() -> None:
                         "batch": prepared.config.train.batch_size,
                         "setting": row["setting"],
                         "images/s": row["images_per_s"],
+                        "note": row.get("ruled_out", ""),
                         "auto picks": "**yes**" if row["setting"] == chosen else "",
                     }
                 )
             print(f"{name}: {choice.describe()}", flush=True)
     print(f"\n# {machine()}")
     print(f"# each candidate timed for {args.seconds:g} s on the family's own training step (after warm-up)")
-    print(table(rows, ["family", "batch", "setting", "images/s", "auto picks"]))
+    print(table(rows, ["family", "batch", "setting", "images/s", "note", "auto picks"]))
 
 
 if __name__ == "__main__":

@@ -23,20 +23,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from genforge.draws import rand, randint
 from genforge.errors import GenforgeError
 
 Probability = float | torch.Tensor  # a 0-dim tensor can change without recompiling a compiled step
-
-
-def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """U[0, 1) drawn on the generator's own device (a CPU generator can drive CUDA work), then moved."""
-    source = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=source).to(device)
-
-
-def _randint(low: int, high: int, shape: tuple[int, ...], generator, device) -> torch.Tensor:
-    source = generator.device if generator is not None else device
-    return torch.randint(low, high, shape, generator=generator, device=source).to(device)
 
 
 def _per_sample(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +89,7 @@ def cut_out(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -
 
 def random_color(x: torch.Tensor, p: Probability = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """Brightness + U(-0.5, 0.5), then saturation x U(0, 2), then contrast x U(0.5, 1.5)."""
-    draws = _rand((4, x.shape[0]), generator, x.device)  # brightness, saturation, contrast, apply?
+    draws = rand((4, x.shape[0]), generator, x.device)  # brightness, saturation, contrast, apply?
     y = contrast(saturation(brightness(x, draws[0] - 0.5), 2 * draws[1]), draws[2] + 0.5)
     # torch.where rather than neutral parameters: an image left alone is bit-exact, not (x - m) * 1 + m.
     return torch.where((draws[3] < p).reshape(-1, 1, 1, 1), y, x)
@@ -109,9 +99,9 @@ def random_translation(x: torch.Tensor, p: Probability = 1.0, generator=None, ra
     """Shift by whole pixels, up to ratio of the side (rounded) in each direction, zero fill."""
     B, _, H, W = x.shape
     max_dy, max_dx = int(H * ratio + 0.5), int(W * ratio + 0.5)
-    dy = _randint(-max_dy, max_dy + 1, (B,), generator, x.device)
-    dx = _randint(-max_dx, max_dx + 1, (B,), generator, x.device)
-    apply = _rand((B,), generator, x.device) < p
+    dy = randint(-max_dy, max_dy + 1, (B,), generator, x.device)
+    dx = randint(-max_dx, max_dx + 1, (B,), generator, x.device)
+    apply = rand((B,), generator, x.device) < p
     return translate(x, torch.where(apply, dy, 0), torch.where(apply, dx, 0))
 
 
@@ -121,9 +111,9 @@ def random_cutout(x: torch.Tensor, p: Probability = 1.0, generator=None, ratio: 
     B, _, H, W = x.shape
     size = int(H * ratio + 0.5)
     # DiffAugment's centre range: 0 .. H inclusive for an even size, so the square can overhang either edge equally.
-    centre_y = _randint(0, H + 1 - size % 2, (B,), generator, x.device)
-    centre_x = _randint(0, W + 1 - size % 2, (B,), generator, x.device)
-    apply = _rand((B,), generator, x.device) < p
+    centre_y = randint(0, H + 1 - size % 2, (B,), generator, x.device)
+    centre_x = randint(0, W + 1 - size % 2, (B,), generator, x.device)
+    apply = rand((B,), generator, x.device) < p
     left = torch.where(apply, centre_x - size // 2, W)  # W: past the right edge, so nothing is cut
     return cut_out(x, centre_y - size // 2, left, size)
 

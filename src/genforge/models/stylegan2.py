@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genforge.config import check, fraction, non_negative, positive
+from genforge.draws import rand, randint, randn
 from genforge.errors import GenforgeError
 
 RESOLUTIONS = tuple(2**k for k in range(3, 11))  # 8 .. 1024
@@ -80,22 +81,6 @@ def widths(cfg: StyleGAN2Config) -> dict[int, int]:
 def _require_built(cfg: StyleGAN2Config) -> None:
     if not (cfg.resolution and cfg.channels):
         raise GenforgeError("StyleGAN2 needs resolution and channels: fill them from the data before building")
-
-
-def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """N(0, 1) drawn on the generator's own device (a CPU generator can drive CUDA work), then moved."""
-    source = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=source).to(device)
-
-
-def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    source = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=source).to(device)
-
-
-def _randint(low: int, high: int, shape: tuple[int, ...], generator, device) -> torch.Tensor:
-    source = generator.device if generator is not None else device
-    return torch.randint(low, high, shape, generator=generator, device=source).to(device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +273,7 @@ class ModulatedConv2d(nn.Module):
         x = modulated_conv2d(x, self.weight, self.affine(w), up=self.up)  # (B, O, H, W)
         B, _, H, W = x.shape
         if noise_mode == "random":  # one noise image per sample, shared by all channels
-            x = x + _randn((B, 1, H, W), generator, x.device).to(x.dtype) * self.noise_strength
+            x = x + randn((B, 1, H, W), generator, x.device).to(x.dtype) * self.noise_strength
         elif noise_mode == "const":
             x = x + (self.noise_const * self.noise_strength).to(x.dtype)
         return bias_act(x, self.bias, "lrelu")
@@ -383,9 +368,9 @@ class Generator(nn.Module):
         select with torch.where, which needs no host sync and mixes a steadier share of each batch.
         """
         B, num_ws, _ = ws.shape
-        ws2 = self.mapping(_randn((B, self.cfg.z_dim), generator, ws.device), labels, update_w_avg=False)
-        cutoff = _randint(1, num_ws, (B,), generator, ws.device)
-        mixed = _rand((B,), generator, ws.device) < self.cfg.style_mixing
+        ws2 = self.mapping(randn((B, self.cfg.z_dim), generator, ws.device), labels, update_w_avg=False)
+        cutoff = randint(1, num_ws, (B,), generator, ws.device)
+        mixed = rand((B,), generator, ws.device) < self.cfg.style_mixing
         cutoff = torch.where(mixed, cutoff, num_ws)  # num_ws: no layer mixed
         later = torch.arange(num_ws, device=ws.device)[None, :] >= cutoff[:, None]  # (B, num_ws)
         return torch.where(later[:, :, None], ws2.to(ws.dtype), ws)

@@ -12,6 +12,11 @@ one it holds:
 
 and each validates its own sampling options (``SAMPLING_OPTIONS``).
 
+Values are checked where they come from, not on every training step: a code grid's range and a
+label's class are read back to the host (a sync that stalls a GPU's queue) only outside training
+mode (sampling, held-out losses, ``nll``); in training mode the family's data was checked once
+when it was made (``check_codes``), and the step checks shapes and types only.
+
 Classifier-free guidance (Ho & Salimans 2022): during training the class is replaced by an extra
 "null class" with probability ``class_dropout``; at sampling, logits are mixed as
 uncond + s * (cond - uncond) in one batched pass. An unconditional model is the special case
@@ -24,6 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -98,11 +104,12 @@ def guided(logits: torch.Tensor, cfg_scale: float) -> torch.Tensor:
     return uncond + cfg_scale * (cond - uncond)
 
 
-def class_slots(labels, n: int, num_classes: int, device) -> torch.Tensor:
+def class_slots(labels, n: int, num_classes: int, device, check_range: bool = True) -> torch.Tensor:
     """User labels (None, int, sequence or tensor) -> (n,) long class-embedding rows.
 
     None selects the null class (row num_classes), which for an unconditional model is the start
-    token and for a conditional one means "any class".
+    token and for a conditional one means "any class". ``check_range`` reads the labels back to
+    the host to refuse a class outside [0, num_classes); the training step skips it.
     """
     if labels is None:
         return torch.full((n,), num_classes, dtype=torch.long, device=device)
@@ -113,7 +120,7 @@ def class_slots(labels, n: int, num_classes: int, device) -> torch.Tensor:
         labels = labels.expand(n)
     if labels.shape != (n,):
         raise GenforgeError(f"expected {n} labels (one per sample), got shape {tuple(labels.shape)}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+    if check_range and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         low, high = int(labels.min()), int(labels.max())
         raise GenforgeError(f"labels must be in [0, {num_classes}), got values {low}..{high}")
     return labels
@@ -127,17 +134,25 @@ def drop_classes(slots: torch.Tensor, num_classes: int, p: float, generator=None
     return slots.masked_fill(drop, num_classes)
 
 
-def check_grid(indices: torch.Tensor, cfg: TransformerConfig) -> None:
-    """Refuse a code grid of the wrong shape, type or range with one clear message."""
+def check_grid(indices: torch.Tensor, cfg: TransformerConfig, values: bool = True) -> None:
+    """Refuse a code grid of the wrong shape, type or (with ``values``, a host read) range."""
     expected = (cfg.grid_h, cfg.grid_w)
     if indices.ndim != 3 or tuple(indices.shape[1:]) != expected:
         raise GenforgeError(f"expected code grids of shape (B, {cfg.grid_h}, {cfg.grid_w}), got {tuple(indices.shape)}")
     if indices.dtype not in (torch.long, torch.int32, torch.int16, torch.uint8, torch.int8):
         raise GenforgeError(f"code grids must be integers, got {indices.dtype}")
-    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= cfg.vocab_size):
-        raise GenforgeError(
-            f"code indices must be in [0, {cfg.vocab_size}), got {int(indices.min())}..{int(indices.max())}"
-        )
+    if values:
+        check_codes(indices, cfg.vocab_size)
+
+
+def check_codes(codes, vocab_size: int) -> None:
+    """Refuse code indices (a tensor or an array, any shape) outside [0, vocab_size)."""
+    empty = codes.size == 0 if isinstance(codes, np.ndarray) else codes.numel() == 0
+    if empty:
+        return
+    low, high = int(codes.min()), int(codes.max())
+    if low < 0 or high >= vocab_size:
+        raise GenforgeError(f"code indices must be in [0, {vocab_size}), got {low}..{high}")
 
 
 def check_sampling(options: dict[str, Any], allowed: tuple[str, ...], what: str) -> dict[str, Any]:
@@ -157,6 +172,19 @@ def check_sampling(options: dict[str, Any], allowed: tuple[str, ...], what: str)
     if "steps" in given and (not isinstance(given["steps"], int) or given["steps"] < 1):
         raise GenforgeError(f"steps must be a positive integer, got {given['steps']!r}")
     return given
+
+
+# What ``genforge tune`` tries for each option (the network's default first): a coordinate
+# search moves one option at a time through these, keeping the best.
+TUNE_CFG_SCALES = (1.0, 1.25, 1.5, 2.0, 3.0)
+TUNE_TEMPERATURES = (1.0, 0.9, 0.8, 0.7, 1.1)
+TUNE_TOP_P = (None, 0.98, 0.95, 0.9, 0.8)
+
+
+def tune_top_k(vocab_size: int) -> tuple[int | None, ...]:
+    """None (every code), then 1/2, 1/4, 1/8 and 1/16 of the codebook."""
+    ks = sorted({max(1, vocab_size // d) for d in (2, 4, 8, 16)} - {vocab_size}, reverse=True)
+    return (None, *ks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,8 +298,9 @@ class CodeTransformer(nn.Module):
         return self.row_emb(t // self.cfg.grid_w) + self.col_emb(t % self.cfg.grid_w)
 
     def slots(self, labels, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Class-embedding rows for a batch; in training, with classifier-free dropout."""
-        slots = class_slots(labels, n, self.cfg.num_classes, self.device)
+        """Class-embedding rows for a batch; in training, with classifier-free dropout (and no
+        host read of the labels: see the module's docstring)."""
+        slots = class_slots(labels, n, self.cfg.num_classes, self.device, check_range=not self.training)
         if self.training:
             slots = drop_classes(slots, self.cfg.num_classes, self.cfg.class_dropout, generator)
         return slots
@@ -295,3 +324,27 @@ class CodeTransformer(nn.Module):
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Refuse options this network does not take, and bad values, before any work."""
         return check_sampling(options, self.SAMPLING_OPTIONS, f"{self.NAME} priors")
+
+    def sampling_space(self) -> dict[str, tuple]:
+        """Values ``genforge tune`` tries per option, in the order it moves through them, each
+        option's default first. Guidance needs classes; subclasses add their own options."""
+        space: dict[str, tuple] = {"cfg_scale": TUNE_CFG_SCALES} if self.cfg.num_classes > 0 else {}
+        return {**space, "temperature": TUNE_TEMPERATURES, "top_k": tune_top_k(self.cfg.vocab_size)}
+
+
+class TrainingLoss(nn.Module):
+    """A prior's training loss as a module's ``forward``.
+
+    torch.compile and DistributedDataParallel wrap a module's forward, not its other methods: the
+    family steps ``TrainingLoss(net)`` so that both see the whole loss, mask drawing included.
+    It holds no parameters of its own (checkpoints keep saving ``net``).
+    """
+
+    def __init__(self, net: CodeTransformer):
+        super().__init__()
+        self.net = net
+
+    def forward(
+        self, codes: torch.Tensor, labels: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.net.loss(codes, labels, generator)

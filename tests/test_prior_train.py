@@ -159,16 +159,15 @@ def _without_timing(lines: list[dict]) -> list[dict]:
     return [{**r, "time": None, "values": {k: v for k, v in r["values"].items() if k != "images_per_s"}} for r in lines]
 
 
-def _drop_options(run, names) -> None:
-    """Make a run look as if written before ``optim.<names>`` existed."""
-    for meta in run.glob("checkpoints/step-*/meta.json"):
+def test_a_run_from_before_the_schedule_and_attention_options_resumes(vq_run, tmp_path):
+    """Written before optim.lr_schedule, optim.lr_final_ratio and model.attn_dropout existed, when
+    attention dropout was the model's dropout: it resumes, and trains as it did."""
+    out = train("prior", tmp_path / "old", vqvae=vq_run, steps=3, extra=["model.attn_dropout=0.1"])
+    for meta in out.glob("checkpoints/step-*/meta.json"):
         values = json.loads(meta.read_text())
-        for name in names:
+        for name in P.ADDED_OPTIM:
             del values["config"]["optim"][name]
+        del values["config"]["model"]["attn_dropout"]
         meta.write_text(json.dumps(values))
-
-
-def test_a_run_from_before_the_schedule_option_resumes(vq_run, tmp_path):
-    out = train("prior", tmp_path / "old", vqvae=vq_run, steps=3)
-    _drop_options(out, P.ADDED_OPTIM)
-    assert ckpt.load(train("prior", out, vqvae=vq_run, steps=5)).step == 5
+    assert ckpt.load(train("prior", out, vqvae=vq_run, steps=5, extra=["model.attn_dropout=0.1"])).step == 5
+    assert P.SPEC.config_of(ckpt.load(out)).model.attn_dropout == 0.1

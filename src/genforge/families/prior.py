@@ -396,11 +396,14 @@ ADDED_OPTIM = {"lr_schedule": "constant", "lr_final_ratio": 0.1}
 
 def migrate(config: dict[str, Any]) -> dict[str, Any]:
     """genforge 0.1 prior configs called the network `kind`; options added since (``ADDED_OPTIM``)
-    take the values older runs trained with."""
+    take the values older runs trained with, and their attention dropout was their dropout."""
     if "kind" in config:
         config = {k: v for k, v in config.items() if k != "kind"} | {"network": config["kind"]}
     if "optim" in config:
         config = {**config, "optim": {**ADDED_OPTIM, **config["optim"]}}
+    model = config.get("model")
+    if isinstance(model, dict) and "attn_dropout" not in model:
+        config = {**config, "model": {**model, "attn_dropout": model.get("dropout", TransformerConfig.dropout)}}
     return config
 
 

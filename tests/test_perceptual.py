@@ -20,7 +20,7 @@ from genforge.losses import perceptual_distance, vqvae_loss
 from genforge.metrics.classifier import Classifier, ClassifierConfig, save_classifier, train_classifier
 from genforge.models.perceptual import CLASSIFIER_SEED, ClassifierMaps
 from genforge.training import runs
-from synthetic import COMMON, TINY_VQVAE, records, train, write_npz
+from synthetic import COMMON, TINY_VQVAE, cli, one_error, records, train, write_npz
 
 VQVAE = families.get("vqvae")
 
@@ -161,3 +161,12 @@ def test_a_trainer_without_its_network_is_refused():
     cfg.model.channels, cfg.model.resolution = 1, 32
     with pytest.raises(GenforgeError, match="perceptual_weight > 0 needs the frozen perceptual network"):
         VQVAETrainer(cfg, torch.device("cpu"))
+
+
+def test_perceptual_classifier_on_unlabelled_data_is_refused_before_anything_is_written(tmp_path):
+    data = write_npz(tmp_path / "d.npz", n=32, labelled=False)
+    code, _, err = cli(
+        "train", "vqvae", "--data", data, "--out", tmp_path / "vq", "--steps", 1, "--quiet", "--preset", "perceptual"
+    )
+    assert code == 2 and "optim.perceptual_net=inception" in one_error(err)
+    assert not (tmp_path / "vq").exists()

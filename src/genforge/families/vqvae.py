@@ -27,7 +27,7 @@ from genforge.metrics.core import codebook_usage, perplexity
 from genforge.metrics.evaluate import evaluate_samples, reconstruction_metrics
 from genforge.models.patchgan import PatchGAN, PatchGANConfig
 from genforge.models.perceptual import NETWORKS as PERCEPTUAL_NETWORKS
-from genforge.models.perceptual import FeatureMaps, load_feature_maps
+from genforge.models.perceptual import FeatureMaps, check_feature_maps, load_feature_maps
 from genforge.models.quantizers import CodebookHealth
 from genforge.models.vqvae import VQVAE, VQVAEConfig, nearest_resolution
 from genforge.progress import track
@@ -292,6 +292,8 @@ def prepare(config: VQVAERunConfig, progress: bool = True) -> Prepared:
     downsample = config.model.downsample
     data, config.data = load_configured(config.data, nearest=lambda side: nearest_resolution(side, downsample))
     fit_to_data(config, data.resolution, data.channels)
+    if config.optim.perceptual_weight > 0:  # refused now, before the run folder is touched
+        check_feature_maps(config.optim.perceptual_net, labelled=data.labels is not None)
     grid = to_float(data.images[: config.train.grid_images // 2])
     return Prepared(config, data.images, data.labels, extras={"grid_images": grid}, data_config=config.data)
 

@@ -29,7 +29,7 @@ import torch.nn as nn
 from genforge.errors import GenforgeError
 from genforge.metrics.classifier import Classifier, fit_input
 from genforge.metrics.extractors import train_evaluator
-from genforge.metrics.inception import InceptionExtractor, resize_like_tf
+from genforge.metrics.inception import InceptionExtractor, resize_like_tf, weights_path
 
 NETWORKS = ("classifier", "inception")
 CLASSIFIER_SEED = 1  # the perceptual classifier's seed; the evaluator's is 0
@@ -97,6 +97,18 @@ class InceptionMaps(FeatureMaps):
                 if not wanted:
                     break
         return maps
+
+
+def check_feature_maps(name: str, labelled: bool) -> None:
+    """Refuse, before any work, a network that cannot be had: a classifier of unlabelled data, or
+    Inception without its package."""
+    if name == "classifier" and not labelled:
+        raise GenforgeError(
+            "optim.perceptual_net=classifier trains a classifier on the data's labels and this data has none; "
+            "use optim.perceptual_net=inception"
+        )
+    if name == "inception":
+        weights_path()  # the optional package's weights, or one clear error
 
 
 def load_feature_maps(name: str, source: str, device: torch.device, progress: bool = True) -> FeatureMaps:

@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-quality"))
     parser.add_argument("--arms", default="textbook,genforge,vq")
     parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--limit", type=int, default=0, help="train on the first N images only (quick checks)")
     parser.add_argument("--vq-preset", default="default", help="the VQ-VAE's preset (e.g. vqgan)")
     parser.add_argument("--prior-preset", default="default", help="the prior's preset (e.g. maskgit)")
     parser.add_argument(
@@ -60,7 +61,7 @@ def main() -> None:
     device = torch.device("cpu")
     features = args.features or FEATURES.get(args.data, "inception")
     out = args.out / args.data
-    data = {"data": {"source": args.data}}
+    data = {"data": {"source": args.data, "limit": args.limit}}
     budget = {**data, "train": {"minutes": m}}
     get_extractor(features, args.data, device)
     floor = real_vs_real(args.data, n=args.n, features=features, device=device)
@@ -105,17 +106,17 @@ def main() -> None:
             continue
         run = {"textbook DCGAN": "textbook", "genforge GAN": "genforge", VQ: "prior"}[name]
         steps = ckpt.load(out / run).step
-        ips = f"{speed[name].images_per_second:.0f}" if name in speed else ""
+        ips = _speed(speed.get(name))
         print(f"| {name} | {steps} | {ips} | {_cells(s)} |")
     if VQ in scores:
         recon = scores["VQ-VAE reconstructions"]
-        vq_steps, vq_ips = ckpt.load(out / "vqvae").step, speed["VQ-VAE"].images_per_second
+        vq_steps, vq_ips = ckpt.load(out / "vqvae").step, _speed(speed["VQ-VAE"])
         print(
-            f"\nVQ-VAE ({args.vq_preset}): {vq_steps} steps at {vq_ips:.0f} images/s; reconstructions: "
+            f"\nVQ-VAE ({args.vq_preset}): {vq_steps} steps at {vq_ips or '?'} images/s; reconstructions: "
             f"Frechet distance {recon.get('recon_fd', float('nan')):.3f}, PSNR {recon.get('psnr', float('nan')):.2f} dB, "
             f"codebook usage {recon.get('codebook_usage', float('nan')):.1%}"
         )
-        print(f"prior sampling: {scores[VQ].get('sampling', 'defaults')}")
+        print(f"prior {scores[VQ].get('sampling', 'sampling: defaults')}")
     if "textbook DCGAN" in scores:
         base = scores["textbook DCGAN"]["fd"]
         for name in ("genforge GAN", VQ):
@@ -126,6 +127,11 @@ def main() -> None:
     if VQ in scores and "genforge GAN" in scores:
         ratio = scores[VQ]["fd"] / scores["genforge GAN"]["fd"]
         print(f"VQ-VAE + prior / genforge GAN Frechet distance: {ratio:.3f} (goal <= 1.3)")
+
+
+def _speed(result) -> str:
+    """Training images/s of the last logged window ("" when the run never logged: tiny budgets)."""
+    return f"{result.images_per_second:.0f}" if result is not None and result.images_per_second else ""
 
 
 def _cells(s: dict) -> str:

@@ -10,7 +10,7 @@ resumes or reuses them. The table is printed as markdown, with the best arm name
 split lives in ``families/prior.py`` (``VQVAE_SHARE``), the schedules in the optim configs.
 
     python benchmarks/vq_budget_sweep.py [--minutes 6] [--splits 0.3,0.45,0.6] [--schedules constant,cosine]
-        [--vq-presets default] [--network ar] [--n 5000] [--tune-n 0] [--prior-set KEY=VALUE ...]
+        [--vq-presets default] [--network ar] [--n 5000] [--tune-n 0] [--prior-set KEY=VALUE ...] [--vq-set KEY=VALUE ...]
         [--data fashion-mnist] [--limit 0] [--out runs/vq-sweep]
 """
 
@@ -45,7 +45,8 @@ def run_arm(args, preset: str, split: float, schedule: str, device: torch.device
     vqvae, prior = families.get("vqvae"), families.get("prior")
     data = {"source": args.data, "limit": args.limit}
     vq_values = {"data": data, "optim": {"lr_schedule": schedule}, "train": {"minutes": vq_minutes}}
-    vq_result = train(vqvae, vqvae.resolve(preset, None, (), vq_values), folder / "vqvae", progress=not args.quiet)
+    vq_cfg = vqvae.resolve(preset, None, args.vq_set, vq_values)
+    vq_result = train(vqvae, vq_cfg, folder / "vqvae", progress=not args.quiet)
     prior_values = {
         "vqvae": str(folder / "vqvae"),
         "network": args.network,
@@ -108,6 +109,9 @@ def main() -> None:
     parser.add_argument("--vq-presets", default="default", help="e.g. default,vqgan")
     parser.add_argument("--network", default="ar", choices=["ar", "maskgit"])
     parser.add_argument("--prior-set", action="append", default=[], metavar="KEY=VALUE", help="prior config override")
+    parser.add_argument(
+        "--vq-set", action="append", default=[], metavar="KEY=VALUE", help="VQ-VAE override, e.g. optim.disc_start=300"
+    )
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--features", help="default: classifier for the MNIST family, else inception")
     parser.add_argument("--n", type=int, default=5000, help="samples per evaluation")
@@ -129,7 +133,8 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
     print(
         f"\n# {datetime.date.today()} | {platform.machine()} | {os.cpu_count()} cores | torch {torch.__version__} | "
-        f"{args.data} | {args.minutes:g} min per arm | prior {args.network} {' '.join(args.prior_set)} | "
+        f"{args.data} | {args.minutes:g} min per arm | VQ-VAE {' '.join(args.vq_set)} | "
+        f"prior {args.network} {' '.join(args.prior_set)} | "
         f"{args.features} features, {args.n} samples" + (f", tuned on {args.tune_n}" if args.tune_n else "")
     )
     print(table(rows))

@@ -46,7 +46,7 @@ class VQVAEOptimConfig:
     lr_d: float = 4e-4
     # VQGAN's perceptual term, offline: feature maps of a frozen network (models/perceptual.py).
     perceptual_weight: float = 0.0  # 0 = off
-    perceptual_net: str = "classifier"  # classifier (a CNN on the data's labels) | inception (slow on CPU)
+    perceptual_net: str = "classifier"  # classifier (a CNN on the data's labels) | inception (GPU: 50x on CPU)
     # The autoencoder's learning rate (not the discriminator's): warm-up, then constant or cosine
     # decay to lr * lr_final_ratio over the run's budget (families/schedule.py).
     lr_schedule: str = "constant"  # constant | cosine

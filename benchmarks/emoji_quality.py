@@ -22,9 +22,9 @@ import torch
 from common import machine, table
 from genforge import checkpoint as ckpt
 from genforge import families
-from genforge.commands.demo import VQVAE_SHARE
 from genforge.commands.evaluate import evaluate
 from genforge.data import load_dataset
+from genforge.families.prior import VQVAE_SHARE
 from genforge.families.registry import generate
 from genforge.metrics.core import nearest_neighbour_ratio
 from genforge.training.runs import train

@@ -1,11 +1,19 @@
 """Quality at a fixed wall-time budget: textbook DCGAN vs genforge's default GAN vs VQ-VAE + prior.
 
-Each arm trains for the same wall time on Fashion-MNIST and is scored with the same extractor
-(classifier features, 10,000 samples) against the same real reference; the real-vs-real floor is
-printed beside them. The textbook arm is the founding document's DCGAN as the paper trains it:
-fp32, non-saturating loss, no EMA, plain Adam 2e-4 / 0.5, batch 128 (preset ``dcgan``).
+Each arm trains for the same wall time on the same data and is scored with the same extractor
+(10,000 samples by default) against the same real reference; the real-vs-real floor is printed
+beside them. The textbook arm is the founding document's DCGAN as the paper trains it: fp32,
+non-saturating loss, no EMA, plain Adam 2e-4 / 0.5, batch 128 (preset ``dcgan``). The VQ arm
+splits its minutes between the VQ-VAE and the prior as the demo does
+(``families.prior.split_minutes``), then chooses the prior's sampling settings with
+``genforge tune`` (``--tune-n`` samples per setting, seed 1, classifier features by default: the
+fast ones; the evaluation draws from seed 0).
 
-    python benchmarks/quality_at_budget.py [--minutes 15] [--out runs/bench-quality] [--arms textbook,genforge,vq]
+Fashion-MNIST is scored with the classifier features, other data (emoji) with Inception's, as
+the demo does (``--features`` overrides).
+
+    python benchmarks/quality_at_budget.py [--minutes 15] [--data fashion-mnist|emoji] [--out runs/bench-quality]
+        [--arms textbook,genforge,vq] [--vq-preset default] [--prior-preset default] [--tune-n 2000]
 """
 
 from __future__ import annotations
@@ -18,71 +26,120 @@ from pathlib import Path
 
 import torch
 
+from genforge import checkpoint as ckpt
 from genforge import families
+from genforge.commands.demo import FEATURES
 from genforge.commands.evaluate import evaluate, real_vs_real
-from genforge.metrics.extractors import train_evaluator
+from genforge.commands.tune import tune
+from genforge.families.prior import split_minutes
+from genforge.metrics.extractors import get_extractor
 from genforge.training.runs import train
 
-VQVAE_SHARE = 0.45  # of the VQ arm's time, the VQ-VAE's share; the prior gets the rest (as the demo)
+VQ = "VQ-VAE + prior"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=15.0, help="wall time per arm")
+    parser.add_argument("--data", default="fashion-mnist")
+    parser.add_argument("--features", help="default: classifier for the MNIST family, else inception")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-quality"))
     parser.add_argument("--arms", default="textbook,genforge,vq")
     parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--limit", type=int, default=0, help="train on the first N images only (quick checks)")
+    parser.add_argument("--vq-preset", default="default", help="the VQ-VAE's preset (e.g. vqgan)")
+    parser.add_argument("--prior-preset", default="default", help="the prior's preset (e.g. maskgit)")
+    parser.add_argument(
+        "--tune-n", type=int, default=2000, help="samples per setting when tuning the prior (0: no tuning)"
+    )
+    parser.add_argument(
+        "--tune-features", default="classifier", help="features the tuning scores with (Inception: hours on a CPU)"
+    )
     args = parser.parse_args()
     arms = args.arms.split(",")
     m = args.minutes
     device = torch.device("cpu")
-    budget = {"train": {"minutes": m}}
-    train_evaluator("fashion-mnist", device)
-    floor = real_vs_real("fashion-mnist", n=args.n, device=device)
-    scores = {}
+    features = args.features or FEATURES.get(args.data, "inception")
+    out = args.out / args.data
+    data = {"data": {"source": args.data, "limit": args.limit}}
+    budget = {**data, "train": {"minutes": m}}
+    get_extractor(features, args.data, device)
+    floor = real_vs_real(args.data, n=args.n, features=features, device=device)
+    scores, speed = {}, {}
+
+    def score(name: str, run: Path) -> None:
+        scores[name] = evaluate(run, n=args.n, features=features, device=device)
+
+    gan = families.get("gan")
     if "textbook" in arms:
-        train(families.get("gan"), families.get("gan").resolve("dcgan", None, (), budget), args.out / "textbook")
-        scores["textbook DCGAN"] = evaluate(args.out / "textbook", n=args.n, device=device)
+        speed["textbook DCGAN"] = train(gan, gan.resolve("dcgan", None, (), budget), out / "textbook")
+        score("textbook DCGAN", out / "textbook")
     if "genforge" in arms:
-        train(families.get("gan"), families.get("gan").resolve("default", None, (), budget), args.out / "genforge")
-        scores["genforge GAN"] = evaluate(args.out / "genforge", n=args.n, device=device)
+        speed["genforge GAN"] = train(gan, gan.resolve("default", None, (), budget), out / "genforge")
+        score("genforge GAN", out / "genforge")
     if "vq" in arms:
-        train(
-            families.get("vqvae"),
-            families.get("vqvae").resolve("default", None, (), {"train": {"minutes": m * VQVAE_SHARE}}),
-            args.out / "vqvae",
+        vq_minutes, prior_minutes = split_minutes(m)
+        vqvae, prior = families.get("vqvae"), families.get("prior")
+        vq_cfg = vqvae.resolve(args.vq_preset, None, (), {**data, "train": {"minutes": vq_minutes}})
+        speed["VQ-VAE"] = train(vqvae, vq_cfg, out / "vqvae")
+        prior_cfg = prior.resolve(
+            args.prior_preset, None, (), {"vqvae": str(out / "vqvae"), "train": {"minutes": prior_minutes}}
         )
-        prior_cfg = families.get("prior").resolve(
-            "default",
-            None,
-            (),
-            {"vqvae": str(args.out / "vqvae"), "train": {"minutes": m * (1 - VQVAE_SHARE)}},
-        )
-        train(families.get("prior"), prior_cfg, args.out / "prior")
-        scores["VQ-VAE + prior"] = evaluate(args.out / "prior", n=args.n, device=device)
+        speed[VQ] = train(prior, prior_cfg, out / "prior")
+        if args.tune_n > 0:
+            tune(out / "prior", n=args.tune_n, features=args.tune_features, device=device)
+        score(VQ, out / "prior")
+        scores["VQ-VAE reconstructions"] = evaluate(out / "vqvae", n=args.n, features=features, device=device)
 
     print(
         f"\n# {datetime.date.today()} | {platform.machine()} | {os.cpu_count()} cores | torch {torch.__version__} | "
-        f"{m:g} min per arm | classifier features, {args.n} samples"
+        f"{args.data} | {m:g} min per arm (VQ-VAE {split_minutes(m)[0]:.2f} + prior {split_minutes(m)[1]:.2f}) | "
+        f"{features} features, {args.n} samples"
     )
-    print("| arm | Frechet distance | KID | precision | recall | coverage | classes covered |")
-    print("|---|---|---|---|---|---|---|")
     print(
-        f"| real-vs-real floor | {floor['fd']:.3f} | {floor['kid']:.4f} | {floor['precision']:.3f} | {floor['recall']:.3f} | {floor['coverage']:.3f} | {floor['classes_covered']:.0f} |"
+        "| arm | steps | training images/s | Frechet distance | KID | precision | recall | coverage | classes covered |"
     )
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| real-vs-real floor | | | {_cells(floor)} |")
     for name, s in scores.items():
+        if name == "VQ-VAE reconstructions":
+            continue
+        run = {"textbook DCGAN": "textbook", "genforge GAN": "genforge", VQ: "prior"}[name]
+        steps = ckpt.load(out / run).step
+        ips = _speed(speed.get(name))
+        print(f"| {name} | {steps} | {ips} | {_cells(s)} |")
+    if VQ in scores:
+        recon = scores["VQ-VAE reconstructions"]
+        vq_steps, vq_ips = ckpt.load(out / "vqvae").step, _speed(speed["VQ-VAE"])
         print(
-            f"| {name} | {s['fd']:.3f} | {s['kid']:.4f} | {s['precision']:.3f} | {s['recall']:.3f} | {s['coverage']:.3f} | {s['classes_covered']:.0f} |"
+            f"\nVQ-VAE ({args.vq_preset}): {vq_steps} steps at {vq_ips or '?'} images/s; reconstructions: "
+            f"Frechet distance {recon.get('recon_fd', float('nan')):.3f}, PSNR {recon.get('psnr', float('nan')):.2f} dB, "
+            f"codebook usage {recon.get('codebook_usage', float('nan')):.1%}"
         )
+        print(f"prior {scores[VQ].get('sampling', 'sampling: defaults')}")
     if "textbook DCGAN" in scores:
         base = scores["textbook DCGAN"]["fd"]
-        for name in ("genforge GAN", "VQ-VAE + prior"):
+        for name in ("genforge GAN", VQ):
             if name in scores:
                 ratio = scores[name]["fd"] / base
-                print(
-                    f"{name} / textbook Frechet distance: {ratio:.3f}"
-                    + (" (goal <= 0.333)" if name == "genforge GAN" else "")
-                )
+                goal = " (goal <= 0.333)" if name == "genforge GAN" else ""
+                print(f"{name} / textbook Frechet distance: {ratio:.3f}{goal}")
+    if VQ in scores and "genforge GAN" in scores:
+        ratio = scores[VQ]["fd"] / scores["genforge GAN"]["fd"]
+        print(f"VQ-VAE + prior / genforge GAN Frechet distance: {ratio:.3f} (goal <= 1.3)")
+
+
+def _speed(result) -> str:
+    """Training images/s of the last logged window ("" when the run never logged: tiny budgets)."""
+    return f"{result.images_per_second:.0f}" if result is not None and result.images_per_second else ""
+
+
+def _cells(s: dict) -> str:
+    classes = s.get("classes_covered")
+    covered = f"{classes:.0f}/{s['num_classes']:.0f}" if classes is not None and "num_classes" in s else ""
+    return (
+        f"{s['fd']:.3f} | {s['kid']:.4f} | {s['precision']:.3f} | {s['recall']:.3f} | {s['coverage']:.3f} | {covered}"
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ MaskGIT, self-contained checkpoints, refusals, and bit-identical resume."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -16,6 +17,7 @@ from genforge import families
 from genforge.config import resolve
 from genforge.families import prior as P
 from genforge.families.prior import PRIOR_PRESETS, PriorRunConfig
+from genforge.families.schedule import lr_factor
 from genforge.training import runs
 from synthetic import COMMON, NUM_CLASSES, TINY_PRIOR, cli, is_png, one_error, records, train, write_idx_folder
 
@@ -118,23 +120,27 @@ def test_prior_refuses_data(vq_run, tmp_path):
     assert not (tmp_path / "p").exists()
 
 
-def _config(vq_run, network):
+def _config(vq_run, network, schedule="constant"):
     sets = (
         COMMON
         + TINY_PRIOR
         + ["train.device=cpu", "train.steps=8", "train.checkpoint_every=3", "train.log_every=2", f"network={network}"]
+        + [f"optim.lr_schedule={schedule}", "optim.warmup_steps=2"]
     )
     return resolve(PriorRunConfig, PRIOR_PRESETS, "default", None, sets, {"vqvae": str(vq_run)})
 
 
-@pytest.mark.parametrize("network", ["ar", "maskgit"])  # maskgit also draws its masks from the family's generator
-def test_interrupted_and_resumed_prior_ends_bit_identical(vq_run, tmp_path, network):
+@pytest.mark.parametrize(
+    "network, schedule",  # maskgit also draws its masks from the family's generator
+    [("ar", "constant"), ("maskgit", "constant"), ("ar", "cosine")],
+)
+def test_interrupted_and_resumed_prior_ends_bit_identical(vq_run, tmp_path, network, schedule):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert runs.train(PRIOR, _config(vq_run, network), whole, progress=False).step == 8
-    first = runs.train(PRIOR, _config(vq_run, network), parts, progress=False, stop_after=4)
+    assert runs.train(PRIOR, _config(vq_run, network, schedule), whole, progress=False).step == 8
+    first = runs.train(PRIOR, _config(vq_run, network, schedule), parts, progress=False, stop_after=4)
     assert (first.step, first.interrupted) == (4, True)
     assert records(parts, "eval") == []  # no held-out NLL for an unfinished run
-    last = runs.train(PRIOR, _config(vq_run, network), parts, progress=False)
+    last = runs.train(PRIOR, _config(vq_run, network, schedule), parts, progress=False)
     assert (last.step, last.interrupted) == (8, False)
 
     a, b = ckpt.load(whole), ckpt.load(parts)
@@ -144,7 +150,24 @@ def test_interrupted_and_resumed_prior_ends_bit_identical(vq_run, tmp_path, netw
     # the same losses at the same steps, and the same held-out NLL at the end
     assert _without_timing(records(parts)) == _without_timing(records(whole))
     assert records(parts, "eval")[0]["step"] == 8
+    lr = a.state["optimizers"]["prior"]["param_groups"][0]["lr"]
+    factor = lr_factor(7, 2, 8, schedule, 0.1)  # the last step's: 5/6 of the way down a cosine
+    assert lr == pytest.approx(1e-3 * factor) and (factor < 0.2) == (schedule == "cosine")
 
 
 def _without_timing(lines: list[dict]) -> list[dict]:
     return [{**r, "time": None, "values": {k: v for k, v in r["values"].items() if k != "images_per_s"}} for r in lines]
+
+
+def test_a_run_from_before_the_schedule_and_attention_options_resumes(vq_run, tmp_path):
+    """Written before optim.lr_schedule, optim.lr_final_ratio and model.attn_dropout existed, when
+    attention dropout was the model's dropout: it resumes, and trains as it did."""
+    out = train("prior", tmp_path / "old", vqvae=vq_run, steps=3, extra=["model.attn_dropout=0.1"])
+    for meta in out.glob("checkpoints/step-*/meta.json"):
+        values = json.loads(meta.read_text())
+        for name in P.ADDED_OPTIM:
+            del values["config"]["optim"][name]
+        del values["config"]["model"]["attn_dropout"]
+        meta.write_text(json.dumps(values))
+    assert ckpt.load(train("prior", out, vqvae=vq_run, steps=5, extra=["model.attn_dropout=0.1"])).step == 5
+    assert P.SPEC.config_of(ckpt.load(out)).model.attn_dropout == 0.1

@@ -3,6 +3,7 @@ the run folder fills, reconstruct/encode work, presets train, and a resumed run 
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.config import resolve
 from genforge.data import load_dataset
-from genforge.families.vqvae import VQVAE_PRESETS, VQVAERunConfig
+from genforge.families.vqvae import ADDED_OPTIM, VQVAE_PRESETS, VQVAERunConfig
 from genforge.training import runs
 from synthetic import COMMON, TINY_VQVAE, cli, is_png, one_error, records, train, write_idx_folder, write_npz
 
@@ -123,3 +124,14 @@ def test_presets_train(preset, tmp_path):
     assert c.step == 5 and c.config["model"]["quantizer"]["method"] == ("fsq" if preset == "fsq" else "vq")
     logs = [r["values"] for r in records(out, "train")]
     assert logs and all(math.isfinite(r["loss"]) for r in logs)
+
+
+def test_a_run_from_before_the_perceptual_and_schedule_options_resumes(tmp_path):
+    data = write_npz(tmp_path / "d.npz", n=64)
+    out = train("vqvae", tmp_path / "old", data=data, steps=3)
+    for meta in out.glob("checkpoints/step-*/meta.json"):
+        values = json.loads(meta.read_text())
+        for name in ADDED_OPTIM:
+            del values["config"]["optim"][name]
+        meta.write_text(json.dumps(values))
+    assert ckpt.load(train("vqvae", out, data=data, steps=5)).step == 5

@@ -24,6 +24,7 @@ from genforge.commands.evaluate import evaluate, real_vs_real
 from genforge.commands.export import FORMATS as EXPORT_FORMATS
 from genforge.commands.export import export
 from genforge.commands.sample import sample
+from genforge.commands.tune import TUNE_SEED, table, tune
 from genforge.config import DEVICES, FITS, PRECISIONS, dump_yaml
 from genforge.errors import GenforgeError
 from genforge.images import save_grid
@@ -159,7 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--steps", type=count(1), help="prior (maskgit): parallel decoding steps")
     sample.add_argument("--cfg-scale", type=number, help="prior: classifier-free guidance scale (with --class)")
     sample.add_argument("--no-cache", action="store_true", help="prior (ar): recompute the prefix every step (slow)")
+    sample.add_argument("--untuned", action="store_true", help="prior: ignore the run's sampling.json (genforge tune)")
     _device(sample)
+
+    tn = sub.add_parser("tune", help="choose a prior's sampling settings by measurement (writes RUN/sampling.json)")
+    tn.add_argument("run", type=Path)
+    tn.add_argument("--n", type=count(2), default=2000, help="samples per setting (default 2000)")
+    tn.add_argument("--features", default="classifier", choices=FEATURES, help="feature network (default classifier)")
+    tn.add_argument("--rounds", type=count(1), default=1, help="passes of the coordinate search (default 1)")
+    tn.add_argument("--seed", type=seed, default=TUNE_SEED, help=f"seed of every setting's draws (default {TUNE_SEED})")
+    tn.add_argument("--quiet", action="store_true", help="no progress output")
+    _device(tn)
 
     ev = sub.add_parser("evaluate", help="score a run (or a folder/.npz of images) against real data")
     ev.add_argument("run", type=Path, nargs="?", help="run folder, or a folder/.npz of images from any tool")
@@ -258,6 +269,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "report": _report,
         "demo": _demo,
         "export": _export,
+        "tune": _tune,
     }
     return handlers[args.command](args)
 
@@ -289,8 +301,9 @@ def _sample(args: argparse.Namespace) -> int:
         "steps": args.steps,
         "cfg_scale": args.cfg_scale,
         "use_cache": False if args.no_cache else None,
+        "tuned": False if args.untuned else None,
     }
-    n, path = sample(
+    n, path, note = sample(
         args.run,
         args.n,
         args.out,
@@ -302,6 +315,26 @@ def _sample(args: argparse.Namespace) -> int:
         device=pick_device(args.device),
     )
     print(f"wrote {n} samples to {path}")
+    if note:
+        print(note)
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    device = pick_device(args.device)
+    quiet = args.quiet
+    result = tune(
+        args.run,
+        n=args.n,
+        features=args.features,
+        seed=args.seed,
+        rounds=args.rounds,
+        device=device,
+        progress=not quiet,
+    )
+    print(table(result))
+    chosen = ", ".join(f"{k} {'off' if v is None else v}" for k, v in result.chosen.items())
+    print(f"chosen: {chosen}; wrote {result.path} (sample and evaluate use it; --untuned ignores it)")
     return 0
 
 

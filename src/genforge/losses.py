@@ -134,11 +134,16 @@ def vqvae_loss(
     quantizer_parts: Parts,
     recon_weight: float = 1.0,
     recon_kind: str = "mse",
+    perceptual: torch.Tensor | None = None,
+    perceptual_weight: float = 0.0,
 ) -> tuple[torch.Tensor, Parts]:
-    """recon_weight * d(x, recon) + quantizer_loss; d is ``RECONSTRUCTION_LOSSES[recon_kind]``.
+    """recon_weight * d(x, recon) + quantizer_loss + perceptual_weight * perceptual.
 
-    ``quantizer_loss`` already holds the codebook and beta-weighted commitment terms (see
-    ``QuantizerOutput``); its parts are passed through so the log shows each of them.
+    d is ``RECONSTRUCTION_LOSSES[recon_kind]``. ``quantizer_loss`` already holds the codebook and
+    beta-weighted commitment terms (see ``QuantizerOutput``); its parts are passed through so the
+    log shows each of them. ``perceptual`` is ``perceptual_distance(maps(recon), maps(x))``
+    of a frozen feature network (VQGAN's LPIPS term), computed by the caller, who holds the
+    network; it joins the total only with a positive weight.
     """
     if recon_kind not in RECONSTRUCTION_LOSSES:
         raise GenforgeError(
@@ -149,7 +154,37 @@ def vqvae_loss(
     total = recon_weight * recon_term + quantizer_loss
     parts = {f"recon_{recon_kind}": recon_term.detach(), "quantizer": quantizer_loss.detach()}
     parts.update({name: value.detach() for name, value in quantizer_parts.items()})
+    if perceptual_weight > 0:
+        assert perceptual is not None, "a perceptual weight needs the perceptual distance"
+        total = total + perceptual_weight * perceptual
+        parts["perceptual"] = perceptual.detach()
     return total, parts
+
+
+NORM_FLOOR = 1e-4
+
+
+def perceptual_distance(
+    maps_x: list[torch.Tensor], maps_y: list[torch.Tensor], weights: list[float] | None = None
+) -> torch.Tensor:
+    """LPIPS without its learned heads (Zhang et al. 2018, eq. 1 with w = 1): per layer, unit-normalise
+    each position's feature vector over channels, take the squared distance, average over positions
+    and the batch; then the (weighted) sum over layers. Each layer's term lies in [0, 4].
+
+    maps: one (B, C_l, H_l, W_l) tensor per layer, the same shapes on both sides. Computed in float32.
+    """
+    assert len(maps_x) == len(maps_y) and maps_x, "one feature map per layer on each side"
+    weights = [1.0] * len(maps_x) if weights is None else weights
+    assert len(weights) == len(maps_x), f"{len(weights)} weights for {len(maps_x)} layers"
+    total = maps_x[0].new_zeros((), dtype=torch.float32)
+    for fx, fy, weight in zip(maps_x, maps_y, weights):
+        assert fx.shape == fy.shape, f"feature maps {tuple(fx.shape)} and {tuple(fy.shape)} differ"
+        # The floor on the norm (LPIPS: 1e-10) bounds the gradient of a nearly-zero ReLU vector,
+        # whose direction means nothing, at 1e4; trained features have norms of order one.
+        nx = F.normalize(fx.float(), dim=1, eps=NORM_FLOOR)
+        ny = F.normalize(fy.float(), dim=1, eps=NORM_FLOOR)
+        total = total + weight * (nx - ny).pow(2).sum(1).mean()
+    return total
 
 
 def adaptive_weight(

@@ -17,12 +17,13 @@ from genforge.commands.compare import compare
 from genforge.commands.evaluate import evaluate, real_vs_real
 from genforge.data import load_dataset
 from genforge.errors import GenforgeError
+from genforge.families.prior import split_minutes
 from genforge.metrics.extractors import REAL_N, get_extractor
 from genforge.training.precision import pick_device
 from genforge.training.runs import train
 
-# Of each family's training time, the share the VQ-VAE gets; the prior gets the rest.
-VQVAE_SHARE = 0.45
+# Of each family's training time, the VQ-VAE gets families.prior.VQVAE_SHARE and the prior the rest
+# (split_minutes: one place for the demo and the benchmarks).
 # The feature network each dataset is scored with: the classifier needs labels and suits small
 # grey images; colour data is scored with the standard FID network.
 FEATURES = {"fashion-mnist": "classifier", "mnist": "classifier"}
@@ -66,13 +67,14 @@ def run_demo(
     per_family = minutes * TRAINING_SHARE[features] / 2
     common = {"data": {"source": data, "limit": limit}}
 
-    def budget(share: float) -> dict:
-        return {"train": {"device": device_name, "minutes": per_family * share}}
+    def budget(minutes: float) -> dict:
+        return {"train": {"device": device_name, "minutes": minutes}}
 
+    vq_minutes, prior_minutes = split_minutes(per_family)
     gan, vqvae, prior = families.get("gan"), families.get("vqvae"), families.get("prior")
-    gan_cfg = gan.resolve("default", None, sets, {**common, **budget(1.0)})
-    vq_cfg = vqvae.resolve("default", None, (), {**common, **budget(VQVAE_SHARE)})
-    prior_cfg = prior.resolve("default", None, (), {"vqvae": str(out / "vqvae"), **budget(1 - VQVAE_SHARE)})
+    gan_cfg = gan.resolve("default", None, sets, {**common, **budget(per_family)})
+    vq_cfg = vqvae.resolve("default", None, (), {**common, **budget(vq_minutes)})
+    prior_cfg = prior.resolve("default", None, (), {"vqvae": str(out / "vqvae"), **budget(prior_minutes)})
 
     _say(f"demo: {minutes:g} min budget; {per_family:.1f} min of training per family on {device}; runs in {out}")
     _say(f"the feature network: {features} (set up once, then cached)")
@@ -80,9 +82,9 @@ def run_demo(
 
     _say(f"1/3 GAN (DCGAN, {per_family:.1f} min)")
     train(gan, gan_cfg, out / "gan", progress=progress)
-    _say(f"2/3 VQ-VAE ({per_family * VQVAE_SHARE:.1f} min)")
+    _say(f"2/3 VQ-VAE ({vq_minutes:.1f} min)")
     train(vqvae, vq_cfg, out / "vqvae", progress=progress)
-    _say(f"3/3 prior over the VQ-VAE's codes ({per_family * (1 - VQVAE_SHARE):.1f} min)")
+    _say(f"3/3 prior over the VQ-VAE's codes ({prior_minutes:.1f} min)")
     train(prior, prior_cfg, out / "prior", progress=progress)
 
     _say(f"evaluation: {n_eval} samples each, {features} features, against the real-vs-real floor")

@@ -29,12 +29,13 @@ def sample(
     interpolate: int | None = None,
     options: dict[str, Any] | None = None,
     device: torch.device = torch.device("cpu"),
-) -> tuple[int, Path]:
-    """Write ``n`` samples of ``run`` to ``out``; returns (count, path).
+) -> tuple[int, Path, str]:
+    """Write ``n`` samples of ``run`` to ``out``; returns (count, path, note).
 
     ``options`` are the family's sampling options (truncation, class_label, temperature, ...);
     each model refuses the ones it does not take. ``interpolate`` = STEPS gives ``n`` strips of
-    STEPS images walking between two latents (models that have a latent space).
+    STEPS images walking between two latents (models that have a latent space). ``note`` says
+    which sampling settings were used, for models that have tuned ones (``genforge tune``), else "".
     """
     if n <= 0:
         raise GenforgeError(f"the number of samples must be positive, got {n}")
@@ -56,7 +57,8 @@ def sample(
         nrow = interpolate
     else:
         images = model.sample(n, g, **given)
-    return len(images), save_samples(to_uint8(images), out, fmt, nrow=nrow)
+    note = model.sampling_note(**given) if hasattr(model, "sampling_note") else ""
+    return len(images), save_samples(to_uint8(images), out, fmt, nrow=nrow), note
 
 
 def save_samples(images: np.ndarray, out: str | Path, fmt: str, nrow: int | None = None) -> Path:

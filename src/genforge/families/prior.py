@@ -2,9 +2,11 @@
 
 Two networks answer the same interface (``models/transformer.py``): ``ar``, an autoregressive
 GPT with a KV cache, and ``maskgit``, parallel decoding. Codes are computed once from the data
-with the frozen VQ-VAE and cached in the run folder (``codes.npz``), not re-encoded every step.
+with the frozen VQ-VAE and cached in the run folder (``codes.npz``), not re-encoded every step;
+their range is checked once there, so the training step never reads a value back to the host.
 The VQ-VAE's weights are stored inside every prior checkpoint, so a prior run samples images on
-its own even if the VQ-VAE run moves.
+its own even if the VQ-VAE run moves. Sampling settings chosen by ``genforge tune`` (the run's
+``sampling.json``) are the trained model's defaults.
 """
 
 from __future__ import annotations
@@ -22,18 +24,28 @@ from genforge.config import TrainConfig, check, fraction, from_dict, non_negativ
 from genforge.data import load_configured
 from genforge.errors import GenforgeError
 from genforge.families.registry import EvalContext, FamilySpec, Prepared, register, score_generator
+from genforge.families.sampling import SAMPLING_FILE, read_sampling, run_folder
+from genforge.families.schedule import SCHEDULES, Schedule
 from genforge.families.vqvae import SPEC as VQVAE_SPEC
 from genforge.families.vqvae import VQVAERunConfig, code_dtype, encode_images, load_vqvae
 from genforge.metrics.core import bits_per_dim
 from genforge.models.maskgit import MaskGIT, MaskGITConfig
 from genforge.models.prior import TransformerPrior
-from genforge.models.transformer import TransformerConfig
+from genforge.models.transformer import TransformerConfig, check_codes
 from genforge.models.vqvae import VQVAE
 from genforge.runfolder import atomic_path, read_records
 from genforge.training.distributed import step_module
 from genforge.training.precision import autocast
 
 NETWORKS = ("ar", "maskgit")
+# Of a VQ-VAE + prior training budget (the demo's, the benchmarks'), the VQ-VAE's share; the prior
+# trains for the rest. benchmarks/vq_budget_sweep.py measures the split.
+VQVAE_SHARE = 0.45
+
+
+def split_minutes(minutes: float, vqvae_share: float = VQVAE_SHARE) -> tuple[float, float]:
+    """A VQ-VAE + prior budget -> (the VQ-VAE's minutes, the prior's minutes)."""
+    return minutes * vqvae_share, minutes * (1 - vqvae_share)
 
 
 @dataclass
@@ -43,12 +55,17 @@ class PriorOptimConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     warmup_steps: int = 200  # linear learning-rate warm-up
+    # after the warm-up: constant, or cosine decay to lr * lr_final_ratio over the run's budget
+    lr_schedule: str = "constant"  # constant | cosine (families/schedule.py)
+    lr_final_ratio: float = 0.1
     grad_clip: float = 1.0  # 0 = off
 
     def __post_init__(self):
         positive(self, "lr")
         fraction(self, "beta1", "beta2")
         non_negative(self, "weight_decay", "warmup_steps", "grad_clip")
+        one_of(self, "lr_schedule", SCHEDULES)
+        check(0 <= self.lr_final_ratio <= 1, "lr_final_ratio", "must be in [0, 1]", self.lr_final_ratio)
 
 
 @dataclass
@@ -102,7 +119,10 @@ class PriorTrainer:
             betas=(o.beta1, o.beta2),
         )
         self.noise = torch.Generator(device=device).manual_seed(cfg.train.seed)
+        self.schedule = Schedule(o.lr_schedule, o.warmup_steps, o.lr_final_ratio, cfg.train.steps, cfg.train.minutes)
         self.steps_done = 0
+        # The step calls the network's whole loss (mask drawing included) through what compile
+        # and DDP wrap: a module whose forward is ``net.loss``.
         self.step_net = step_module(self.net, cfg.train, method="loss")
 
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -112,17 +132,21 @@ class PriorTrainer:
         return {"prior": self.opt}
 
     def extra_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return {}, {"steps_done": self.steps_done, "vqvae_config": self.vqvae_config}
+        state: dict[str, Any] = {"steps_done": self.steps_done, "vqvae_config": self.vqvae_config}
+        if self.schedule.state():  # only a cosine schedule has state; older runs resume as they were
+            state["schedule"] = self.schedule.state()
+        return {}, state
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         self.steps_done = int(state["steps_done"])
+        self.schedule.load_state(state.get("schedule"))
 
     def _labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
         return labels if self.cfg.model.num_classes > 0 else None
 
     def train_step(self, codes: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
         o = self.cfg.optim
-        lr = o.lr * min(1.0, (self.steps_done + 1) / max(1, o.warmup_steps))
+        lr = o.lr * self.schedule.factor(self.steps_done)
         for group in self.opt.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.dtype):
@@ -182,14 +206,50 @@ class PriorModel:
         self.trainer.net.eval()
         self.device, self.config, self.step = device, cfg, c.step
         self.num_classes = cfg.model.num_classes
+        # Sampling settings chosen by measurement (genforge tune): the defaults of sample/evaluate.
+        self.run_dir = run_folder(c.path)
+        self.tuning = read_sampling(self.run_dir)
+        self.tuned: dict[str, Any] = {}
+        if self.tuning is not None:
+            try:
+                self.tuned = self.network.check_options(self.tuning["chosen"])
+            except GenforgeError as e:
+                raise GenforgeError(f"{self.run_dir / SAMPLING_FILE}: {e}; run genforge tune again") from None
 
     @property
     def network(self) -> TransformerPrior | MaskGIT:
         return self.trainer.net
 
-    def sample(self, n: int, generator: torch.Generator, class_label=None, **options) -> torch.Tensor:
-        """n images: codes from the prior (options as the network takes them), decoded."""
-        options = self.network.check_options(options)
+    def sampling_space(self) -> dict[str, tuple]:
+        """What ``genforge tune`` searches (the network's options and their candidate values)."""
+        return self.network.sampling_space()
+
+    def sampling_options(self, options: dict[str, Any], tuned: bool = True) -> dict[str, Any]:
+        """The options a draw uses: the tuned ones (unless ``tuned`` is False), overridden by the
+        ones given (None = not given), validated."""
+        given = {k: v for k, v in options.items() if v is not None}
+        return self.network.check_options({**(self.tuned if tuned else {}), **given})
+
+    def sampling_note(self, class_label=None, tuned: bool = True, **options) -> str:
+        """One line saying which settings ``sample`` with these arguments uses, and where they came from."""
+        used = self.sampling_options(options, tuned)
+        shown = ", ".join(f"{k} {v}" for k, v in used.items() if k != "use_cache") or "the network's defaults"
+        if tuned and self.tuned:
+            where = f"{self.run_dir / SAMPLING_FILE}, tuned at step {self.tuning['step']}"
+            overridden = sorted(k for k, v in options.items() if v is not None and k in self.tuned)
+            if overridden:
+                where += f"; {', '.join(overridden)} given explicitly"
+            return f"sampling: {shown} (from {where})"
+        if not tuned and self.tuned:
+            return f"sampling: {shown} (the run's {SAMPLING_FILE} ignored)"
+        return f"sampling: {shown} (no {SAMPLING_FILE}: genforge tune RUN chooses settings by measurement)"
+
+    def sample(
+        self, n: int, generator: torch.Generator, class_label=None, tuned: bool = True, **options
+    ) -> torch.Tensor:
+        """n images: codes from the prior, decoded. Options as the network takes them; the run's
+        tuned settings (``sampling.json``) fill in the ones not given, unless ``tuned`` is False."""
+        options = self.sampling_options(options, tuned)
         if class_label is not None and self.num_classes == 0:
             raise GenforgeError("a class was asked for, but this prior was trained without labels")
         if isinstance(class_label, int) and not 0 <= class_label < self.num_classes:
@@ -261,6 +321,10 @@ def training_data(prepared: Prepared, run_dir: Path, device: torch.device, progr
     if progress:
         print(f"codes of {len(data)} images from {c_vq.path} (cached in {run_dir / 'codes.npz'})", file=sys.stderr)
     codes = cached_codes(run_dir / "codes.npz", key, make)
+    # Checked once here, so the training step need not read codes back to the host.
+    for split in ("train", "test"):
+        if split in codes:
+            check_codes(codes[split], vqvae.num_codes)
     prepared.images = codes["train"]
     prepared.labels = codes.get("train_labels")
     prepared.extras["codes"] = codes
@@ -297,8 +361,10 @@ HELD_OUT = ("code_nll", "code_bits_per_dim", "masked_code_ce")
 
 
 def evaluate(model: PriorModel, ctx: EvalContext) -> dict[str, Any]:
-    """Samples scored like any generator's, with the held-out code loss training recorded."""
+    """Samples scored like any generator's (with the run's tuned sampling settings, named in the
+    result), with the held-out code loss training recorded."""
     scores = score_generator(model, ctx)
+    scores["sampling"] = model.sampling_note()
     for entry in read_records(ctx.run_dir) if ctx.run_dir is not None else []:
         if entry["type"] == "eval":
             scores.update({k: v for k, v in entry["values"].items() if k in HELD_OUT})
@@ -325,10 +391,20 @@ def from_arguments(args) -> dict[str, Any]:
     return values
 
 
+# Options added since runs were first written, with the values older runs trained with.
+ADDED_OPTIM = {"lr_schedule": "constant", "lr_final_ratio": 0.1}
+
+
 def migrate(config: dict[str, Any]) -> dict[str, Any]:
-    """genforge 0.1 prior configs called the network `kind`."""
+    """genforge 0.1 prior configs called the network `kind`; options added since (``ADDED_OPTIM``)
+    take the values older runs trained with, and their attention dropout was their dropout."""
     if "kind" in config:
         config = {k: v for k, v in config.items() if k != "kind"} | {"network": config["kind"]}
+    if "optim" in config:
+        config = {**config, "optim": {**ADDED_OPTIM, **config["optim"]}}
+    model = config.get("model")
+    if isinstance(model, dict) and "attn_dropout" not in model:
+        config = {**config, "model": {**model, "attn_dropout": model.get("dropout", TransformerConfig.dropout)}}
     return config
 
 

@@ -16,16 +16,19 @@ import numpy as np
 import torch
 
 from genforge import checkpoint as ckpt
-from genforge.config import DataConfig, TrainConfig, fill_from_data, fraction, non_negative, one_of, positive
+from genforge.config import DataConfig, TrainConfig, check, fill_from_data, fraction, non_negative, one_of, positive
 from genforge.data import ImageData, fit_note, load_configured
 from genforge.errors import GenforgeError
 from genforge.families.registry import EvalContext, FamilySpec, Prepared, register
+from genforge.families.schedule import SCHEDULES, Schedule
 from genforge.images import to_float, to_uint8
-from genforge.losses import RECONSTRUCTION_LOSSES, adaptive_weight, d_hinge, g_hinge, vqvae_loss
+from genforge.losses import RECONSTRUCTION_LOSSES, adaptive_weight, d_hinge, g_hinge, perceptual_distance, vqvae_loss
 from genforge.metrics.core import codebook_usage, perplexity
 from genforge.metrics.evaluate import evaluate_samples, reconstruction_metrics
 from genforge.models.graphs import DecoderGraph, EncoderGraph
 from genforge.models.patchgan import PatchGAN, PatchGANConfig
+from genforge.models.perceptual import NETWORKS as PERCEPTUAL_NETWORKS
+from genforge.models.perceptual import FeatureMaps, check_feature_maps, load_feature_maps
 from genforge.models.quantizers import CodebookHealth
 from genforge.models.vqvae import VQVAE, VQVAEConfig, nearest_resolution
 from genforge.progress import track
@@ -43,13 +46,24 @@ class VQVAEOptimConfig:
     disc_weight: float = 0.0  # 0 = no adversarial loss
     disc_start: int = 2000  # steps of plain reconstruction before the discriminator joins
     lr_d: float = 4e-4
+    # VQGAN's perceptual term, offline: feature maps of a frozen network (models/perceptual.py).
+    perceptual_weight: float = 0.0  # 0 = off
+    perceptual_net: str = "classifier"  # classifier (a CNN on the data's labels) | inception (GPU: 50x on CPU)
+    # The autoencoder's learning rate (not the discriminator's): warm-up, then constant or cosine
+    # decay to lr * lr_final_ratio over the run's budget (families/schedule.py).
+    lr_schedule: str = "constant"  # constant | cosine
+    lr_final_ratio: float = 0.1
+    warmup_steps: int = 0
     health_window: int = 100  # batches over which codebook usage/perplexity are counted
 
     def __post_init__(self):
         positive(self, "lr", "lr_d", "health_window")
         fraction(self, "beta1", "beta2")
-        non_negative(self, "disc_weight", "disc_start")
+        non_negative(self, "disc_weight", "disc_start", "perceptual_weight", "warmup_steps")
         one_of(self, "recon_loss", RECONSTRUCTION_LOSSES)
+        one_of(self, "perceptual_net", PERCEPTUAL_NETWORKS)
+        one_of(self, "lr_schedule", SCHEDULES)
+        check(0 <= self.lr_final_ratio <= 1, "lr_final_ratio", "must be in [0, 1]", self.lr_final_ratio)
 
 
 @dataclass
@@ -67,8 +81,11 @@ VQVAE_PRESETS: dict[str, dict[str, Any]] = {
     # The VQ-VAE paper's quantizer with none of them: shows what collapse looks like.
     "plain-vq": {"model": {"quantizer": {"ema": False, "kmeans_init": False, "restart_after": 0}}},
     "fsq": {"model": {"quantizer": {"method": "fsq"}}},
-    # VQGAN-style: reconstructions also judged by a patch discriminator after a warm-up.
-    "vqgan": {"optim": {"disc_weight": 0.1, "disc_start": 1000, "recon_loss": "l1"}},
+    # L1 plus the perceptual term: sharper reconstructions without a discriminator's cost.
+    "perceptual": {"optim": {"recon_loss": "l1", "perceptual_weight": 1.0}},
+    # VQGAN (Esser et al. 2021): L1 + perceptual term + a patch discriminator, adaptively weighted,
+    # after a warm-up of plain reconstruction.
+    "vqgan": {"optim": {"disc_weight": 0.1, "disc_start": 1000, "recon_loss": "l1", "perceptual_weight": 1.0}},
 }
 
 
@@ -79,10 +96,15 @@ class VQVAETrainer:
         device: torch.device,
         dtype: torch.dtype = torch.float32,
         grid_images: torch.Tensor | None = None,
+        perceptual: FeatureMaps | None = None,
     ):
         self.cfg, self.device, self.dtype = cfg, device, dtype
         torch.manual_seed(cfg.train.seed)
         o = cfg.optim
+        if o.perceptual_weight > 0 and perceptual is None:
+            raise GenforgeError("optim.perceptual_weight > 0 needs the frozen perceptual network (load_feature_maps)")
+        # Frozen, and held apart from modules(): no optimizer, no checkpoint (its fingerprint is kept).
+        self.perceptual = perceptual.freeze() if o.perceptual_weight > 0 else None
         self.model = VQVAE(cfg.model).to(device)
         self.disc = PatchGAN(cfg.discriminator).to(device) if o.disc_weight > 0 else None
         if cfg.train.channels_last:
@@ -94,7 +116,8 @@ class VQVAETrainer:
         if self.disc is not None:
             self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=o.lr_d, betas=(0.5, 0.9))
         self.noise = torch.Generator(device=device).manual_seed(cfg.train.seed)
-        self.health = CodebookHealth(self.model.num_codes, o.health_window)
+        self.health = CodebookHealth(self.model.num_codes, o.health_window, device)
+        self.schedule = Schedule(o.lr_schedule, o.warmup_steps, o.lr_final_ratio, cfg.train.steps, cfg.train.minutes)
         self.steps_done = 0
         self.step_model = step_module(self.model, cfg.train)
         self.step_disc = step_module(self.disc, cfg.train) if self.disc is not None else None
@@ -114,8 +137,13 @@ class VQVAETrainer:
         return opts
 
     def extra_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        state = {"steps_done": self.steps_done, "health_batches": self.health.batches}
-        return {"health_counts": self.health.counts}, state
+        state: dict[str, Any] = {"steps_done": self.steps_done, "health_batches": self.health.batches}
+        # Entries that only newer options need: a run without them reads and writes what it always did.
+        if self.schedule.state():
+            state["schedule"] = self.schedule.state()
+        if self.perceptual is not None:
+            state["perceptual_net"] = self.perceptual.fingerprint()
+        return {"health_counts": self.health.counts.cpu()}, state
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         self.steps_done = int(state["steps_done"])
@@ -123,15 +151,38 @@ class VQVAETrainer:
             raise GenforgeError("checkpoint's codebook-health window does not match optim.health_window")
         self.health.counts.copy_(tensors["health_counts"])
         self.health.batches = int(state["health_batches"])
+        self.schedule.load_state(state.get("schedule"))
+        if self.perceptual is not None and state["perceptual_net"] != self.perceptual.fingerprint():
+            raise GenforgeError(
+                f"the perceptual network ({self.cfg.optim.perceptual_net}) is not the one this run trained with "
+                "(its cache was retrained or replaced); resuming would change the loss: train into a new --out"
+            )
 
     def log_extras(self) -> dict[str, float]:
         return self.health.summary()
 
     def train_step(self, x: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
         o = self.cfg.optim
+        lr = o.lr * self.schedule.factor(self.steps_done)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
         with autocast(self.device, self.dtype):
             recon, q = self.step_model(x)
-        loss, parts = vqvae_loss(x, recon, q.loss, q.parts, recon_kind=o.recon_loss)
+        perceptual = None
+        if self.perceptual is not None:
+            with autocast(self.device, self.dtype):
+                with torch.no_grad():
+                    target_maps = self.perceptual(x)
+                perceptual = perceptual_distance(self.perceptual(recon), target_maps)
+        loss, parts = vqvae_loss(
+            x,
+            recon,
+            q.loss,
+            q.parts,
+            recon_kind=o.recon_loss,
+            perceptual=perceptual,
+            perceptual_weight=o.perceptual_weight,
+        )
         adversarial = self.disc is not None and self.steps_done >= o.disc_start
         if adversarial:
             self.disc.requires_grad_(False)
@@ -245,15 +296,27 @@ def prepare(config: VQVAERunConfig, progress: bool = True) -> Prepared:
     nearest = lambda side: nearest_resolution(side, downsample)  # noqa: E731
     data, config.data = load_configured(config.data, nearest=nearest, lazy=True)  # packed data stays on disk
     fit_to_data(config, data.resolution, data.channels)
+    if config.optim.perceptual_weight > 0:  # refused now, before the run folder is touched
+        check_feature_maps(config.optim.perceptual_net, labelled=data.labels is not None)
     grid = to_float(data.take(np.arange(min(len(data), config.train.grid_images // 2))))
     notes = [note] if (note := fit_note(asked, config.data)) else []
-    return Prepared(
-        config, data.images, data.labels, extras={"grid_images": grid}, data_config=config.data, notes=notes
-    )
+    return Prepared(config, data, data.labels, extras={"grid_images": grid}, data_config=config.data, notes=notes)
+
+
+def training_data(prepared: Prepared, run_dir, device: torch.device, progress: bool) -> None:
+    """The frozen perceptual network, when the loss has the term (its classifier trained once, cached)."""
+    o = prepared.config.optim
+    if o.perceptual_weight > 0:
+        prepared.extras["perceptual"] = load_feature_maps(
+            o.perceptual_net, prepared.config.data.source, device, progress
+        )
 
 
 def build(prepared: Prepared, device: torch.device, dtype: torch.dtype) -> VQVAETrainer:
-    return VQVAETrainer(prepared.config, device, dtype, grid_images=prepared.extras["grid_images"])
+    extras = prepared.extras
+    return VQVAETrainer(
+        prepared.config, device, dtype, grid_images=extras["grid_images"], perceptual=extras.get("perceptual")
+    )
 
 
 def evaluate(model: VQVAEModel, ctx: EvalContext) -> dict[str, Any]:
@@ -285,9 +348,23 @@ CANNOT_SAMPLE = (
 )
 
 
+# Options added since runs were first written, with the values that train as those runs did:
+# an older run resumes (its config compares equal) and loads.
+ADDED_OPTIM = {
+    "perceptual_weight": 0.0,
+    "perceptual_net": "classifier",
+    "lr_schedule": "constant",
+    "lr_final_ratio": 0.1,
+    "warmup_steps": 0,
+}
+
+
 def migrate(config: dict[str, Any]) -> dict[str, Any]:
     """genforge 0.1 VQ-VAE configs: `in_channels` was the image channels and `channels` the width;
-    the quantizer's method was called `kind`; the discriminator's width `channels`."""
+    the quantizer's method was called `kind`; the discriminator's width `channels`. Options added
+    since (``ADDED_OPTIM``) take the values older runs trained with."""
+    if "optim" in config:
+        config = {**config, "optim": {**ADDED_OPTIM, **config["optim"]}}
     model = dict(config.get("model", {}))
     if "in_channels" in model:
         model["width"] = model.pop("channels", VQVAEConfig.width)
@@ -315,6 +392,7 @@ SPEC = register(
         build=build,
         load=VQVAEModel,
         evaluate=evaluate,
+        training_data=training_data,
         migrate=migrate,
         grid_caption="originals and reconstructions, in pairs",
         cannot_sample=CANNOT_SAMPLE,

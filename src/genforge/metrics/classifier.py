@@ -96,7 +96,12 @@ def prepare(images: np.ndarray, config: ClassifierConfig, device: torch.device |
         )
     if not images.flags.writeable:  # e.g. np.frombuffer data: torch warns on read-only memory
         images = images.copy()
-    x = to_float(images, device)  # (N, C, H, W)
+    return fit_input(to_float(images, device), config)
+
+
+def fit_input(x: torch.Tensor, config: ClassifierConfig) -> torch.Tensor:
+    """float (N, C, H, W) in [-1, 1] -> (N, C, 32, 32), as ``prepare`` fits images; differentiable
+    (the VQ-VAE's perceptual loss passes reconstructions through it)."""
     size = config.image_size
     h, w = x.shape[2:]
     if (h, w) == (size, size):

@@ -26,9 +26,17 @@ FEATURES = ("classifier", "inception")
 REAL_N = 10_000  # real images in the reference set (k-NN metrics grow with its square)
 
 
-def train_evaluator(source: str, device: torch.device, progress: bool = True, epochs: int = 3) -> tuple[Any, dict]:
-    """The dataset's classifier (trained on its labelled train split, cached with its test accuracy)."""
+def train_evaluator(
+    source: str, device: torch.device, progress: bool = True, epochs: int = 3, seed: int = 0
+) -> tuple[Any, dict]:
+    """The dataset's classifier (trained on its labelled train split, cached with its test accuracy).
+
+    ``seed`` > 0 gives another classifier of the same kind, trained from another initialisation
+    and batch order and cached beside the evaluator (``<key>-seed<N>``): the VQ-VAE's perceptual
+    loss uses one, so that training does not descend the evaluator's own feature space.
+    """
     key = dataset_key(source, "train", None, "none", None)
+    folder = key if seed == 0 else f"{key}-seed{seed}"
     train = load_dataset(source, split="train")
     if train.labels is None:
         raise GenforgeError(
@@ -43,7 +51,7 @@ def train_evaluator(source: str, device: torch.device, progress: bool = True, ep
         test_images, test_labels = train.images[held], train.labels[held]
         train = replace(train, images=train.images[~held], labels=train.labels[~held])
     return load_or_train_classifier(
-        cache_root() / "evaluators" / key,
+        cache_root() / "evaluators" / folder,
         key,
         train.images,
         train.labels,
@@ -52,6 +60,7 @@ def train_evaluator(source: str, device: torch.device, progress: bool = True, ep
         device=device,
         progress=progress,
         epochs=epochs,
+        seed=seed,
     )
 
 

@@ -86,13 +86,24 @@ class MaskGIT(CodeTransformer):
     def loss(
         self, codes: torch.Tensor, labels: torch.Tensor | None = None, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Code grids (B, H, W) -> (mean cross-entropy over masked positions, parts)."""
-        check_grid(codes, self.cfg)
+        """Code grids (B, H, W) -> (mean cross-entropy over masked positions, parts).
+
+        The mean is a masked sum over every position, not ``logits[mask]``: boolean indexing sizes
+        its result from the data, a host read on every step. In training mode the codes' values
+        are not read back either (see ``transformer.py``).
+        """
+        check_grid(codes, self.cfg, values=not self.training)
         flat = codes.reshape(codes.shape[0], -1).long()  # (B, T)
-        mask = self.random_mask(flat.shape[0], generator)  # (B, T)
-        logits = self(flat.masked_fill(mask, self.mask_id), labels, generator)
-        loss = F.cross_entropy(logits[mask].float(), flat[mask])
-        return loss, {"masked_ce": loss.detach(), "mask_ratio": mask.float().mean()}
+        mask = self.random_mask(flat.shape[0], generator)  # (B, T); at least one position per row
+        logits = self(flat.masked_fill(mask, self.mask_id), labels, generator)  # (B, T, V)
+        per_code = F.cross_entropy(logits.flatten(0, 1).float(), flat.reshape(-1), reduction="none")  # (B*T,)
+        weights = mask.reshape(-1).float()
+        loss = (per_code * weights).sum() / weights.sum()
+        return loss, {"masked_ce": loss.detach(), "mask_ratio": weights.mean()}
+
+    def sampling_space(self) -> dict[str, tuple]:
+        steps = (self.cfg.steps, *sorted({4, 8, 12, 16} - {self.cfg.steps}))
+        return {**super().sampling_space(), "steps": steps}
 
     @torch.inference_mode()
     def generate(self, n: int, labels=None, generator: torch.Generator | None = None, **options) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from genforge.errors import GenforgeError
 from genforge.models.transformer import (
+    TUNE_TOP_P,
     CodeTransformer,
     TransformerConfig,
     check_grid,
@@ -58,15 +59,21 @@ class TransformerPrior(CodeTransformer):
     def loss(
         self, codes: torch.Tensor, labels: torch.Tensor | None = None, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Code grids (B, H, W) -> mean negative log-likelihood in nats per code, and its parts."""
-        check_grid(codes, self.cfg)
+        """Code grids (B, H, W) -> mean negative log-likelihood in nats per code, and its parts.
+        In training mode the codes' values are not read back (see ``transformer.py``)."""
+        check_grid(codes, self.cfg, values=not self.training)
         flat = codes.reshape(codes.shape[0], -1).long()  # (B, T)
         logits = self(flat, labels, generator)
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat.reshape(-1))
         return nll, {"nll": nll.detach()}
 
+    def sampling_space(self) -> dict[str, tuple]:
+        return {**super().sampling_space(), "top_p": TUNE_TOP_P}
+
     def nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Code grids (B, H, W) -> mean negative log-likelihood in nats per code (scalar)."""
+        """Code grids (B, H, W) -> mean negative log-likelihood in nats per code (scalar); the
+        codes are checked in full, whatever the mode."""
+        check_grid(codes, self.cfg)
         return self.loss(codes, labels)[0]
 
     # -----------------------------------------------------------------------------------------

@@ -11,6 +11,10 @@ and a lower codebook dimension behind 1x1 projections (ViT-VQGAN, Yu et al. 2021
 it to one of L_i levels; the implicit codebook is the grid, so there is no codebook loss.
 
 All state that must survive a checkpoint lives in buffers, so ``state_dict`` is the whole truth.
+A training forward never reads a value back to the host (no ``.item()``, ``nonzero`` or
+boolean-mask indexing; counts by ``scatter_add_``, not ``bincount``, which sizes its output from
+the data on CUDA): a GPU keeps its queue full. The one exception is the first training batch,
+which asks whether the codebook still needs its k-means initialisation.
 """
 
 from __future__ import annotations
@@ -156,6 +160,13 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("initialised", torch.tensor(not config.kmeans_init))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training forwards so far
         self.register_buffer("last_used", torch.zeros(k, dtype=torch.long))  # value of steps when last chosen
+        # A host-side copy of ``initialised`` once it is known to be True, so that later training
+        # batches need not read the buffer back (a sync); loading a state dict forgets it.
+        self._known_initialised = False
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._known_initialised = False
 
     @property
     def num_codes(self) -> int:
@@ -209,33 +220,40 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _initialise_and_restart(self, rows: torch.Tensor) -> None:
-        if self.config.kmeans_init and not bool(self.initialised):
-            centres = kmeans(rows, self.num_codes, self.KMEANS_ITERS, self.config.cosine)
-            _broadcast(centres)
-            self._set_codes(torch.arange(self.num_codes, device=rows.device), centres)
-            self.initialised.fill_(True)
+        if self.config.kmeans_init and not self._known_initialised:
+            if not bool(self.initialised):  # a host read, until the answer is known to be yes
+                centres = kmeans(rows, self.num_codes, self.KMEANS_ITERS, self.config.cosine)
+                _broadcast(centres)
+                self._set_codes(torch.ones(self.num_codes, dtype=torch.bool, device=rows.device), centres)
+                self.initialised.fill_(True)
+            self._known_initialised = True
         if self.config.restart_after:
-            dead = torch.nonzero(self.steps - self.last_used >= self.config.restart_after).flatten()
-            if dead.numel():
-                pick = torch.randint(rows.shape[0], (dead.numel(),), device=rows.device)
-                fresh = rows[pick]  # (n_dead, d)
-                _broadcast(fresh)
-                self._set_codes(dead, fresh)
-                self.last_used[dead] = self.steps  # a fresh window to prove themselves
+            # Every code draws a candidate row; only the dead ones take it. Drawing K rows each
+            # step costs less than asking the device which codes are dead (a sync).
+            dead = self.steps - self.last_used >= self.config.restart_after  # (K,) bool
+            pick = torch.randint(rows.shape[0], (self.num_codes,), device=rows.device)
+            fresh = rows[pick]  # (K, d)
+            _broadcast(fresh)
+            self._set_codes(dead, fresh)
+            self.last_used.copy_(torch.where(dead, self.steps, self.last_used))  # a fresh window to prove themselves
 
     def _set_codes(self, which: torch.Tensor, vectors: torch.Tensor) -> None:
-        self.codebook.data[which] = vectors.to(self.codebook.dtype)
+        """Replace the codes where ``which`` (K,) bool is set by the rows of ``vectors`` (K, d)."""
+        keep = ~which[:, None]
+        self.codebook.data.copy_(torch.where(keep, self.codebook.data, vectors.to(self.codebook.dtype)))
         if self.config.ema:  # the moving averages must agree with the new codes
-            self.cluster_size[which] = 1.0
-            self.embed_sum[which] = vectors.to(self.embed_sum.dtype)
+            self.cluster_size.copy_(torch.where(which, torch.ones_like(self.cluster_size), self.cluster_size))
+            self.embed_sum.copy_(torch.where(keep, self.embed_sum, vectors.to(self.embed_sum.dtype)))
 
     @torch.no_grad()
     def _update(self, rows: torch.Tensor, indices: torch.Tensor) -> None:
         k = self.num_codes
-        counts = torch.bincount(indices, minlength=k).float()  # (K,)
+        counts = torch.zeros(k, device=rows.device).scatter_add_(
+            0, indices, torch.ones_like(indices, dtype=torch.float)
+        )
         _all_reduce(counts)
         self.steps += 1
-        self.last_used[counts > 0] = self.steps
+        self.last_used.copy_(torch.where(counts > 0, self.steps, self.last_used))
         if not self.config.ema:
             return
         sums = torch.zeros(k, rows.shape[1], device=rows.device).index_add_(0, indices, rows)  # (K, d)
@@ -336,23 +354,27 @@ def build_quantizer(config: QuantizerConfig, latent_dim: int) -> VectorQuantizer
 class CodebookHealth:
     """Code usage over the last ``window`` batches (a single batch undercounts a large codebook).
 
-    A ring buffer of per-batch code counts, kept on the CPU.
+    A ring buffer of per-batch code counts, kept on the device of the indices it counts:
+    ``update`` runs every training step and never waits for the device; the summaries read it
+    back, at log time only.
     """
 
-    def __init__(self, num_codes: int, window: int = 100):
+    def __init__(self, num_codes: int, window: int = 100, device: torch.device | str = "cpu"):
         if num_codes <= 0 or window <= 0:
             raise GenforgeError(f"CodebookHealth needs positive num_codes and window, got {num_codes}, {window}")
         self.num_codes = num_codes
-        self.counts = torch.zeros(window, num_codes, dtype=torch.long)  # (window, K)
+        self.counts = torch.zeros(window, num_codes, dtype=torch.long, device=device)  # (window, K)
         self.batches = 0
 
     def update(self, indices: torch.Tensor) -> None:
-        counts = torch.bincount(indices.detach().reshape(-1).cpu(), minlength=self.num_codes)
-        self.counts[self.batches % self.counts.shape[0]] = counts[: self.num_codes]
+        """Count the codes of one batch of indices (any shape, values in [0, num_codes))."""
+        flat = indices.detach().reshape(-1).to(self.counts.device, torch.long)
+        row = self.counts[self.batches % self.counts.shape[0]]  # a view: written in place
+        row.zero_().scatter_add_(0, flat, torch.ones_like(flat))
         self.batches += 1
 
     def _totals(self) -> torch.Tensor:
-        return self.counts.sum(0)  # (K,); slots not yet written are zero
+        return self.counts.sum(0).cpu()  # (K,); slots not yet written are zero
 
     def usage(self) -> float:
         """Fraction of codes chosen at least once in the window."""

@@ -12,6 +12,11 @@ one it holds:
 
 and each validates its own sampling options (``SAMPLING_OPTIONS``).
 
+Values are checked where they come from, not on every training step: a code grid's range and a
+label's class are read back to the host (a sync that stalls a GPU's queue) only outside training
+mode (sampling, held-out losses, ``nll``); in training mode the family's data was checked once
+when it was made (``check_codes``), and the step checks shapes and types only.
+
 Classifier-free guidance (Ho & Salimans 2022): during training the class is replaced by an extra
 "null class" with probability ``class_dropout``; at sampling, logits are mixed as
 uncond + s * (cond - uncond) in one batched pass. An unconditional model is the special case
@@ -24,6 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -41,13 +47,16 @@ class TransformerConfig:
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
-    dropout: float = 0.1
+    dropout: float = 0.1  # on embeddings, attention and MLP outputs
+    # On the attention probabilities. 0 lets PyTorch use its fused kernel on CPU in training too
+    # (with dropout there, it falls back to the unfused "math" attention: ~15% slower steps).
+    attn_dropout: float = 0.0
     class_dropout: float = 0.1  # probability of training on the null class (for guidance)
 
     def __post_init__(self):
         positive(self, "vocab_size", "grid_h", "grid_w", "n_layer", "n_head", "n_embd")
         non_negative(self, "num_classes")
-        fraction(self, "dropout", "class_dropout")
+        fraction(self, "dropout", "attn_dropout", "class_dropout")
         check(self.n_embd % self.n_head == 0, "n_head", f"must divide n_embd ({self.n_embd})", self.n_head)
 
 
@@ -98,11 +107,12 @@ def guided(logits: torch.Tensor, cfg_scale: float) -> torch.Tensor:
     return uncond + cfg_scale * (cond - uncond)
 
 
-def class_slots(labels, n: int, num_classes: int, device) -> torch.Tensor:
+def class_slots(labels, n: int, num_classes: int, device, check_range: bool = True) -> torch.Tensor:
     """User labels (None, int, sequence or tensor) -> (n,) long class-embedding rows.
 
     None selects the null class (row num_classes), which for an unconditional model is the start
-    token and for a conditional one means "any class".
+    token and for a conditional one means "any class". ``check_range`` reads the labels back to
+    the host to refuse a class outside [0, num_classes); the training step skips it.
     """
     if labels is None:
         return torch.full((n,), num_classes, dtype=torch.long, device=device)
@@ -113,7 +123,7 @@ def class_slots(labels, n: int, num_classes: int, device) -> torch.Tensor:
         labels = labels.expand(n)
     if labels.shape != (n,):
         raise GenforgeError(f"expected {n} labels (one per sample), got shape {tuple(labels.shape)}")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+    if check_range and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         low, high = int(labels.min()), int(labels.max())
         raise GenforgeError(f"labels must be in [0, {num_classes}), got values {low}..{high}")
     return labels
@@ -127,17 +137,25 @@ def drop_classes(slots: torch.Tensor, num_classes: int, p: float, generator=None
     return slots.masked_fill(drop, num_classes)
 
 
-def check_grid(indices: torch.Tensor, cfg: TransformerConfig) -> None:
-    """Refuse a code grid of the wrong shape, type or range with one clear message."""
+def check_grid(indices: torch.Tensor, cfg: TransformerConfig, values: bool = True) -> None:
+    """Refuse a code grid of the wrong shape, type or (with ``values``, a host read) range."""
     expected = (cfg.grid_h, cfg.grid_w)
     if indices.ndim != 3 or tuple(indices.shape[1:]) != expected:
         raise GenforgeError(f"expected code grids of shape (B, {cfg.grid_h}, {cfg.grid_w}), got {tuple(indices.shape)}")
     if indices.dtype not in (torch.long, torch.int32, torch.int16, torch.uint8, torch.int8):
         raise GenforgeError(f"code grids must be integers, got {indices.dtype}")
-    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= cfg.vocab_size):
-        raise GenforgeError(
-            f"code indices must be in [0, {cfg.vocab_size}), got {int(indices.min())}..{int(indices.max())}"
-        )
+    if values:
+        check_codes(indices, cfg.vocab_size)
+
+
+def check_codes(codes, vocab_size: int) -> None:
+    """Refuse code indices (a tensor or an array, any shape) outside [0, vocab_size)."""
+    empty = codes.size == 0 if isinstance(codes, np.ndarray) else codes.numel() == 0
+    if empty:
+        return
+    low, high = int(codes.min()), int(codes.max())
+    if low < 0 or high >= vocab_size:
+        raise GenforgeError(f"code indices must be in [0, {vocab_size}), got {low}..{high}")
 
 
 def check_sampling(options: dict[str, Any], allowed: tuple[str, ...], what: str) -> dict[str, Any]:
@@ -159,6 +177,19 @@ def check_sampling(options: dict[str, Any], allowed: tuple[str, ...], what: str)
     return given
 
 
+# What ``genforge tune`` tries for each option (the network's default first): a coordinate
+# search moves one option at a time through these, keeping the best.
+TUNE_CFG_SCALES = (1.0, 1.25, 1.5, 2.0, 3.0)
+TUNE_TEMPERATURES = (1.0, 0.9, 0.8, 0.7, 1.1)
+TUNE_TOP_P = (None, 0.98, 0.95, 0.9, 0.8)
+
+
+def tune_top_k(vocab_size: int) -> tuple[int | None, ...]:
+    """None (every code), then 1/2, 1/4, 1/8 and 1/16 of the codebook."""
+    ks = sorted({max(1, vocab_size // d) for d in (2, 4, 8, 16)} - {vocab_size}, reverse=True)
+    return (None, *ks)
+
+
 # ---------------------------------------------------------------------------------------------
 # Blocks
 # ---------------------------------------------------------------------------------------------
@@ -167,12 +198,12 @@ def check_sampling(options: dict[str, Any], allowed: tuple[str, ...], what: str)
 class SelfAttention(nn.Module):
     """Multi-head self-attention (fused scaled-dot-product kernel); causal or bidirectional."""
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float):
+    def __init__(self, n_embd: int, n_head: int, dropout: float, attn_dropout: float = 0.0):
         super().__init__()
         self.n_head = n_head
         self.qkv = nn.Linear(n_embd, 3 * n_embd)
         self.proj = nn.Linear(n_embd, n_embd)
-        self.dropout = dropout
+        self.attn_dropout = attn_dropout
         self.resid_dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, causal: bool, cache=None, pos: int = 0) -> torch.Tensor:
@@ -193,7 +224,7 @@ class SelfAttention(nn.Module):
             assert L == 1 or pos == 0, "cached attention takes one token at a time after the first chunk"
             causal = causal and L > 1
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, is_causal=causal, dropout_p=self.attn_dropout if self.training else 0.0
         )  # (B, nh, L, hd)
         y = y.transpose(1, 2).contiguous().view(B, L, C)
         return self.resid_dropout(self.proj(y))
@@ -213,10 +244,10 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-LayerNorm transformer block (GPT-2)."""
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float):
+    def __init__(self, n_embd: int, n_head: int, dropout: float, attn_dropout: float = 0.0):
         super().__init__()
         self.ln_1 = nn.LayerNorm(n_embd)
-        self.attn = SelfAttention(n_embd, n_head, dropout)
+        self.attn = SelfAttention(n_embd, n_head, dropout, attn_dropout)
         self.ln_2 = nn.LayerNorm(n_embd)
         self.mlp = MLP(n_embd, dropout)
 
@@ -245,7 +276,9 @@ class CodeTransformer(nn.Module):
         self.row_emb = nn.Embedding(cfg.grid_h, cfg.n_embd)
         self.col_emb = nn.Embedding(cfg.grid_w, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg.n_embd, cfg.n_head, cfg.dropout) for _ in range(cfg.n_layer))
+        self.blocks = nn.ModuleList(
+            Block(cfg.n_embd, cfg.n_head, cfg.dropout, cfg.attn_dropout) for _ in range(cfg.n_layer)
+        )
         self.ln_f = nn.LayerNorm(cfg.n_embd)
         # Not tied to tok_emb: safetensors refuses tensors that share memory.
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
@@ -270,8 +303,9 @@ class CodeTransformer(nn.Module):
         return self.row_emb(t // self.cfg.grid_w) + self.col_emb(t % self.cfg.grid_w)
 
     def slots(self, labels, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Class-embedding rows for a batch; in training, with classifier-free dropout."""
-        slots = class_slots(labels, n, self.cfg.num_classes, self.device)
+        """Class-embedding rows for a batch; in training, with classifier-free dropout (and no
+        host read of the labels: see the module's docstring)."""
+        slots = class_slots(labels, n, self.cfg.num_classes, self.device, check_range=not self.training)
         if self.training:
             slots = drop_classes(slots, self.cfg.num_classes, self.cfg.class_dropout, generator)
         return slots
@@ -295,3 +329,9 @@ class CodeTransformer(nn.Module):
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Refuse options this network does not take, and bad values, before any work."""
         return check_sampling(options, self.SAMPLING_OPTIONS, f"{self.NAME} priors")
+
+    def sampling_space(self) -> dict[str, tuple]:
+        """Values ``genforge tune`` tries per option, in the order it moves through them, each
+        option's default first. Guidance needs classes; subclasses add their own options."""
+        space: dict[str, tuple] = {"cfg_scale": TUNE_CFG_SCALES} if self.cfg.num_classes > 0 else {}
+        return {**space, "temperature": TUNE_TEMPERATURES, "top_k": tune_top_k(self.cfg.vocab_size)}

@@ -1,0 +1,151 @@
+"""``genforge tune``: choose a run's sampling settings by measurement, and keep them in the run.
+
+For a model with sampling options (a prior: temperature, top-k, top-p or decoding steps,
+guidance scale), a coordinate search: starting from the network's defaults, it moves one option
+at a time through the values the network proposes (``sampling_space``), keeping the best, for
+``rounds`` passes. Each setting draws ``n`` samples from the same seed (common random numbers:
+the settings are compared on the same draws of classes and noise) and is scored like
+``genforge evaluate`` scores a run: Frechet distance against the real data in the chosen feature
+space, ties (``sampling.TIE``) going to the higher recall + coverage. Every candidate and the
+choice are written to the run's ``sampling.json``, which ``sample`` and ``evaluate`` then use.
+
+The seed differs from ``evaluate``'s default (0), so a later evaluation does not score the very
+samples the choice was made on.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genforge import checkpoint as ckpt
+from genforge import families
+from genforge.errors import GenforgeError
+from genforge.families.registry import generate
+from genforge.families.sampling import best, run_folder, write_sampling
+from genforge.metrics.evaluate import evaluate_samples
+from genforge.metrics.extractors import get_extractor, reference
+
+SCORES = ("fd", "precision", "recall", "coverage", "classes_covered", "class_kl")
+TUNE_SEED = 1
+
+
+@dataclass
+class TuneResult:
+    path: Path  # the sampling.json written
+    chosen: dict[str, Any]
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    default: dict[str, Any] = field(default_factory=dict)  # the network's default options
+
+
+def tune(
+    run: str | Path,
+    *,
+    n: int = 2000,
+    features: str = "classifier",
+    seed: int = TUNE_SEED,
+    rounds: int = 1,
+    device: torch.device = torch.device("cpu"),
+    progress: bool = True,
+) -> TuneResult:
+    """Search ``run``'s sampling settings; write and return the result (see the module's docstring)."""
+    if n <= 1:
+        raise GenforgeError(f"tuning needs at least 2 samples per setting, got {n}")
+    if rounds < 1:
+        raise GenforgeError(f"rounds must be >= 1, got {rounds}")
+    c = ckpt.load(run, kind=tuple(families.names()), map_location=device)
+    spec = families.get(c.kind)
+    run_dir = run_folder(c.path)
+    if run_dir is None:
+        raise GenforgeError(f"{run}: tune needs a run folder (it writes sampling.json there), not a checkpoint folder")
+    model = spec.load(c, device)
+    if not hasattr(model, "sampling_space"):
+        raise GenforgeError(f"{run}: a {c.kind} run has no sampling settings to tune (tune applies to priors)")
+    space = model.sampling_space()
+    data_cfg = spec.data_config(c)
+    extractor = get_extractor(features, data_cfg.source, device, progress)
+    ref = reference(extractor, data_cfg, progress=progress)
+    hist = ref.class_hist
+    class_probs = None if hist is None else np.asarray(hist, np.float64) / np.sum(hist)
+
+    scored: dict[tuple, dict[str, Any]] = {}
+
+    def score(options: dict[str, Any]) -> dict[str, Any]:
+        key = tuple(sorted(options.items()))
+        if key not in scored:
+            started = time.perf_counter()
+            # The candidate becomes the model's defaults: each is drawn with exactly its options
+            # (None = off), whatever sampling.json held before.
+            model.tuned = model.sampling_options(options, tuned=False)
+            fake, _, _ = generate(model, n, seed, class_probs=class_probs, progress=False)
+            values = evaluate_samples(fake, ref, extractor, progress=False)
+            entry = {"options": dict(options), **{k: values[k] for k in SCORES if k in values}}
+            entry["seconds"] = round(time.perf_counter() - started, 2)
+            scored[key] = entry
+            _say(progress, f"  [{len(scored)}/{planned}] {_describe(options)}: {_line(entry)}")
+        return scored[key]
+
+    current = {name: values[0] for name, values in space.items()}
+    planned = 1 + rounds * sum(len(values) - 1 for values in space.values())  # at most; repeats are not redrawn
+    _say(progress, f"tuning {run_dir}: {len(space)} options, {n} samples per setting, {features} features")
+    default = score(current)
+    for _ in range(rounds):
+        for name, values in space.items():
+            candidates = [score({**current, name: value}) for value in values]
+            current = dict(best(candidates)["options"])
+    candidates = list(scored.values())
+    chosen = best(candidates)
+    result = {
+        "step": c.step,
+        "data": data_cfg.source,
+        "features": features,
+        "n": n,
+        "seed": seed,
+        "chosen": chosen["options"],
+        "scores": {k: v for k, v in chosen.items() if k != "options"},
+        "default": {k: v for k, v in default.items() if k != "options"},
+        "candidates": candidates,
+    }
+    path = write_sampling(run_dir, result)
+    model.tuned = model.sampling_options(chosen["options"], tuned=False)
+    return TuneResult(path, chosen["options"], candidates, default["options"])
+
+
+def table(result: TuneResult) -> str:
+    """The candidates as a markdown table, best first, the chosen one marked."""
+    rows = sorted(result.candidates, key=lambda c: c["fd"])
+    names = list(rows[0]["options"]) if rows else []
+    scores = [k for k in SCORES if rows and k in rows[0]]
+    lines = ["| " + " | ".join([*names, *scores, "seconds", ""]) + " |", "|" + "---|" * (len(names) + len(scores) + 2)]
+    for row in rows:
+        mark = " + ".join(
+            word
+            for word, options in (("chosen", result.chosen), ("default", result.default))
+            if row["options"] == options
+        )
+        cells = [_value(row["options"][k]) for k in names] + [f"{row[k]:.4g}" for k in scores]
+        lines.append("| " + " | ".join([*cells, f"{row['seconds']:.1f}", mark]) + " |")
+    return "\n".join(lines)
+
+
+def _describe(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {_value(v)}" for k, v in options.items())
+
+
+def _value(v: Any) -> str:
+    return "off" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _line(entry: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {entry[k]:.4g}" for k in ("fd", "recall", "coverage") if k in entry)
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,70 @@
+"""``sampling.json``: a run's sampling settings, chosen by measurement (``genforge tune``).
+
+The file lives in the run folder beside ``config.yaml``. ``commands/tune.py`` writes it (through
+``write_sampling``, the one writer); a model that has sampling options reads it (``read_sampling``)
+and uses its ``chosen`` options as its defaults for ``sample`` and ``evaluate``; options given
+explicitly override them. Its shape:
+
+    {"version": 1, "step": 4000, "data": "fashion-mnist", "features": "classifier", "n": 2000,
+     "seed": 1, "chosen": {"temperature": 0.9, "top_k": 128, "top_p": null, "cfg_scale": 1.5},
+     "scores": {"fd": ..., "precision": ..., "recall": ..., "coverage": ..., ...},  # of chosen
+     "default": {...},  # the scores of the network's own defaults, measured the same way
+     "candidates": [{"options": {...}, "fd": ..., "recall": ..., ..., "seconds": ...}, ...]}
+
+An option set to null means "off / the network's default" (no top-k, no nucleus, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from genforge.errors import GenforgeError
+from genforge.runfolder import atomic_write
+
+SAMPLING_FILE = "sampling.json"
+VERSION = 1
+# Frechet distances within this fraction of the lowest count as a tie (the sampling noise of a
+# few thousand samples is larger); a tie goes to the higher recall + coverage.
+TIE = 0.01
+
+
+def best(candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """The candidate with the lowest ``fd``; among those within ``TIE`` of it, the one with the
+    highest recall + coverage (then the earliest, so the defaults win a full tie)."""
+    if not candidates:
+        raise GenforgeError("no sampling candidates were scored")
+    low = min(c["fd"] for c in candidates)
+    ties = [c for c in candidates if c["fd"] <= low + TIE * abs(low)]
+    return max(ties, key=lambda c: (c.get("recall", 0.0) + c.get("coverage", 0.0), -candidates.index(c)))
+
+
+def write_sampling(run_dir: str | Path, result: dict[str, Any]) -> Path:
+    """Write ``result`` (the shape in the module's docstring) as ``run_dir/sampling.json``, atomically."""
+    assert {"step", "chosen", "candidates"} <= set(result), sorted(result)
+    return atomic_write(Path(run_dir) / SAMPLING_FILE, json.dumps({"version": VERSION, **result}, indent=1) + "\n")
+
+
+def read_sampling(run_dir: str | Path | None) -> dict[str, Any] | None:
+    """The run's ``sampling.json``, or None when there is none; an unreadable one is an error."""
+    if run_dir is None:
+        return None
+    path = Path(run_dir) / SAMPLING_FILE
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise GenforgeError(f"{path}: unreadable ({e}); run genforge tune again or delete it") from None
+    if not isinstance(result, dict) or result.get("version") != VERSION or not isinstance(result.get("chosen"), dict):
+        raise GenforgeError(f"{path}: not a genforge sampling file (version {VERSION}); run genforge tune again")
+    return result
+
+
+def run_folder(checkpoint_path: Path) -> Path | None:
+    """The run folder a checkpoint folder sits in (``RUN/checkpoints/step-N``), else None."""
+    checkpoint_path = Path(checkpoint_path)
+    if checkpoint_path.parent.name == "checkpoints":
+        return checkpoint_path.parent.parent
+    return None

@@ -1,0 +1,120 @@
+"""`genforge tune`: sampling settings chosen by measurement, kept in the run's sampling.json, and used
+by `sample` and `evaluate` unless options are given (or --untuned)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genforge.families.sampling import SAMPLING_FILE, best, read_sampling, write_sampling
+from synthetic import cli, install_evaluator, one_error, train, write_idx_folder
+
+
+def test_best_is_the_argmin_and_ties_go_to_recall_and_coverage():
+    a = {"options": {"t": 1}, "fd": 5.0, "recall": 0.9, "coverage": 0.9}
+    b = {"options": {"t": 2}, "fd": 3.0, "recall": 0.1, "coverage": 0.1}
+    c = {"options": {"t": 3}, "fd": 3.02, "recall": 0.5, "coverage": 0.5}  # within 1% of b: a tie
+    d = {"options": {"t": 4}, "fd": 3.5, "recall": 1.0, "coverage": 1.0}
+    assert best([a, b, d]) is b
+    assert best([a, b, c, d]) is c
+    assert best([dict(b), dict(b)])["options"] == b["options"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune")
+    data = write_idx_folder(root / "bars")
+    install_evaluator(root / "cache", str(data))
+    vq = train("vqvae", root / "vq", data=data, steps=10)
+    return {
+        "root": root,
+        "ar": train("prior", root / "ar", vqvae=vq, steps=6),
+        "maskgit": train("prior", root / "mg", vqvae=vq, steps=4, options=["--network", "maskgit"]),
+    }
+
+
+@pytest.fixture(autouse=True)
+def cache(world, monkeypatch):
+    monkeypatch.setenv("GENFORGE_CACHE", str(world["root"] / "cache"))
+
+
+def test_tune_writes_every_candidate_and_chooses_the_best(world):
+    run = world["ar"]
+    code, out, err = cli("tune", run, "--n", 24, "--quiet", "--device", "cpu")
+    assert code == 0, err
+    result = read_sampling(run)
+    assert (result["step"], result["n"], result["features"]) == (6, 24, "classifier")
+    candidates = result["candidates"]
+    # a coordinate search from the defaults: guidance (conditional data), temperature, top-k (16 codes), top-p
+    assert set(candidates[0]["options"]) == {"cfg_scale", "temperature", "top_k", "top_p"}
+    assert candidates[0]["options"] == {"cfg_scale": 1.0, "temperature": 1.0, "top_k": None, "top_p": None}
+    assert result["default"] == {k: v for k, v in candidates[0].items() if k != "options"}
+    assert len(candidates) == 1 + 4 + 4 + 4 + 4  # each option's values, the current point scored once
+    assert len({json.dumps(c["options"], sort_keys=True) for c in candidates}) == len(candidates)
+    assert all({"fd", "recall", "coverage", "precision", "seconds"} <= set(c) for c in candidates)
+    assert result["chosen"] == best(candidates)["options"]
+    assert result["scores"]["fd"] <= 1.01 * min(c["fd"] for c in candidates)
+    assert "| chosen" in out and f"wrote {run / SAMPLING_FILE}" in out
+
+
+def test_maskgit_tunes_its_decoding_steps(world):
+    run = world["maskgit"]
+    code, _, err = cli("tune", run, "--n", 16, "--quiet", "--device", "cpu")
+    assert code == 0, err
+    options = read_sampling(run)["candidates"][0]["options"]
+    assert set(options) == {"cfg_scale", "temperature", "top_k", "steps"} and options["steps"] == 8
+
+
+def _greedy(run, step=6) -> None:
+    """A hand-written sampling.json choosing greedy decoding: samples stop depending on the seed."""
+    chosen = {"temperature": 0.0, "top_k": None, "top_p": None, "cfg_scale": 1.0}
+    write_sampling(run, {"step": step, "chosen": chosen, "candidates": [], "n": 0})
+
+
+def _sample(run, path, *args):
+    code, out, err = cli("sample", run, "--n", 4, "--class", 1, "--out", path, "--device", "cpu", *args)
+    assert code == 0, err
+    return np.asarray(Image.open(path)), out
+
+
+def test_sample_uses_the_tuned_settings_unless_overridden(world, tmp_path):
+    run = world["ar"]
+    _greedy(run)
+    a, out = _sample(run, tmp_path / "a.png", "--seed", 1)
+    b, _ = _sample(run, tmp_path / "b.png", "--seed", 2)
+    assert np.array_equal(a, b)  # greedy: the seed no longer matters
+    assert f"sampling: temperature 0.0, cfg_scale 1.0 (from {run / SAMPLING_FILE}, tuned at step 6)" in out
+    c, out = _sample(run, tmp_path / "c.png", "--seed", 1, "--temperature", 1.0)
+    d, _ = _sample(run, tmp_path / "d.png", "--seed", 2, "--temperature", 1.0)
+    assert not np.array_equal(c, d)  # an explicit option overrides the file
+    assert "temperature 1.0" in out and "temperature given explicitly" in out
+    e, out = _sample(run, tmp_path / "e.png", "--seed", 1, "--untuned")
+    assert not np.array_equal(e, a) and f"the run's {SAMPLING_FILE} ignored" in out
+
+
+def test_evaluate_names_the_settings_it_sampled_with(world):
+    run = world["ar"]
+    _greedy(run)
+    code, out, err = cli("evaluate", run, "--n", 16, "--json", "--device", "cpu", "--no-record")
+    assert code == 0, err
+    assert json.loads(out)["sampling"].startswith("sampling: temperature 0.0")
+
+
+def test_a_broken_sampling_file_is_one_clear_error(world, tmp_path):
+    run = world["maskgit"]
+    write_sampling(run, {"step": 4, "chosen": {"top_p": 0.9}, "candidates": []})  # top_p: an AR option
+    code, _, err = cli("sample", run, "--n", 2, "--out", tmp_path / "x.png", "--device", "cpu")
+    assert code == 2
+    assert "sampling.json: sampling option 'top_p' does not apply to maskgit priors" in one_error(err)
+    (run / SAMPLING_FILE).write_text("{")
+    code, _, err = cli("sample", run, "--n", 2, "--out", tmp_path / "x.png", "--device", "cpu")
+    assert code == 2 and "sampling.json: unreadable" in one_error(err)
+    (run / SAMPLING_FILE).unlink()
+
+
+def test_tune_refuses_a_vqvae(world):
+    code, _, err = cli("tune", world["root"] / "vq", "--n", 4, "--quiet", "--device", "cpu")
+    assert code == 2 and "has no sampling settings to tune" in one_error(err)

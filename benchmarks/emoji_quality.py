@@ -23,6 +23,7 @@ from common import machine, table
 from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.commands.evaluate import evaluate
+from genforge.commands.tune import tune
 from genforge.data import load_dataset
 from genforge.families.prior import VQVAE_SHARE
 from genforge.families.registry import generate
@@ -61,6 +62,8 @@ def train_arm(arm: str, minutes: float, out: Path, vq_share: float) -> Path:
         "default", None, (), {"vqvae": str(out / "vqvae"), "train": {"minutes": minutes * (1 - vq_share)}}
     )
     train(prior, config, out / "prior")
+    # sampling settings chosen by measurement, as quality_at_budget.py does (classifier features: quick)
+    tune(out / "prior", n=1000, features="classifier", device=torch.device("cpu"))
     return out / "prior"
 
 

@@ -1,9 +1,12 @@
-"""Quality at a fixed wall-time budget: textbook DCGAN vs genforge's default GAN vs VQ-VAE + prior.
+"""Quality at a fixed wall-time budget: textbook DCGAN vs genforge's GANs vs VQ-VAE + prior.
 
 Each arm trains for the same wall time on the same data and is scored with the same extractor
 (10,000 samples by default) against the same real reference; the real-vs-real floor is printed
 beside them. The textbook arm is the founding document's DCGAN as the paper trains it: fp32,
-non-saturating loss, no EMA, plain Adam 2e-4 / 0.5, batch 128 (preset ``dcgan``). The VQ arm
+non-saturating loss, no EMA, plain Adam 2e-4 / 0.5, batch 128 (preset ``dcgan``). Beside
+genforge's default GAN: the class-conditional GAN (preset ``conditional``; with the classifier's
+verdict on how often it draws the class it was asked for) and StyleGAN2 (family ``stylegan2``,
+ADA on). The VQ arm
 splits its minutes between the VQ-VAE and the prior as the demo does
 (``families.prior.split_minutes``), then chooses the prior's sampling settings with
 ``genforge tune`` (``--tune-n`` samples per setting, seed 1, classifier features by default: the
@@ -13,19 +16,18 @@ Fashion-MNIST is scored with the classifier features, other data (emoji) with In
 the demo does (``--features`` overrides).
 
     python benchmarks/quality_at_budget.py [--minutes 15] [--data fashion-mnist|emoji] [--out runs/bench-quality]
-        [--arms textbook,genforge,vq] [--vq-preset default] [--prior-preset default] [--tune-n 2000]
+        [--arms textbook,genforge,conditional,stylegan2,vq] [--vq-preset default] [--prior-preset default]
+        [--tune-n 2000]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 from pathlib import Path
 
 import torch
 
+from common import machine
 from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.commands.demo import FEATURES
@@ -36,6 +38,14 @@ from genforge.metrics.extractors import get_extractor
 from genforge.training.runs import train
 
 VQ = "VQ-VAE + prior"
+CONDITIONAL = "conditional GAN"
+RUNS = {
+    "textbook DCGAN": "textbook",
+    "genforge GAN": "genforge",
+    CONDITIONAL: "conditional",
+    "StyleGAN2 + ADA": "stylegan2",
+    VQ: "prior",
+}
 
 
 def main() -> None:
@@ -44,7 +54,7 @@ def main() -> None:
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--features", help="default: classifier for the MNIST family, else inception")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-quality"))
-    parser.add_argument("--arms", default="textbook,genforge,vq")
+    parser.add_argument("--arms", default="textbook,genforge,conditional,stylegan2,vq")
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--limit", type=int, default=0, help="train on the first N images only (quick checks)")
     parser.add_argument("--vq-preset", default="default", help="the VQ-VAE's preset (e.g. vqgan)")
@@ -77,6 +87,13 @@ def main() -> None:
     if "genforge" in arms:
         speed["genforge GAN"] = train(gan, gan.resolve("default", None, (), budget), out / "genforge")
         score("genforge GAN", out / "genforge")
+    if "conditional" in arms:
+        speed[CONDITIONAL] = train(gan, gan.resolve("conditional", None, (), budget), out / "conditional")
+        score(CONDITIONAL, out / "conditional")
+    if "stylegan2" in arms:
+        sg = families.get("stylegan2")
+        speed["StyleGAN2 + ADA"] = train(sg, sg.resolve("default", None, (), budget), out / "stylegan2")
+        score("StyleGAN2 + ADA", out / "stylegan2")
     if "vq" in arms:
         vq_minutes, prior_minutes = split_minutes(m)
         vqvae, prior = families.get("vqvae"), families.get("prior")
@@ -92,9 +109,8 @@ def main() -> None:
         scores["VQ-VAE reconstructions"] = evaluate(out / "vqvae", n=args.n, features=features, device=device)
 
     print(
-        f"\n# {datetime.date.today()} | {platform.machine()} | {os.cpu_count()} cores | torch {torch.__version__} | "
-        f"{args.data} | {m:g} min per arm (VQ-VAE {split_minutes(m)[0]:.2f} + prior {split_minutes(m)[1]:.2f}) | "
-        f"{features} features, {args.n} samples"
+        f"\n# {machine()} | {args.data} | {m:g} min per arm (VQ-VAE {split_minutes(m)[0]:.2f} + prior "
+        f"{split_minutes(m)[1]:.2f}) | {features} features, {args.n} samples"
     )
     print(
         "| arm | steps | training images/s | Frechet distance | KID | precision | recall | coverage | classes covered |"
@@ -104,7 +120,7 @@ def main() -> None:
     for name, s in scores.items():
         if name == "VQ-VAE reconstructions":
             continue
-        run = {"textbook DCGAN": "textbook", "genforge GAN": "genforge", VQ: "prior"}[name]
+        run = RUNS[name]
         steps = ckpt.load(out / run).step
         ips = _speed(speed.get(name))
         print(f"| {name} | {steps} | {ips} | {_cells(s)} |")
@@ -124,6 +140,18 @@ def main() -> None:
                 ratio = scores[name]["fd"] / base
                 goal = " (goal <= 0.333)" if name == "genforge GAN" else ""
                 print(f"{name} / textbook Frechet distance: {ratio:.3f}{goal}")
+    if CONDITIONAL in scores:
+        c = scores[CONDITIONAL]
+        print(
+            f"conditional GAN: the classifier finds the asked class in {c.get('class_accuracy', float('nan')):.1%} of "
+            f"samples, {c.get('class_accuracy_min', float('nan')):.1%} for the worst class (goal >= 90% every class)"
+        )
+        if "genforge GAN" in scores:
+            ratio = c["fd"] / scores["genforge GAN"]["fd"]
+            print(f"conditional / unconditional genforge GAN Frechet distance: {ratio:.3f} (goal <= 1)")
+    if "StyleGAN2 + ADA" in scores and "genforge GAN" in scores:
+        ratio = scores["StyleGAN2 + ADA"]["fd"] / scores["genforge GAN"]["fd"]
+        print(f"StyleGAN2 + ADA / genforge GAN (DCGAN) Frechet distance: {ratio:.3f}")
     if VQ in scores and "genforge GAN" in scores:
         ratio = scores[VQ]["fd"] / scores["genforge GAN"]["fd"]
         print(f"VQ-VAE + prior / genforge GAN Frechet distance: {ratio:.3f} (goal <= 1.3)")

@@ -30,6 +30,7 @@ from genforge.errors import GenforgeError
 from genforge.images import save_grid
 from genforge.metrics.extractors import FEATURES, train_evaluator
 from genforge.progress import Progress
+from genforge.training import distributed
 from genforge.training.precision import pick_device
 from genforge.training.runs import train
 
@@ -275,7 +276,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-
     spec = families.get(args.family)
     extra = _flag_overrides(args)
     if spec.from_arguments is not None:
@@ -285,13 +285,13 @@ def _train(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dump_yaml(result), end="")
         return 0
-    speed = f"{result.images_per_second:.0f} images/s"
-    print(f"{args.out}: step {result.step}, {speed}, samples in {args.out / 'samples'}")
+    if distributed.from_environment().main:  # under torchrun, one summary for the job
+        speed = f"{result.images_per_second:.0f} images/s"
+        print(f"{args.out}: step {result.step}, {speed}, samples in {args.out / 'samples'}")
     return 130 if result.interrupted else 0
 
 
 def _sample(args: argparse.Namespace) -> int:
-
     options = {
         "truncation": args.truncation,
         "class_label": args.class_label,
@@ -339,7 +339,6 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _vqvae_tool(args: argparse.Namespace) -> int:
-
     device = pick_device(args.device)
     where = dict(data=args.data, split=args.split, device=device)
     if args.command == "reconstruct":
@@ -353,7 +352,6 @@ def _vqvae_tool(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-
     device = pick_device(args.device)
     if args.real_vs_real:
         if args.data is None:
@@ -380,14 +378,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluator(args: argparse.Namespace) -> int:
-
     _, info = train_evaluator(args.data, pick_device(args.device), epochs=args.epochs)
     print(f"classifier for {args.data}: test accuracy {info.get('test_accuracy', float('nan')):.4f}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-
     if args.command == "compare":
         path = compare(args.runs, args.out, data=args.data, title=args.title)
     else:
@@ -397,7 +393,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-
     result = run_demo(args.out, args.minutes, args.data, args.n, args.device, not args.quiet, features=args.features)
     print(f"wrote {result.report}")
     return 0

@@ -120,7 +120,13 @@ GAN_PRESETS: dict[str, dict[str, Any]] = {
     "conditional": {"conditional": True, "optim": {"ema_decay": 0.999}, "train": {"batch_size": 128}},
     # Small data: the default with DiffAugment, or with ADA's adaptive probability.
     "diffaugment": {"optim": {"ema_decay": 0.999}, "augment": {"policy": "diffaugment"}, "train": {"batch_size": 128}},
-    "ada": {"optim": {"ema_decay": 0.999}, "augment": {"policy": "ada", "p": 0.0}, "train": {"batch_size": 128}},
+    # ADA moves p across [0, 1] in `speed` images; its paper's 500k assume runs of millions of
+    # images, where a CPU budget sees ~100k: p could not pass 0.2. 100k lets it respond in time.
+    "ada": {
+        "optim": {"ema_decay": 0.999},
+        "augment": {"policy": "ada", "p": 0.0, "speed": 100_000},
+        "train": {"batch_size": 128},
+    },
     # Hinge loss + spectral-norm discriminator + TTUR (Miyato et al. 2018; Heusel et al. 2017).
     "hinge-sn": {
         "model": {"d_norm": "spectral"},

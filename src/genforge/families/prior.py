@@ -131,6 +131,10 @@ class PriorTrainer:
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"prior": self.opt}
 
+    # The VQ-VAE's config is kept for the record (the sampler is rebuilt from it); a resume
+    # checks that it is there, not that it is in today's words.
+    state_records = frozenset({"vqvae_config"})
+
     def extra_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         state: dict[str, Any] = {"steps_done": self.steps_done, "vqvae_config": self.vqvae_config}
         if self.schedule.state():  # only a cosine schedule has state; older runs resume as they were

@@ -44,7 +44,8 @@ class StyleGAN2RunConfig:
     conditional: bool = False  # class-conditional mapping network and projection discriminator
     model: StyleGAN2Config = field(default_factory=StyleGAN2Config)
     optim: GANOptimConfig = field(default_factory=_optim)
-    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(policy="ada", p=0.0))
+    # ADA, responding within a CPU budget's images (see the GAN family's `ada` preset)
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(policy="ada", p=0.0, speed=100_000))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=64))
 
     def __post_init__(self):

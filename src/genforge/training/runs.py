@@ -181,7 +181,9 @@ def check_resume(out: Path, spec, config: dict[str, Any], found: str | None) -> 
     if not inside(out, found):
         raise GenforgeError(f"{found}: lies outside the run folder {out}; refusing to resume from it")
     saved = ckpt.load(found, kind=spec.name)
-    old = spec.migrate(saved.config) if spec.migrate is not None else saved.config
+    # Through today's config class: an option added since the run started reads as its default
+    # (the family's migrate gives it the value the run trained with where that differs).
+    old = to_dict(spec.config_of(saved))
     differences = _differences(old, config)
     if differences:
         key, before, now = differences[0]

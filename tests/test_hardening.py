@@ -159,9 +159,12 @@ def test_prior_losses_are_named_for_what_they_are_and_not_ranked(tmp_path):
 def test_spectral_norm_starts_from_the_initialised_weights():
     """Its power-iteration vectors must estimate the weights the network trains from."""
     torch.manual_seed(0)
-    D = Discriminator(DCGANConfig(z_dim=8, g_width=8, d_width=8, d_norm="spectral", resolution=32, channels=1))
-    for conv in (m for m in D.modules() if isinstance(m, torch.nn.Conv2d)):
-        p = conv.parametrizations.weight
+    config = DCGANConfig(z_dim=8, g_width=8, d_width=8, d_norm="spectral", resolution=32, channels=1, num_classes=10)
+    D = Discriminator(config)
+    layers = [m for m in D.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Embedding))]
+    assert len(layers) == 5  # four convolutions and the projection's class embedding
+    for layer in layers:
+        p = layer.parametrizations.weight
         w = p.original.detach().flatten(1)
         u, v = p[0]._u, p[0]._v
         estimate = float(u @ w @ v)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import re
+from pathlib import Path
 
+import genforge
 from genforge.progress import Progress, format_duration, track
 
 
@@ -38,6 +41,22 @@ def test_plain_lines_at_the_interval_and_no_carriage_returns():
     assert lines[0] == "step 1257/5000 (25%) | d_loss 0.612 | g_loss 1.93 | 950 img/s | ETA 03:10"
     assert lines[1] == "step 1321/5000 (26%) | d_loss 0.612 | g_loss 1.93 | 950 img/s | ETA 03:10 | 00:07 elapsed"
     assert len(lines) == 2
+
+
+def test_the_callers_eta_moves_between_postfix_updates():
+    """The training loop sets its losses once per logging window; the ETA it knows (steps and a
+    minute budget) is asked for every line, so a log does not repeat one frozen ETA."""
+    out, clock = io.StringIO(), FakeClock()
+    budget_end = clock.now + 60.0
+    with Progress(total=None, file=out, interval=5.0, clock=clock, eta=lambda: budget_end - clock.now) as progress:
+        progress.set_postfix("d_loss 0.612 | 950 img/s")
+        for _ in range(2):
+            clock.now += 5.0
+            progress.update()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "step 1 | d_loss 0.612 | 950 img/s | ETA 00:55"
+    assert lines[1] == "step 2 | d_loss 0.612 | 950 img/s | ETA 00:50"
+    assert lines[2].startswith("step 2 | d_loss 0.612 | 950 img/s | ETA 00:50 | 00:10 elapsed")
 
 
 def test_rate_and_eta_without_a_postfix_and_a_description():
@@ -107,3 +126,14 @@ def test_format_duration():
     assert format_duration(190.7) == "03:10"
     assert format_duration(3 * 3600 + 61) == "3:01:01"
     assert format_duration(-5) == "00:00"
+
+
+def test_only_progress_draws_bars():
+    """A bar used directly elsewhere would write carriage returns into logs and pipes again."""
+    root = Path(genforge.__file__).parent
+    users = sorted(
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if re.search(r"^\s*(from tqdm|import tqdm)", path.read_text(), re.M)
+    )
+    assert users == ["progress.py"]

@@ -8,7 +8,10 @@ its stream: on a terminal it is a tqdm bar, as before; otherwise it prints one p
     step 1200/5000 (24%) | d_loss 0.612 | g_loss 1.93 | 950 img/s | ETA 03:10
 
 The postfix (``set_postfix``) replaces the rate and ETA that ``Progress`` works out by itself,
-because the caller often knows better (the training loop's ETA also counts a minute budget).
+because the caller often knows better: the training loop's losses and images/s are measured once
+per logging window, and its time left also counts a minute budget. A caller that knows the time
+left passes ``eta`` (seconds left, or None), asked afresh for every line, so the ETA keeps moving
+between the caller's updates.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class Progress:
         interval: float = DEFAULT_INTERVAL,
         unit: str = "step",
         clock: Callable[[], float] = time.monotonic,
+        eta: Callable[[], float | None] | None = None,
     ):
         if interval <= 0:
             raise ValueError(f"interval must be positive, got {interval}")
@@ -69,6 +73,7 @@ class Progress:
         self.interval = interval
         self.unit = unit
         self._clock = clock
+        self._eta = eta
         self._initial = initial
         self._start = clock()
         self._last_line = self._start
@@ -95,10 +100,10 @@ class Progress:
                 self._last_line = now
 
     def set_postfix(self, text: str) -> None:
-        """What follows the count, e.g. "d_loss 0.612 | 950 img/s | ETA 03:10"."""
+        """What follows the count, e.g. "d_loss 0.612 | 950 img/s" (and the ETA from ``eta``)."""
         self.postfix = text
         if self._bar is not None:
-            self._bar.set_postfix_str(text, refresh=False)
+            self._bar.set_postfix_str(" | ".join([text, *self._caller_eta()]), refresh=False)
 
     def set_description(self, text: str) -> None:
         """What precedes the count, e.g. the latest evaluation's scores."""
@@ -122,10 +127,14 @@ class Progress:
         else:
             parts.append(f"{self.unit} {self.n}")
         if self.postfix:
-            parts.append(self.postfix)
+            parts += [self.postfix, *self._caller_eta()]
         else:
             parts += self._rate_and_eta(now)
         return " | ".join(parts)
+
+    def _caller_eta(self) -> list[str]:
+        left = self._eta() if self._eta is not None else None
+        return [] if left is None else [f"ETA {format_duration(left)}"]
 
     def _rate_and_eta(self, now: float) -> list[str]:
         done, seconds = self.n - self._initial, now - self._start

@@ -13,6 +13,7 @@ import datetime
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
-from tqdm import tqdm
 
 from genforge.errors import GenforgeError
 from genforge.images import to_float
+from genforge.progress import Progress
 from genforge.runfolder import atomic_write
 
 WEIGHTS_FILE = "classifier.safetensors"
@@ -202,7 +203,7 @@ def train_classifier(
         optimizer, max_lr=3e-3, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.2
     )
     labels_t = torch.from_numpy(train_labels)
-    bar = tqdm(total=epochs * steps_per_epoch, desc="training classifier", disable=not progress, unit="step")
+    bar = Progress(total=epochs * steps_per_epoch, desc="training classifier", enabled=progress, unit="step")
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(train_images), generator=generator)
@@ -218,7 +219,6 @@ def train_classifier(
             optimizer.step()
             schedule.step()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     model.eval()
     return model, accuracy(model, test_images, test_labels, device)
@@ -303,8 +303,9 @@ def load_or_train_classifier(
     )
     save_classifier(model, directory, test_accuracy=test_accuracy, dataset_key=dataset_key)
     if progress:
-        tqdm.write(
-            f"classifier: test accuracy {test_accuracy:.4f} after {time.perf_counter() - started:.0f} s, saved to {directory}"
+        print(
+            f"classifier: test accuracy {test_accuracy:.4f} after {time.perf_counter() - started:.0f} s, saved to {directory}",
+            file=sys.stderr,
         )
     return load_classifier(directory, device)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from tqdm import tqdm
 
 from genforge.errors import GenforgeError
 from genforge.metrics import core
+from genforge.progress import track
 
 PR_K = 3  # neighbours for precision/recall (Kynkaanniemi et al.)
 DC_K = 5  # neighbours for density/coverage (Naeem et al.)
@@ -62,8 +62,8 @@ def extract(
     both = getattr(extractor, "features_and_probs", None)
     probs_fn = getattr(extractor, "class_probs", None)
     feats, probs = [], []
-    for start in tqdm(
-        range(0, len(images), batch_size), desc=f"{desc} ({extractor.name})", disable=not progress, unit="batch"
+    for start in track(
+        range(0, len(images), batch_size), desc=f"{desc} ({extractor.name})", enabled=progress, unit="batch"
     ):
         batch = images[start : start + batch_size]
         if both is not None:

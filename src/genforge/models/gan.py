@@ -126,8 +126,9 @@ class Discriminator(nn.Module):
         self.net = nn.Sequential(*layers, wrap(out))  # features (B, C_last, s0, s0), then the output conv
         self.class_emb = None
         if cfg.num_classes:  # projection: <embed(y), sum-pooled features>
-            self.class_emb = wrap(nn.Embedding(cfg.num_classes, widths[-1]))
-            nn.init.normal_(_weight(self.class_emb), 0.0, 0.02)
+            embedding = nn.Embedding(cfg.num_classes, widths[-1])
+            nn.init.normal_(embedding.weight, 0.0, 0.02)
+            self.class_emb = wrap(embedding)  # spectral norm after the init, as for the convolutions
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         r, c = self.cfg.resolution, self.cfg.channels

@@ -191,7 +191,11 @@ def run(
     if total_steps is None and budget == math.inf:
         budget = 60.0  # neither limit given: a short run, never an endless one
     stop = _SignalFlag()
-    bar = Progress(total=total_steps, initial=step, enabled=progress and world.main, unit="step")
+
+    def time_left() -> float | None:  # asked for every progress line; reads the loop's step and elapsed
+        return _time_left(step, total_steps, elapsed, budget)
+
+    bar = Progress(total=total_steps, initial=step, enabled=progress and world.main, unit="step", eta=time_left)
     sums: dict[str, torch.Tensor] = {}
     count, window_start, window_images = 0, time.perf_counter(), 0
     session_start, session_steps = time.perf_counter(), 0
@@ -243,7 +247,7 @@ def run(
                     if world.main:
                         append_record(run_dir, record("train", step, values, time=elapsed))
                         sink.scalars(step, values)
-                    bar.set_postfix(_postfix(last, images_per_second, step, total_steps, elapsed, budget))
+                    bar.set_postfix(_postfix(last, images_per_second))
                     warning = trainer.watch(last) if hasattr(trainer, "watch") else None
                     if warning and warning not in warned:
                         warned.add(warning)
@@ -323,23 +327,20 @@ def _save_samples(
         sink.image(step, grid)
 
 
-def _postfix(last: dict[str, float], ips: float, step: int, total: int | None, elapsed: float, budget: float) -> str:
-    parts = [f"{k} {v:.3f}" for k, v in list(last.items())[:4]]
-    parts.append(f"{ips:.0f} img/s")
+def _postfix(last: dict[str, float], ips: float) -> str:
+    """The latest logging window's losses and images/s (the ETA is added per line by Progress)."""
+    return " | ".join([*(f"{k} {v:.3f}" for k, v in list(last.items())[:4]), f"{ips:.0f} img/s"])
+
+
+def _time_left(step: int, total: int | None, elapsed: float, budget: float) -> float | None:
+    """Seconds left: by the steps still to go at the rate so far, or the minute budget, whichever
+    ends first; None when neither is known yet."""
     left = []
     if total is not None and step:
         left.append((total - step) * elapsed / step)
     if budget != math.inf:
         left.append(budget - elapsed)
-    if left:
-        parts.append(f"ETA {_clock(max(0.0, min(left)))}")
-    return " | ".join(parts)
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+    return max(0.0, min(left)) if left else None
 
 
 def _say(progress: bool, message: str) -> None:

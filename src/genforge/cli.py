@@ -321,16 +321,14 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    device = pick_device(args.device)
-    quiet = args.quiet
     result = tune(
         args.run,
         n=args.n,
         features=args.features,
         seed=args.seed,
         rounds=args.rounds,
-        device=device,
-        progress=not quiet,
+        device=pick_device(args.device),
+        progress=not args.quiet,
     )
     print(table(result))
     chosen = ", ".join(f"{k} {'off' if v is None else v}" for k, v in result.chosen.items())

@@ -113,7 +113,6 @@ def tune(
         "candidates": candidates,
     }
     path = write_sampling(run_dir, result)
-    model.tuned = model.sampling_options(chosen["options"], tuned=False)
     return TuneResult(path, chosen["options"], candidates, default["options"])
 
 

@@ -33,6 +33,7 @@ from genforge.models.maskgit import MaskGIT, MaskGITConfig
 from genforge.models.prior import TransformerPrior
 from genforge.models.transformer import TransformerConfig, check_codes
 from genforge.models.vqvae import VQVAE
+from genforge.progress import Progress
 from genforge.runfolder import atomic_path, read_records
 from genforge.training.distributed import step_module
 from genforge.training.precision import autocast
@@ -310,7 +311,12 @@ def training_data(prepared: Prepared, run_dir: Path, device: torch.device, progr
     key = f"{c_vq.path.resolve()}@{c_vq.step}|{code_dtype(vqvae.num_codes).name}"
 
     def make() -> dict[str, np.ndarray]:
-        arrays = {"train": np.concatenate([encode_images(vqvae, c, device, progress=False) for c in data.chunks()])}
+        train_codes = []
+        with Progress(total=len(data), desc="encoding", unit="image", enabled=progress) as bar:
+            for chunk in data.chunks():  # packed data is read a chunk at a time
+                train_codes.append(encode_images(vqvae, chunk, device, progress=False))
+                bar.update(len(chunk))
+        arrays = {"train": np.concatenate(train_codes)}
         if data.labels is not None:
             arrays["train_labels"] = data.labels
         try:
@@ -395,17 +401,12 @@ def from_arguments(args) -> dict[str, Any]:
     return values
 
 
-# Options added since runs were first written, with the values older runs trained with.
-ADDED_OPTIM = {"lr_schedule": "constant", "lr_final_ratio": 0.1}
-
-
 def migrate(config: dict[str, Any]) -> dict[str, Any]:
-    """genforge 0.1 prior configs called the network `kind`; options added since (``ADDED_OPTIM``)
-    take the values older runs trained with, and their attention dropout was their dropout."""
+    """genforge 0.1 prior configs called the network `kind`. Options added since take their
+    defaults (the values older runs trained with), except the attention dropout: it was the
+    model's dropout then, 0 by default now."""
     if "kind" in config:
         config = {k: v for k, v in config.items() if k != "kind"} | {"network": config["kind"]}
-    if "optim" in config:
-        config = {**config, "optim": {**ADDED_OPTIM, **config["optim"]}}
     model = config.get("model")
     if isinstance(model, dict) and "attn_dropout" not in model:
         config = {**config, "model": {**model, "attn_dropout": model.get("dropout", TransformerConfig.dropout)}}

@@ -348,23 +348,11 @@ CANNOT_SAMPLE = (
 )
 
 
-# Options added since runs were first written, with the values that train as those runs did:
-# an older run resumes (its config compares equal) and loads.
-ADDED_OPTIM = {
-    "perceptual_weight": 0.0,
-    "perceptual_net": "classifier",
-    "lr_schedule": "constant",
-    "lr_final_ratio": 0.1,
-    "warmup_steps": 0,
-}
-
-
 def migrate(config: dict[str, Any]) -> dict[str, Any]:
     """genforge 0.1 VQ-VAE configs: `in_channels` was the image channels and `channels` the width;
     the quantizer's method was called `kind`; the discriminator's width `channels`. Options added
-    since (``ADDED_OPTIM``) take the values older runs trained with."""
-    if "optim" in config:
-        config = {**config, "optim": {**ADDED_OPTIM, **config["optim"]}}
+    since need nothing here: read through today's config class they take their defaults, which
+    are the values older runs trained with."""
     model = dict(config.get("model", {}))
     if "in_channels" in model:
         model["width"] = model.pop("channels", VQVAEConfig.width)

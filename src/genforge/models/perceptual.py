@@ -40,9 +40,6 @@ INCEPTION_LAYERS = ("conv_2", "conv_4", "mixed", "mixed_2")  # 147, 71, 35, 35 p
 class FeatureMaps(nn.Module):
     """A frozen network: images (B, C, H, W) in [-1, 1] -> its feature maps at a few depths."""
 
-    def __init__(self):
-        super().__init__()
-
     def freeze(self) -> FeatureMaps:
         self.requires_grad_(False)
         return super().train(False)

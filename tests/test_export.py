@@ -23,8 +23,11 @@ Z_DIM = 16
 CONFIG = {"model": {"z_dim": Z_DIM}, "train": {"seed": 0}}
 
 
-def tiny_generator(channels: int = 1, num_classes: int = 0) -> Generator:
-    return Generator(DCGANConfig(z_dim=Z_DIM, g_width=8, resolution=16, channels=channels, num_classes=num_classes))
+def tiny_generator(channels: int = 1, num_classes: int = 0, g_class: str = "concat") -> Generator:
+    cfg = DCGANConfig(
+        z_dim=Z_DIM, g_width=8, resolution=16, channels=channels, num_classes=num_classes, g_class=g_class
+    )
+    return Generator(cfg)
 
 
 def tiny_vqvae(method: str, channels: int = 1, **quantizer) -> VQVAE:
@@ -61,10 +64,10 @@ def test_generator(tmp_path):
     assert json.loads(meta["outputs"]) == [{"name": "images", "shape": ["batch", 1, 16, 16], "dtype": "float32"}]
 
 
-def test_conditional_generator(tmp_path):
-    meta = check(
-        graphs.GeneratorGraph(tiny_generator(3, num_classes=4).eval(), Z_DIM, num_classes=4), tmp_path / "g.onnx"
-    )
+@pytest.mark.parametrize("g_class", ["concat", "cbn"])
+def test_conditional_generator(tmp_path, g_class):
+    generator = tiny_generator(3, num_classes=4, g_class=g_class).eval()
+    meta = check(graphs.GeneratorGraph(generator, Z_DIM, num_classes=4), tmp_path / "g.onnx")
     assert [i["name"] for i in json.loads(meta["inputs"])] == ["z", "class"]
     assert json.loads(meta["inputs"])[1] == {"name": "class", "shape": ["batch"], "dtype": "int64"}
     assert meta["num_classes"] == "4"

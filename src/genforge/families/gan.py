@@ -57,12 +57,16 @@ class GANOptimConfig:
     gp_weight: float = 10.0  # gradient penalty weight, used by wgan-gp
     ema_decay: float = 0.0  # EMA of the generator's weights for sampling (0 = off)
     ema_start: int = 0  # steps before the EMA starts averaging (it copies until then)
+    # Mode seeking (Mao et al. 2019, MSGAN): G also minimises 1 / (mean|G(z2,y) - G(z1,y)| /
+    # mean|z2 - z1| + 1e-5), two latents for the same classes, so that different z give
+    # different images. The generator's last batch doubles (its twin). 0 = off.
+    mode_seeking: float = 0.0
 
     def __post_init__(self):
         one_of(self, "loss", GAN_LOSSES)
         positive(self, "lr_g", "lr_d", "d_steps", "r1_interval")
         fraction(self, "beta1", "beta2", "ema_decay")
-        non_negative(self, "r1_gamma", "gp_weight", "ema_start")
+        non_negative(self, "r1_gamma", "gp_weight", "ema_start", "mode_seeking")
 
 
 @dataclass
@@ -259,8 +263,13 @@ class GANTrainer:
         for i in range(o.d_steps):
             x = real[i * b : (i + 1) * b]
             y = labels[i * b : (i + 1) * b] if conditional else None
+            z, y_g = self._z(b), y
+            if o.mode_seeking > 0 and i == o.d_steps - 1:  # the batch G learns from gets a twin
+                z = torch.cat([z, self._z(b)])  # (2b, z_dim): the same classes, other latents
+                y_g = None if y is None else torch.cat([y, y])
             with autocast(self.device, self.dtype):
-                fake = self.step_g(self._z(b), y, generator=self.noise)
+                both = self.step_g(z, y_g, generator=self.noise)
+                fake = both[:b]
                 real_logits = self.step_d(self._augment(x), y).float()
                 fake_logits = self.step_d(self._augment(fake.detach()), y).float()
             d_loss, parts = self.d_loss_fn(real_logits, fake_logits)
@@ -282,6 +291,10 @@ class GANTrainer:
         with autocast(self.device, self.dtype):
             g_logits = self.step_d(self._augment(fake), y).float()
         g_loss, parts = self.g_loss_fn(g_logits)
+        if o.mode_seeking > 0:  # one forward made both halves (one pass for DDP and compile)
+            ratio = (both[b:].float() - fake.float()).abs().mean() / (z[b:] - z[:b]).abs().mean()
+            g_loss = g_loss + o.mode_seeking / (ratio + 1e-5)
+            logs["mode_seeking_ratio"] = ratio.detach()
         self._update(self.opt_g, self.scaler_g, g_loss)
         logs["g_loss"] = g_loss.detach()
         self.steps_done += 1

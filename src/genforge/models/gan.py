@@ -1,9 +1,11 @@
 """DCGAN (Radford et al. 2016): transposed-convolution generator, strided-convolution discriminator.
 
 Generalised to any square resolution r = s0 * 2^k with a start size s0 in 4..7 (28 = 7*4,
-32 = 4*8, 48 = 6*8, 64 = 4*16), grey or colour, and optionally class-conditional: the generator
-reads a learned class embedding concatenated to z (Mirza & Osindero 2014) and the discriminator
-adds a projection term <embed(y), phi(x)> to its output (Miyato & Koyama 2018).
+32 = 4*8, 48 = 6*8, 64 = 4*16), grey or colour, and optionally class-conditional. The generator reads the class either as a
+learned embedding concatenated to z (``g_class: concat``, Mirza & Osindero 2014) or through
+class-conditional batch norm, a per-class scale and shift after every normalisation
+(``g_class: cbn``; de Vries et al. 2017, the generator of Miyato & Koyama 2018). The
+discriminator adds a projection term <embed(y), phi(x)> to its output (Miyato & Koyama 2018).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from genforge.config import check, non_negative, one_of, positive
 from genforge.errors import GenforgeError
 
 D_NORMS = ("batch", "spectral", "none")
+G_CLASS = ("concat", "cbn")
 
 
 @dataclass
@@ -30,12 +33,14 @@ class DCGANConfig:
     resolution: int = 0  # 0: taken from the data at build time
     channels: int = 0  # image channels, 1 or 3; 0: taken from the data at build time
     num_classes: int = 0  # > 0: class-conditional generator and projection discriminator
-    class_dim: int = 0  # size of the generator's class embedding; 0 = z_dim // 2
+    class_dim: int = 0  # g_class concat: size of the generator's class embedding; 0 = z_dim // 2
+    g_class: str = "concat"  # how a conditional generator reads the class: concat | cbn
 
     def __post_init__(self):
         positive(self, "z_dim", "g_width", "d_width", "max_width")
         non_negative(self, "num_classes", "class_dim")
         one_of(self, "d_norm", D_NORMS)
+        one_of(self, "g_class", G_CLASS)
         if self.resolution:
             layout(self.resolution)
         check(self.channels in (0, 1, 3), "channels", "must be 1 or 3", self.channels)
@@ -67,21 +72,47 @@ def _widths(base: int, steps: int, cap: int) -> list[int]:
     return [min(base * 2**i, cap) for i in range(steps)]
 
 
+class ClassBatchNorm(nn.Module):
+    """Batch norm whose scale and shift are the class's own: BN(x) * gain[y] + bias[y].
+
+    The normalisation statistics are shared by all classes; each class learns where to put the
+    normalised features. Gains start at N(1, 0.02) and biases at 0, as DCGAN starts its BN affine.
+    """
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Embedding(num_classes, channels)
+        self.bias = nn.Embedding(num_classes, channels)
+        nn.init.normal_(self.gain.weight, 1.0, 0.02)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        h = self.bn(x)
+        return h * self.gain(labels).to(h.dtype)[:, :, None, None] + self.bias(labels).to(h.dtype)[:, :, None, None]
+
+
 class Generator(nn.Module):
     def __init__(self, cfg: DCGANConfig):
         super().__init__()
         self.cfg = cfg
         start, steps = layout(cfg.resolution)
         widths = _widths(cfg.g_width, steps, cfg.max_width)[::-1]  # smallest size first
-        class_dim = (cfg.class_dim or max(1, cfg.z_dim // 2)) if cfg.num_classes else 0
-        self.class_emb = nn.Embedding(cfg.num_classes, class_dim) if cfg.num_classes else None
+        self.cbn = bool(cfg.num_classes) and cfg.g_class == "cbn"
+        concat = bool(cfg.num_classes) and not self.cbn
+        class_dim = (cfg.class_dim or max(1, cfg.z_dim // 2)) if concat else 0
+        self.class_emb = nn.Embedding(cfg.num_classes, class_dim) if concat else None
+
+        def norm(width: int) -> nn.Module:
+            return ClassBatchNorm(width, cfg.num_classes) if self.cbn else nn.BatchNorm2d(width)
+
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(cfg.z_dim + class_dim, widths[0], start, 1, 0, bias=False),  # (B, w0, s0, s0)
-            nn.BatchNorm2d(widths[0]),
+            norm(widths[0]),
             nn.ReLU(True),
         ]
         for cin, cout in zip(widths[:-1], widths[1:]):
-            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), norm(cout), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(widths[-1], cfg.channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         self.apply(_dcgan_init)
@@ -92,11 +123,16 @@ class Generator(nn.Module):
         ``generator`` is accepted for a common signature with generators that draw noise; DCGAN draws none.
         """
         assert z.ndim == 2 and z.shape[1] == self.cfg.z_dim, f"expected (B, {self.cfg.z_dim}), got {tuple(z.shape)}"
+        if self.cfg.num_classes and labels is None:
+            raise GenforgeError("this generator is class-conditional: give a class label per sample")
         if self.class_emb is not None:
-            if labels is None:
-                raise GenforgeError("this generator is class-conditional: give a class label per sample")
             z = torch.cat([z, self.class_emb(labels).to(z.dtype)], dim=1)  # (B, z_dim + class_dim)
-        return self.net(z[:, :, None, None])
+        if not self.cbn:
+            return self.net(z[:, :, None, None])
+        h = z[:, :, None, None]
+        for layer in self.net:
+            h = layer(h, labels) if isinstance(layer, ClassBatchNorm) else layer(h)
+        return h
 
 
 class Discriminator(nn.Module):
@@ -152,7 +188,7 @@ def _dcgan_init(module: nn.Module) -> None:
         nn.init.normal_(_weight(module), 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
+    elif isinstance(module, nn.BatchNorm2d) and module.affine:
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
 

@@ -1,11 +1,12 @@
 """DCGAN (Radford et al. 2016): transposed-convolution generator, strided-convolution discriminator.
 
 Generalised to any square resolution r = s0 * 2^k with a start size s0 in 4..7 (28 = 7*4,
-32 = 4*8, 48 = 6*8, 64 = 4*16), grey or colour, and optionally class-conditional. The generator reads the class either as a
-learned embedding concatenated to z (``g_class: concat``, Mirza & Osindero 2014) or through
-class-conditional batch norm, a per-class scale and shift after every normalisation
-(``g_class: cbn``; de Vries et al. 2017, the generator of Miyato & Koyama 2018). The
-discriminator adds a projection term <embed(y), phi(x)> to its output (Miyato & Koyama 2018).
+32 = 4*8, 48 = 6*8, 64 = 4*16), grey or colour, and optionally class-conditional. The
+generator reads the class either as a learned embedding concatenated to z (``g_class: concat``,
+Mirza & Osindero 2014) or through class-conditional batch norm, a per-class scale and shift after
+every normalisation (``g_class: cbn``; de Vries et al. 2017, the generator of Miyato & Koyama
+2018). The discriminator adds a projection term <embed(y), phi(x)> to its output (Miyato &
+Koyama 2018).
 """
 
 from __future__ import annotations
@@ -98,13 +99,13 @@ class Generator(nn.Module):
         self.cfg = cfg
         start, steps = layout(cfg.resolution)
         widths = _widths(cfg.g_width, steps, cfg.max_width)[::-1]  # smallest size first
-        self.cbn = bool(cfg.num_classes) and cfg.g_class == "cbn"
-        concat = bool(cfg.num_classes) and not self.cbn
+        cbn = bool(cfg.num_classes) and cfg.g_class == "cbn"
+        concat = bool(cfg.num_classes) and not cbn
         class_dim = (cfg.class_dim or max(1, cfg.z_dim // 2)) if concat else 0
         self.class_emb = nn.Embedding(cfg.num_classes, class_dim) if concat else None
 
         def norm(width: int) -> nn.Module:
-            return ClassBatchNorm(width, cfg.num_classes) if self.cbn else nn.BatchNorm2d(width)
+            return ClassBatchNorm(width, cfg.num_classes) if cbn else nn.BatchNorm2d(width)
 
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(cfg.z_dim + class_dim, widths[0], start, 1, 0, bias=False),  # (B, w0, s0, s0)
@@ -127,10 +128,8 @@ class Generator(nn.Module):
             raise GenforgeError("this generator is class-conditional: give a class label per sample")
         if self.class_emb is not None:
             z = torch.cat([z, self.class_emb(labels).to(z.dtype)], dim=1)  # (B, z_dim + class_dim)
-        if not self.cbn:
-            return self.net(z[:, :, None, None])
         h = z[:, :, None, None]
-        for layer in self.net:
+        for layer in self.net:  # class batch norms also take the labels
             h = layer(h, labels) if isinstance(layer, ClassBatchNorm) else layer(h)
         return h
 

@@ -14,9 +14,10 @@ from PIL import Image
 from genforge import checkpoint as ckpt
 from genforge.config import resolve
 from genforge.families.gan import GAN_PRESETS, GANRunConfig, GANTrainer, fit_to_data
+from genforge.families.sampling import write_sampling
 from genforge.models.gan import ClassBatchNorm
 from genforge.report import collect, render
-from synthetic import COMMON, NUM_CLASSES, TINY_GAN, cli, install_evaluator, is_png, records, sets, write_npz
+from synthetic import COMMON, NUM_CLASSES, TINY_GAN, cli, install_evaluator, is_png, one_error, records, sets, write_npz
 
 TINY_STYLEGAN2 = ["model.width=8", "model.max_width=16", "model.z_dim=16", "model.w_dim=16"]
 
@@ -190,6 +191,17 @@ def test_stylegan2_trains_resumes_and_samples_with_truncation(bars, tmp_path):
     with np.load(tmp_path / "s0.0.npz") as f:
         images = f["images"]
     assert all(np.array_equal(images[0], im) for im in images)  # psi 0: every z gives the mean w's image
+    # a tuned psi (sampling.json) is the default: psi 0 again, without asking for it
+    write_sampling(whole, {"step": 6, "chosen": {"truncation": 0.0}, "candidates": []})
+    code, out, err = cli("sample", whole, "--n", 4, "--seed", 5, "--out", tmp_path / "t.npz", "--format", "npz",
+                         "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert "sampling: truncation 0.0 (from" in out
+    with np.load(tmp_path / "t.npz") as f:
+        assert np.array_equal(f["images"], images)
+    write_sampling(whole, {"step": 6, "chosen": {"truncation": -0.5}, "candidates": []})
+    code, _, err = cli("sample", whole, "--n", 4, "--out", tmp_path / "u.png", "--device", "cpu")
+    assert code == 2 and "sampling.json: truncation (psi) must be a finite number >= 0" in one_error(err)
 
 
 def test_stylegan2_conditional_on_colour_data_at_the_datas_resolution(tmp_path):

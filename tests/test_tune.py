@@ -1,5 +1,6 @@
 """`genforge tune`: sampling settings chosen by measurement, kept in the run's sampling.json, and used
-by `sample` and `evaluate` unless options are given (or --untuned)."""
+by `sample` and `evaluate` unless options are given (or --untuned): a prior's decoding options, a
+GAN's truncation."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def world(tmp_path_factory):
         "root": root,
         "ar": train("prior", root / "ar", vqvae=vq, steps=6),
         "maskgit": train("prior", root / "mg", vqvae=vq, steps=4, options=["--network", "maskgit"]),
+        "cgan": train("gan", root / "cgan", data=data, steps=4, options=["--preset", "conditional"]),
     }
 
 
@@ -118,3 +120,56 @@ def test_a_broken_sampling_file_is_one_clear_error(world, tmp_path):
 def test_tune_refuses_a_vqvae(world):
     code, _, err = cli("tune", world["root"] / "vq", "--n", 4, "--quiet", "--device", "cpu")
     assert code == 2 and "has no sampling settings to tune" in one_error(err)
+
+
+def test_a_gan_tunes_its_truncation(world):
+    run = world["cgan"]
+    code, out, err = cli("tune", run, "--n", 24, "--quiet", "--device", "cpu")
+    assert code == 0, err
+    result = read_sampling(run)
+    candidates = result["candidates"]
+    assert [c["options"] for c in candidates] == [{"truncation": t} for t in (None, 2.0, 1.5, 1.0, 0.5)]
+    assert len({c["fd"] for c in candidates}) == len(candidates)  # each setting draws different images
+    assert all(0 <= c["class_accuracy_min"] <= c["class_accuracy"] <= 1 for c in candidates)  # conditional
+    assert result["chosen"] == best(candidates)["options"]
+    assert "| chosen" in out and "truncation" in out
+
+
+def _gan_sample(run, path, *args):
+    code, out, err = cli("sample", run, "--n", 8, "--class", 1, "--format", "npz", "--out", path, "--device", "cpu",
+                         *args)  # fmt: skip
+    assert code == 0, err
+    with np.load(path) as f:
+        return f["images"], out
+
+
+def test_gan_samples_with_the_tuned_truncation_unless_told_otherwise(world, tmp_path):
+    run = world["cgan"]
+    write_sampling(run, {"step": 4, "chosen": {"truncation": 0.5}, "candidates": []})
+    tuned, out = _gan_sample(run, tmp_path / "a.npz", "--seed", 3)
+    assert f"sampling: truncation 0.5 (from {run / SAMPLING_FILE}, tuned at step 4)" in out
+    asked, _ = _gan_sample(run, tmp_path / "b.npz", "--seed", 3, "--truncation", 0.5, "--untuned")
+    assert np.array_equal(tuned, asked)  # the file's truncation is exactly the one asked for
+    plain, out = _gan_sample(run, tmp_path / "c.npz", "--seed", 3, "--untuned")
+    assert not np.array_equal(plain, tuned) and f"the run's {SAMPLING_FILE} ignored" in out
+    other, out = _gan_sample(run, tmp_path / "d.npz", "--seed", 3, "--truncation", 1.5)
+    assert not np.array_equal(other, tuned) and "truncation given explicitly" in out
+    code, out, err = cli("evaluate", run, "--n", 16, "--json", "--device", "cpu", "--no-record")
+    assert code == 0, err
+    assert json.loads(out)["sampling"].startswith("sampling: truncation 0.5 (from")
+    (run / SAMPLING_FILE).unlink()
+
+
+@pytest.mark.parametrize(
+    ("chosen", "words"),
+    [
+        ({"temperature": 0.9}, "sampling option 'temperature' does not apply to a GAN"),
+        ({"truncation": -1.0}, "truncation must be a positive number, got -1.0"),
+    ],
+)
+def test_a_gan_refuses_a_sampling_file_it_cannot_use(world, tmp_path, chosen, words):
+    run = world["cgan"]
+    write_sampling(run, {"step": 4, "chosen": chosen, "candidates": []})
+    code, _, err = cli("sample", run, "--n", 2, "--out", tmp_path / "x.png", "--device", "cpu")
+    assert code == 2 and f"sampling.json: {words}" in one_error(err)
+    (run / SAMPLING_FILE).unlink()

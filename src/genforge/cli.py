@@ -161,10 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--steps", type=count(1), help="prior (maskgit): parallel decoding steps")
     sample.add_argument("--cfg-scale", type=number, help="prior: classifier-free guidance scale (with --class)")
     sample.add_argument("--no-cache", action="store_true", help="prior (ar): recompute the prefix every step (slow)")
-    sample.add_argument("--untuned", action="store_true", help="prior: ignore the run's sampling.json (genforge tune)")
+    sample.add_argument("--untuned", action="store_true", help="ignore the run's sampling.json (genforge tune)")
     _device(sample)
 
-    tn = sub.add_parser("tune", help="choose a prior's sampling settings by measurement (writes RUN/sampling.json)")
+    tn = sub.add_parser(
+        "tune", help="choose a prior's or a GAN's sampling settings by measurement (writes RUN/sampling.json)"
+    )
     tn.add_argument("run", type=Path)
     tn.add_argument("--n", type=count(2), default=2000, help="samples per setting (default 2000)")
     tn.add_argument("--features", default="classifier", choices=FEATURES, help="feature network (default classifier)")

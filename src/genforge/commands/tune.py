@@ -1,7 +1,7 @@
 """``genforge tune``: choose a run's sampling settings by measurement, and keep them in the run.
 
 For a model with sampling options (a prior: temperature, top-k, top-p or decoding steps,
-guidance scale), a coordinate search: starting from the network's defaults, it moves one option
+guidance scale; a GAN: truncation), a coordinate search: starting from the network's defaults, it moves one option
 at a time through the values the network proposes (``sampling_space``), keeping the best, for
 ``rounds`` passes. Each setting draws ``n`` samples from the same seed (common random numbers:
 the settings are compared on the same draws of classes and noise) and is scored like
@@ -21,18 +21,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.errors import GenforgeError
-from genforge.families.registry import generate
+from genforge.families.registry import EvalContext, score_generator
 from genforge.families.sampling import best, run_folder, write_sampling
-from genforge.metrics.evaluate import evaluate_samples
 from genforge.metrics.extractors import get_extractor, reference
 
-SCORES = ("fd", "precision", "recall", "coverage", "classes_covered", "class_kl")
+# what each candidate keeps (the class accuracies: a conditional model scored with the classifier)
+SCORES = (
+    "fd",
+    "precision",
+    "recall",
+    "coverage",
+    "classes_covered",
+    "class_kl",
+    "class_accuracy",
+    "class_accuracy_min",
+)
 TUNE_SEED = 1
 
 
@@ -66,13 +74,12 @@ def tune(
         raise GenforgeError(f"{run}: tune needs a run folder (it writes sampling.json there), not a checkpoint folder")
     model = spec.load(c, device)
     if not hasattr(model, "sampling_space"):
-        raise GenforgeError(f"{run}: a {c.kind} run has no sampling settings to tune (tune applies to priors)")
+        raise GenforgeError(f"{run}: a {c.kind} run has no sampling settings to tune (tune applies to priors and GANs)")
     space = model.sampling_space()
     data_cfg = spec.data_config(c)
     extractor = get_extractor(features, data_cfg.source, device, progress)
     ref = reference(extractor, data_cfg, progress=progress)
-    hist = ref.class_hist
-    class_probs = None if hist is None else np.asarray(hist, np.float64) / np.sum(hist)
+    ctx = EvalContext(extractor, ref, data_cfg, n, seed, device, progress=False, run_dir=run_dir)
 
     scored: dict[tuple, dict[str, Any]] = {}
 
@@ -80,11 +87,8 @@ def tune(
         key = tuple(sorted(options.items()))
         if key not in scored:
             started = time.perf_counter()
-            # The candidate becomes the model's defaults: each is drawn with exactly its options
-            # (None = off), whatever sampling.json held before.
-            model.tuned = model.sampling_options(options, tuned=False)
-            fake, _, _ = generate(model, n, seed, class_probs=class_probs, progress=False)
-            values = evaluate_samples(fake, ref, extractor, progress=False)
+            model.use(options)  # each candidate is drawn with exactly its options, whatever the file says
+            values = score_generator(model, ctx)  # as evaluate scores it (and a conditional model's class accuracy)
             entry = {"options": dict(options), **{k: values[k] for k in SCORES if k in values}}
             entry["seconds"] = round(time.perf_counter() - started, 2)
             scored[key] = entry
@@ -142,7 +146,7 @@ def _value(v: Any) -> str:
 
 
 def _line(entry: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {entry[k]:.4g}" for k in ("fd", "recall", "coverage") if k in entry)
+    return ", ".join(f"{k} {entry[k]:.4g}" for k in ("fd", "recall", "coverage", "class_accuracy") if k in entry)
 
 
 def _say(progress: bool, message: str) -> None:

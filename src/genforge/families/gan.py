@@ -34,6 +34,7 @@ from genforge.config import (
 from genforge.data import fit_note, load_configured
 from genforge.errors import GenforgeError
 from genforge.families.registry import EvalContext, FamilySpec, Prepared, register, score_generator
+from genforge.families.sampling import TunedSampling
 from genforge.images import save_grid, to_uint8
 from genforge.losses import GAN_LOSSES, gradient_penalty, r1_penalty
 from genforge.models.gan import DCGANConfig, Discriminator, Generator, nearest_resolution
@@ -399,12 +400,17 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return wa[..., None] * a[:, None] + wb[..., None] * b[:, None]
 
 
-class GANModel:
+class GANModel(TunedSampling):
     """The sampling generator (EMA copy when trained with one) of a GAN checkpoint.
 
     ``truncation`` redraws DCGAN latents beyond that magnitude; a family whose generator has a
-    w space (StyleGAN2) overrides ``_forward`` to pull w towards its mean instead.
+    w space (StyleGAN2) overrides ``_forward`` to pull w towards its mean instead. ``genforge
+    tune`` chooses it by measurement (the run's sampling.json), as it chooses a prior's settings;
+    ``sample`` and ``evaluate`` then use it unless one is given.
     """
+
+    # What genforge tune tries, off first: fidelity bought with variety as t shrinks.
+    TRUNCATIONS: tuple[float | None, ...] = (None, 2.0, 1.5, 1.0, 0.5)
 
     def __init__(self, c: ckpt.Checkpoint, device: torch.device, spec=None, networks: Networks = dcgan_networks):
         cfg = (spec or SPEC).config_of(c)
@@ -416,6 +422,25 @@ class GANModel:
         self.net = trainer.sampler.eval()
         self.device, self.config, self.step = device, cfg, c.step
         self.num_classes = cfg.model.num_classes
+        self.read_tuning(c.path)
+
+    def sampling_space(self) -> dict[str, tuple]:
+        return {"truncation": self.TRUNCATIONS}
+
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        given = {k: v for k, v in options.items() if v is not None}
+        _refuse({k: v for k, v in given.items() if k != "truncation"}, "a GAN")
+        if "truncation" in given:
+            self._check_truncation(given["truncation"])
+        return given
+
+    def _check_truncation(self, t) -> None:
+        if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+            raise GenforgeError(f"truncation must be a positive number, got {t!r}")
+
+    def _truncation(self, truncation: float | None, tuned: bool, others: dict[str, Any]) -> float | None:
+        """The truncation a draw uses: the one given, else the run's tuned one (unless ``tuned`` is False)."""
+        return self.sampling_options({"truncation": truncation, **others}, tuned).get("truncation")
 
     def _labels(self, class_label, n: int, generator: torch.Generator) -> torch.Tensor | None:
         if class_label is None:
@@ -437,9 +462,15 @@ class GANModel:
 
     @torch.no_grad()
     def sample(
-        self, n: int, generator: torch.Generator, truncation: float | None = None, class_label=None, **others
+        self,
+        n: int,
+        generator: torch.Generator,
+        truncation: float | None = None,
+        class_label=None,
+        tuned: bool = True,
+        **others,
     ) -> torch.Tensor:
-        _refuse(others, "a GAN")
+        truncation = self._truncation(truncation, tuned, others)
         z = self._latents(n, truncation, generator)
         labels = self._labels(class_label, n, generator)
         chunks = [labels[i : i + 256] if labels is not None else None for i in range(0, n, 256)]
@@ -447,11 +478,18 @@ class GANModel:
 
     @torch.no_grad()
     def interpolate(
-        self, rows: int, steps: int, generator: torch.Generator, truncation: float | None = None, class_label=None
+        self,
+        rows: int,
+        steps: int,
+        generator: torch.Generator,
+        truncation: float | None = None,
+        class_label=None,
+        tuned: bool = True,
     ) -> torch.Tensor:
         """``rows`` strips of ``steps`` images each, walking between two random latents."""
         if steps < 2:
             raise GenforgeError(f"interpolation needs at least 2 steps, got {steps}")
+        truncation = self._truncation(truncation, tuned, {})
         dim = self.config.model.z_dim
         a, b = self._latents(rows, truncation, generator), self._latents(rows, truncation, generator)
         z = slerp(a, b, torch.linspace(0, 1, steps, device=self.device)).reshape(rows * steps, dim)

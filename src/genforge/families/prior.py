@@ -24,7 +24,7 @@ from genforge.config import TrainConfig, check, fraction, from_dict, non_negativ
 from genforge.data import load_configured
 from genforge.errors import GenforgeError
 from genforge.families.registry import EvalContext, FamilySpec, Prepared, register, score_generator
-from genforge.families.sampling import SAMPLING_FILE, read_sampling, run_folder
+from genforge.families.sampling import TunedSampling
 from genforge.families.schedule import SCHEDULES, Schedule
 from genforge.families.vqvae import SPEC as VQVAE_SPEC
 from genforge.families.vqvae import VQVAERunConfig, code_dtype, encode_images, load_vqvae
@@ -199,7 +199,7 @@ class PriorTrainer:
 # ---------------------------------------------------------------------------------------------
 
 
-class PriorModel:
+class PriorModel(TunedSampling):
     def __init__(self, c: ckpt.Checkpoint, device: torch.device):
         cfg = SPEC.config_of(c)
         vq_values = VQVAE_SPEC.migrate(c.state["extra"]["vqvae_config"])
@@ -211,15 +211,7 @@ class PriorModel:
         self.trainer.net.eval()
         self.device, self.config, self.step = device, cfg, c.step
         self.num_classes = cfg.model.num_classes
-        # Sampling settings chosen by measurement (genforge tune): the defaults of sample/evaluate.
-        self.run_dir = run_folder(c.path)
-        self.tuning = read_sampling(self.run_dir)
-        self.tuned: dict[str, Any] = {}
-        if self.tuning is not None:
-            try:
-                self.tuned = self.network.check_options(self.tuning["chosen"])
-            except GenforgeError as e:
-                raise GenforgeError(f"{self.run_dir / SAMPLING_FILE}: {e}; run genforge tune again") from None
+        self.read_tuning(c.path)  # settings chosen by genforge tune: sample's and evaluate's defaults
 
     @property
     def network(self) -> TransformerPrior | MaskGIT:
@@ -229,25 +221,8 @@ class PriorModel:
         """What ``genforge tune`` searches (the network's options and their candidate values)."""
         return self.network.sampling_space()
 
-    def sampling_options(self, options: dict[str, Any], tuned: bool = True) -> dict[str, Any]:
-        """The options a draw uses: the tuned ones (unless ``tuned`` is False), overridden by the
-        ones given (None = not given), validated."""
-        given = {k: v for k, v in options.items() if v is not None}
-        return self.network.check_options({**(self.tuned if tuned else {}), **given})
-
-    def sampling_note(self, class_label=None, tuned: bool = True, **options) -> str:
-        """One line saying which settings ``sample`` with these arguments uses, and where they came from."""
-        used = self.sampling_options(options, tuned)
-        shown = ", ".join(f"{k} {v}" for k, v in used.items() if k != "use_cache") or "the network's defaults"
-        if tuned and self.tuned:
-            where = f"{self.run_dir / SAMPLING_FILE}, tuned at step {self.tuning['step']}"
-            overridden = sorted(k for k, v in options.items() if v is not None and k in self.tuned)
-            if overridden:
-                where += f"; {', '.join(overridden)} given explicitly"
-            return f"sampling: {shown} (from {where})"
-        if not tuned and self.tuned:
-            return f"sampling: {shown} (the run's {SAMPLING_FILE} ignored)"
-        return f"sampling: {shown} (no {SAMPLING_FILE}: genforge tune RUN chooses settings by measurement)"
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        return self.network.check_options(options)
 
     def sample(
         self, n: int, generator: torch.Generator, class_label=None, tuned: bool = True, **options
@@ -373,8 +348,7 @@ HELD_OUT = ("code_nll", "code_bits_per_dim", "masked_code_ce")
 def evaluate(model: PriorModel, ctx: EvalContext) -> dict[str, Any]:
     """Samples scored like any generator's (with the run's tuned sampling settings, named in the
     result), with the held-out code loss training recorded."""
-    scores = score_generator(model, ctx)
-    scores["sampling"] = model.sampling_note()
+    scores = score_generator(model, ctx)  # with the "sampling" note of the settings used
     for entry in read_records(ctx.run_dir) if ctx.run_dir is not None else []:
         if entry["type"] == "eval":
             scores.update({k: v for k, v in entry["values"].items() if k in HELD_OUT})

@@ -201,7 +201,8 @@ def score_generator(model: Model, ctx: EvalContext) -> dict[str, Any]:
     """Sample ``ctx.n`` images and score them against the reference: a generator's evaluation.
 
     For a class-conditional model scored with the dataset's own classifier, also how often the
-    classifier finds the class that was asked for (``class_accuracy``, and its worst class).
+    classifier finds the class that was asked for (``class_accuracy``, and its worst class). A
+    model with sampling settings (``genforge tune``) names the ones it drew with (``sampling``).
     """
     hist = ctx.reference.class_hist
     class_probs = None if hist is None else np.asarray(hist, np.float64) / np.sum(hist)
@@ -209,6 +210,8 @@ def score_generator(model: Model, ctx: EvalContext) -> dict[str, Any]:
     feats, probs = extract(fake, ctx.extractor, progress=ctx.progress, desc="sample features")
     scores = evaluate_features(feats, probs, ctx.reference)
     scores["sample_images_per_s"] = speed
+    if hasattr(model, "sampling_note"):
+        scores["sampling"] = model.sampling_note()
     if asked is not None and probs is not None and probs.shape[1] == model.num_classes:
         hit = probs.argmax(axis=1) == asked
         scores["class_accuracy"] = float(hit.mean())

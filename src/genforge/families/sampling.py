@@ -11,7 +11,9 @@ explicitly override them. Its shape:
      "default": {...},  # the scores of the network's own defaults, measured the same way
      "candidates": [{"options": {...}, "fd": ..., "recall": ..., ..., "seconds": ...}, ...]}
 
-An option set to null means "off / the network's default" (no top-k, no nucleus, ...).
+An option set to null means "off / the network's default" (no top-k, no nucleus, no truncation).
+Priors (temperature, top-k, top-p, guidance, decoding steps) and GANs (truncation) both have one;
+``TunedSampling`` is what their trained models share.
 """
 
 from __future__ import annotations
@@ -68,3 +70,57 @@ def run_folder(checkpoint_path: Path) -> Path | None:
     if checkpoint_path.parent.name == "checkpoints":
         return checkpoint_path.parent.parent
     return None
+
+
+class TunedSampling:
+    """A trained model's sampling settings: the run's tuned ones as defaults, explicit ones on top.
+
+    A model mixing this in provides ``check_options(options) -> dict`` (refuses what it does not
+    take and bad values; drops None, "the default") and calls ``read_tuning(checkpoint_path)``
+    when it is built.
+    """
+
+    step: int  # the checkpoint's
+    run_dir: Path | None
+    tuning: dict[str, Any] | None  # the run's sampling.json, when there is one
+    tuned: dict[str, Any]  # its chosen options, validated
+
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def read_tuning(self, checkpoint_path: Path) -> None:
+        """Read the run's sampling.json (none: no tuned settings); a bad one is an error now."""
+        self.run_dir = run_folder(checkpoint_path)
+        self.tuning = read_sampling(self.run_dir)
+        self.tuned = {}
+        if self.tuning is not None:
+            try:
+                self.tuned = self.check_options(self.tuning["chosen"])
+            except GenforgeError as e:
+                raise GenforgeError(f"{self.run_dir / SAMPLING_FILE}: {e}; run genforge tune again") from None
+
+    def use(self, options: dict[str, Any]) -> None:
+        """Draw with exactly ``options`` (None = off) from now on, as if the run had been tuned so
+        (``genforge tune`` scores each candidate this way); the file is not touched."""
+        self.tuned = self.check_options(options)
+        self.tuning = {"step": self.step, "chosen": dict(options)}
+
+    def sampling_options(self, options: dict[str, Any], tuned: bool = True) -> dict[str, Any]:
+        """The options a draw uses: the tuned ones (unless ``tuned`` is False), overridden by the
+        ones given (None = not given), validated."""
+        given = {k: v for k, v in options.items() if v is not None}
+        return self.check_options({**(self.tuned if tuned else {}), **given})
+
+    def sampling_note(self, class_label=None, tuned: bool = True, **options) -> str:
+        """One line saying which settings ``sample`` with these arguments uses, and where they came from."""
+        used = self.sampling_options(options, tuned)
+        shown = ", ".join(f"{k} {v}" for k, v in used.items() if k != "use_cache") or "the network's defaults"
+        if tuned and self.tuned:
+            where = f"{self.run_dir / SAMPLING_FILE}, tuned at step {self.tuning['step']}"
+            overridden = sorted(k for k, v in options.items() if v is not None and k in self.tuned)
+            if overridden:
+                where += f"; {', '.join(overridden)} given explicitly"
+            return f"sampling: {shown} (from {where})"
+        if not tuned and self.tuned:
+            return f"sampling: {shown} (the run's {SAMPLING_FILE} ignored)"
+        return f"sampling: {shown} (no {SAMPLING_FILE}: genforge tune RUN chooses settings by measurement)"

@@ -9,6 +9,7 @@ length regularisation is left out, as StyleGAN2-ADA's own CIFAR configuration le
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 
 from genforge import checkpoint as ckpt
 from genforge.config import DataConfig, TrainConfig
+from genforge.errors import GenforgeError
 from genforge.families.gan import (
     AugmentConfig,
     GANModel,
@@ -79,6 +81,13 @@ def build(prepared: Prepared, device: torch.device, dtype: torch.dtype) -> GANTr
 
 class StyleGAN2Model(GANModel):
     """A trained StyleGAN2: ``truncation`` is psi, pulling each w towards the mean w (psi 1: none)."""
+
+    TRUNCATIONS = (None, 0.9, 0.8, 0.7, 0.5)  # psi; None is 1
+
+    def _check_truncation(self, psi) -> None:
+        # psi 0 gives the mean image; above 1 extrapolates away from it (allowed, as in the reference)
+        if not (isinstance(psi, (int, float)) and math.isfinite(psi) and psi >= 0):
+            raise GenforgeError(f"truncation (psi) must be a finite number >= 0, got {psi!r}")
 
     def __init__(self, c: ckpt.Checkpoint, device: torch.device):
         super().__init__(c, device, spec=SPEC, networks=networks)

@@ -8,8 +8,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from genforge import families
 from genforge.families.sampling import SAMPLING_FILE, best, read_sampling, write_sampling
 from synthetic import cli, install_evaluator, one_error, train, write_idx_folder
 
@@ -173,3 +175,14 @@ def test_a_gan_refuses_a_sampling_file_it_cannot_use(world, tmp_path, chosen, wo
     code, _, err = cli("sample", run, "--n", 2, "--out", tmp_path / "x.png", "--device", "cpu")
     assert code == 2 and f"sampling.json: {words}" in one_error(err)
     (run / SAMPLING_FILE).unlink()
+
+
+def test_use_sets_the_options_of_later_draws_and_says_so(world):
+    _, model = families.load(world["cgan"], torch.device("cpu"))
+    model.use({"truncation": 1.0})
+    assert model.sampling_note() == f"sampling: truncation 1.0 (set by the caller, not read from {SAMPLING_FILE})"
+    a = model.sample(6, torch.Generator().manual_seed(2), class_label=1)
+    b = model.sample(6, torch.Generator().manual_seed(2), class_label=1, truncation=1.0, tuned=False)
+    c = model.sample(6, torch.Generator().manual_seed(2), class_label=1, tuned=False)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert not (world["cgan"] / SAMPLING_FILE).exists()  # the file is not touched

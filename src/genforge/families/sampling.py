@@ -80,7 +80,6 @@ class TunedSampling:
     when it is built.
     """
 
-    step: int  # the checkpoint's
     run_dir: Path | None
     tuning: dict[str, Any] | None  # the run's sampling.json, when there is one
     tuned: dict[str, Any]  # its chosen options, validated
@@ -103,7 +102,7 @@ class TunedSampling:
         """Draw with exactly ``options`` (None = off) from now on, as if the run had been tuned so
         (``genforge tune`` scores each candidate this way); the file is not touched."""
         self.tuned = self.check_options(options)
-        self.tuning = {"step": self.step, "chosen": dict(options)}
+        self.tuning = None  # what sampling_note says: set here, not read from the file
 
     def sampling_options(self, options: dict[str, Any], tuned: bool = True) -> dict[str, Any]:
         """The options a draw uses: the tuned ones (unless ``tuned`` is False), overridden by the
@@ -115,6 +114,8 @@ class TunedSampling:
         """One line saying which settings ``sample`` with these arguments uses, and where they came from."""
         used = self.sampling_options(options, tuned)
         shown = ", ".join(f"{k} {v}" for k, v in used.items() if k != "use_cache") or "the network's defaults"
+        if tuned and self.tuned and self.tuning is None:
+            return f"sampling: {shown} (set by the caller, not read from {SAMPLING_FILE})"
         if tuned and self.tuned:
             where = f"{self.run_dir / SAMPLING_FILE}, tuned at step {self.tuning['step']}"
             overridden = sorted(k for k, v in options.items() if v is not None and k in self.tuned)

@@ -22,7 +22,6 @@ from common import machine
 from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.data import load_dataset
-from genforge.errors import GenforgeError
 from genforge.families.registry import EvalContext, score_generator
 from genforge.images import to_uint8
 from genforge.metrics.extractors import get_extractor, reference
@@ -39,7 +38,7 @@ def main() -> None:
     device = torch.device("cpu")
     spec, model = families.load(args.run, device)
     if not model.num_classes:
-        raise GenforgeError(f"{args.run}: not a class-conditional run")
+        raise SystemExit(f"genforge: error: {args.run}: not a class-conditional run")
     data_cfg = spec.data_config(ckpt.load(args.run))
     extractor = get_extractor("classifier", data_cfg.source, device, progress=False)
     truncations = [None if t == "off" else float(t) for t in args.truncations.split(",")]

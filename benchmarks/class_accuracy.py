@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import machine
+from common import machine, real_class_accuracy
 from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.data import load_dataset
@@ -36,18 +36,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     device = torch.device("cpu")
-    spec, model = families.load(args.run, device)
+    checkpoint = ckpt.load(args.run, kind=tuple(families.names()))
+    spec = families.get(checkpoint.kind)
+    model = spec.load(checkpoint, device)
     if not model.num_classes:
         raise SystemExit(f"genforge: error: {args.run}: not a class-conditional run")
-    data_cfg = spec.data_config(ckpt.load(args.run))
+    data_cfg = spec.data_config(checkpoint)
     extractor = get_extractor("classifier", data_cfg.source, device, progress=False)
     truncations = [None if t == "off" else float(t) for t in args.truncations.split(",")]
     k = model.num_classes
 
-    test = load_dataset(data_cfg.source, split="test")
-    labels = np.asarray(test.labels)
-    predicted = extractor.class_probs(test.images).argmax(axis=1)
-    rows = [("real test images", [float((predicted[labels == c] == c).mean()) for c in range(k)], None)]
+    rows = [("real test images", real_class_accuracy(data_cfg.source, device)[1], None)]
 
     ref = reference(extractor, data_cfg, progress=False) if args.fd_n else None
     for t in truncations:
@@ -63,7 +62,7 @@ def main() -> None:
             fd = score_generator(model, ctx)["fd"]
         rows.append((f"samples, truncation {'off' if t is None else f'{t:g}'}", per_class, fd))
 
-    names = test.class_names or [str(c) for c in range(k)]
+    names = load_dataset(data_cfg.source, split="test").class_names or [str(c) for c in range(k)]
     print(f"# {machine()} | {args.run} | {args.n} samples per class and truncation, seed {args.seed}")
     print("| | " + " | ".join(names) + " | mean | worst | Frechet distance |")
     print("|---|" + "---|" * (k + 3))

@@ -1,4 +1,5 @@
-"""What every benchmark prints first: the machine (CPU model, cores, threads), torch, the date."""
+"""What every benchmark prints first: the machine (CPU model, cores, threads), torch, the date;
+and what several share: a markdown table, the evaluator classifier on the real test images."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import datetime
 import os
 import platform
 
+import numpy as np
 import torch
 
+from genforge.data import load_dataset
+from genforge.metrics.extractors import get_extractor
 from genforge.training.precision import machine_key
 
 
@@ -43,3 +47,13 @@ def table(rows: list[dict], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def real_class_accuracy(data: str, device: torch.device) -> tuple[float, list[float]]:
+    """The evaluator classifier on the real test images: its accuracy, and each class's (what
+    samples that look like the data would score)."""
+    test = load_dataset(data, split="test")
+    labels = np.asarray(test.labels)
+    predicted = get_extractor("classifier", data, device, progress=False).class_probs(test.images).argmax(axis=1)
+    per_class = [float((predicted[labels == k] == k).mean()) for k in np.unique(labels)]
+    return float((predicted == labels).mean()), per_class

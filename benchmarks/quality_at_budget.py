@@ -25,16 +25,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from common import machine
+from common import machine, real_class_accuracy
 from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.commands.demo import FEATURES
 from genforge.commands.evaluate import evaluate, real_vs_real
 from genforge.commands.tune import tune
-from genforge.data import load_dataset
 from genforge.families.prior import split_minutes
 from genforge.metrics.extractors import get_extractor
 from genforge.training.runs import train
@@ -149,7 +147,8 @@ def main() -> None:
             f"samples, {c.get('class_accuracy_min', float('nan')):.1%} for the worst class (goal >= 90% every class)"
         )
         if features == "classifier":
-            overall, worst = real_class_accuracy(args.data, device)
+            overall, per_class = real_class_accuracy(args.data, device)
+            worst = min(per_class)
             print(
                 f"the same classifier on the real test images: {overall:.1%}, {worst:.1%} for the worst class "
                 "(what samples that match the data would score)"
@@ -163,15 +162,6 @@ def main() -> None:
     if VQ in scores and "genforge GAN" in scores:
         ratio = scores[VQ]["fd"] / scores["genforge GAN"]["fd"]
         print(f"VQ-VAE + prior / genforge GAN Frechet distance: {ratio:.3f} (goal <= 1.3)")
-
-
-def real_class_accuracy(data: str, device: torch.device) -> tuple[float, float]:
-    """The evaluator classifier's accuracy on the real test images: overall and its worst class."""
-    test = load_dataset(data, split="test")
-    labels = np.asarray(test.labels)
-    predicted = get_extractor("classifier", data, device, progress=False).class_probs(test.images).argmax(axis=1)
-    per_class = [float((predicted[labels == k] == k).mean()) for k in np.unique(labels)]
-    return float((predicted == labels).mean()), min(per_class)
 
 
 def _speed(result) -> str:

@@ -1,9 +1,9 @@
 """``genforge tune``: choose a run's sampling settings by measurement, and keep them in the run.
 
 For a model with sampling options (a prior: temperature, top-k, top-p or decoding steps,
-guidance scale; a GAN: truncation), a coordinate search: starting from the network's defaults, it moves one option
-at a time through the values the network proposes (``sampling_space``), keeping the best, for
-``rounds`` passes. Each setting draws ``n`` samples from the same seed (common random numbers:
+guidance scale; a GAN: truncation), a coordinate search: starting from the network's defaults,
+it moves one option at a time through the values the network proposes (``sampling_space``),
+keeping the best, for ``rounds`` passes. Each setting draws ``n`` samples from the same seed (common random numbers:
 the settings are compared on the same draws of classes and noise) and is scored like
 ``genforge evaluate`` scores a run: Frechet distance against the real data in the chosen feature
 space, ties (``sampling.TIE``) going to the higher recall + coverage. Every candidate and the

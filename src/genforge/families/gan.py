@@ -375,12 +375,11 @@ class GANTrainer:
 
 
 def truncated_normal(n: int, dim: int, truncation: float | None, generator: torch.Generator, device) -> torch.Tensor:
-    """N(0, I) latents; with ``truncation`` t, entries with |z| > t are redrawn (BigGAN's trick)."""
+    """N(0, I) latents; with ``truncation`` t (> 0, checked by ``GANModel.check_options``),
+    entries with |z| > t are redrawn (BigGAN's trick)."""
     z = torch.randn(n, dim, device=device, generator=generator)
     if truncation is None:
         return z
-    if not (math.isfinite(truncation) and truncation > 0):
-        raise GenforgeError(f"truncation must be a positive number, got {truncation}")
     for _ in range(1000):
         outside = z.abs() > truncation
         if not outside.any():

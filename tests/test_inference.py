@@ -22,7 +22,7 @@ from genforge.config import from_dict
 from genforge.errors import GenforgeError
 from genforge.families.gan import GANTrainer
 from genforge.families.prior import PriorTrainer
-from genforge.families.registry import Reconstructor, Sampler
+from genforge.families.registry import Interpolator, Reconstructor, Sampler
 from genforge.families.stylegan2 import networks as stylegan2_networks
 from genforge.families.vqvae import VQVAERunConfig
 from genforge.images import to_float
@@ -167,6 +167,7 @@ def test_samples_are_the_trainers_samplers(runs, family):
 def test_what_a_model_can_do_is_its_protocol(runs, family):
     _, model = families.load(runs[family], CPU)
     assert isinstance(model, Sampler) == (family != "vqvae")
+    assert isinstance(model, Interpolator) == (family in ("gan", "stylegan2"))  # a latent space to walk
     assert isinstance(model, Reconstructor) == (family == "vqvae")
 
 
@@ -186,3 +187,9 @@ def test_sampling_a_vqvae_is_one_clear_refusal(runs, tmp_path):
     ):
         sample(runs["vqvae"], 4, tmp_path / "grid.png")
     assert not (tmp_path / "grid.png").exists()
+
+
+def test_interpolating_a_prior_is_refused(runs, tmp_path):
+    with pytest.raises(GenforgeError, match="interpolation needs a model with a latent space"):
+        sample(runs["prior"], 2, tmp_path / "strips.png", interpolate=3)
+    assert not (tmp_path / "strips.png").exists()

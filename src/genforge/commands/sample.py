@@ -12,7 +12,8 @@ import torch
 from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.errors import GenforgeError
-from genforge.families.registry import Model, Reconstructor, Sampler
+from genforge.families.registry import Interpolator, Model, Reconstructor, Sampler
+from genforge.families.sampling import TunedSampling
 from genforge.images import save_grid, save_png, to_uint8
 from genforge.runfolder import atomic_path
 
@@ -51,13 +52,13 @@ def sample(
     g = torch.Generator(device=device).manual_seed(seed)
     given = {k: v for k, v in (options or {}).items() if v is not None}
     if interpolate is not None:
-        if not hasattr(model, "interpolate"):
+        if not isinstance(model, Interpolator):
             raise GenforgeError("interpolation needs a model with a latent space (a GAN run)")
         images = model.interpolate(n, interpolate, g, **given)
         nrow = interpolate
     else:
         images = model.sample(n, g, **given)
-    note = model.sampling_note(**given) if hasattr(model, "sampling_note") else ""
+    note = model.sampling_note(**given) if isinstance(model, TunedSampling) else ""
     return len(images), save_samples(to_uint8(images), out, fmt, nrow=nrow), note
 
 

@@ -92,6 +92,13 @@ class Sampler(Model, Protocol):
 
 
 @runtime_checkable
+class Interpolator(Sampler, Protocol):
+    """A sampler with a latent space (GANs): ``genforge sample --interpolate STEPS``."""
+
+    def interpolate(self, rows: int, steps: int, generator: torch.Generator, **options: Any) -> torch.Tensor: ...
+
+
+@runtime_checkable
 class Reconstructor(Model, Protocol):
     """A model that maps images to discrete codes and back (a VQ-VAE): it generates only through
     a prior trained on its codes (``genforge train prior --vqvae RUN``)."""

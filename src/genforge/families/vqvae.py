@@ -19,7 +19,7 @@ from genforge import checkpoint as ckpt
 from genforge.config import DataConfig, TrainConfig, check, fill_from_data, fraction, non_negative, one_of, positive
 from genforge.data import ImageData, fit_note, load_configured
 from genforge.errors import GenforgeError
-from genforge.families.registry import EvalContext, FamilySpec, Prepared, register
+from genforge.families.registry import EvalContext, FamilySpec, Prepared, Reconstructor, register
 from genforge.families.schedule import SCHEDULES, Schedule
 from genforge.images import to_float, to_uint8
 from genforge.losses import RECONSTRUCTION_LOSSES, adaptive_weight, d_hinge, g_hinge, perceptual_distance, vqvae_loss
@@ -278,12 +278,14 @@ def code_dtype(num_codes: int) -> np.dtype:
 
 
 @torch.no_grad()
-def reconstruct_images(model: VQVAE, images: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
+def reconstruct_images(
+    model: Reconstructor, images: np.ndarray, device: torch.device, batch_size: int = 256
+) -> np.ndarray:
     """uint8 (N, H, W, C) -> uint8 reconstructions of the same shape."""
     out = []
     for start in range(0, len(images), batch_size):
         x = to_float(images[start : start + batch_size], device)
-        out.append(to_uint8(model(x)[0].float().clamp(-1, 1)))
+        out.append(to_uint8(model.reconstruct(x)))
     return np.concatenate(out)
 
 
@@ -367,7 +369,7 @@ def evaluate(model: VQVAEModel, ctx: EvalContext) -> dict[str, Any]:
         test = load_configured(replace(ctx.data, limit=ctx.n), split="train")[0]
         result["recon_split"] = "train"
     t0 = time.perf_counter()
-    recon = reconstruct_images(model.vqvae, test.images, ctx.device)
+    recon = reconstruct_images(model, test.images, ctx.device)
     result["reconstruct_images_per_s"] = len(test) / (time.perf_counter() - t0)
     result.update(reconstruction_metrics(test.images, recon))
     codes = encode_images(model.vqvae, test.images, ctx.device, progress=False)

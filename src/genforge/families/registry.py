@@ -31,6 +31,7 @@ import torch
 from genforge import checkpoint as ckpt
 from genforge.config import DataConfig, from_dict, resolve
 from genforge.errors import GenforgeError
+from genforge.families.sampling import TunedSampling
 from genforge.images import to_uint8
 from genforge.metrics.evaluate import Reference, evaluate_features, extract
 from genforge.progress import track
@@ -241,7 +242,7 @@ def score_generator(model: Sampler, ctx: EvalContext) -> dict[str, Any]:
     feats, probs = extract(fake, ctx.extractor, progress=ctx.progress, desc="sample features")
     scores = evaluate_features(feats, probs, ctx.reference)
     scores["sample_images_per_s"] = speed
-    if hasattr(model, "sampling_note"):
+    if isinstance(model, TunedSampling):
         scores["sampling"] = model.sampling_note()
     if asked is not None and probs is not None and probs.shape[1] == model.num_classes:
         hit = probs.argmax(axis=1) == asked

@@ -95,13 +95,13 @@ def toy_prepare(config: ToyRunConfig, progress: bool) -> Prepared:
 class ToyModel:
     num_classes = 0
 
-    def __init__(self, c: ckpt.Checkpoint, device: torch.device):
+    def __init__(self, c: ckpt.Checkpoint, device: torch.device):  # the network alone: no trainer, no optimizer
         self.config, self.device, self.step = TOY.config_of(c), device, c.step
-        self.trainer = ToyTrainer(self.config, device)
-        ckpt.unpack_module("model.net", self.trainer.net, c.tensors)
+        self.net = ToyNet(self.config.model.channels, self.config.model.resolution).to(device)
+        ckpt.unpack_module("model.net", self.net, c.tensors)
 
     def sample(self, n, generator, **options):
-        return self.trainer.net.sample(n, generator)
+        return self.net.sample(n, generator)
 
 
 TOY = FamilySpec(
@@ -278,3 +278,30 @@ def test_function_local_imports_have_a_reason():
                         if not re.search(r"# noqa: PLC0415\W+\S", line):
                             unexplained.append(f"{path.relative_to(SRC)}:{inner.lineno}: {line.strip()}")
     assert not unexplained, unexplained
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference is not training
+# ---------------------------------------------------------------------------------------------
+
+# What building a trainer looks like from inside a model class: the trainer itself, an optimizer,
+# or reseeding the caller's global RNG (a local torch.Generator(...).manual_seed is fine).
+TRAINING_ONLY = ("torch.optim", "torch.manual_seed", "torch.random.manual_seed", "torch.seed")
+
+
+def test_the_families_inference_models_build_no_trainer_no_optimizer_and_do_not_reseed():
+    """Every ``*Model`` class of families/ (what ``load`` builds) names no trainer, no optimizer
+    and no global reseeding; tests/test_inference.py checks the same of the loaded objects."""
+    found, offending = set(), []
+    for path in sorted((SRC / "families").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if not (isinstance(node, ast.ClassDef) and node.name.endswith("Model")):
+                continue
+            found.add(node.name)
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Name) and inner.id.endswith("Trainer"):
+                    offending.append(f"{path.name}:{inner.lineno}: {node.name} uses {inner.id}")
+                elif isinstance(inner, ast.Attribute) and ast.unparse(inner).startswith(TRAINING_ONLY):
+                    offending.append(f"{path.name}:{inner.lineno}: {node.name} uses {ast.unparse(inner)}")
+    assert {"GANModel", "StyleGAN2Model", "VQVAEModel", "PriorModel"} <= found, found
+    assert not offending, offending

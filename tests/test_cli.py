@@ -18,6 +18,8 @@ from PIL import Image
 
 from genforge import checkpoint as ckpt
 from genforge.cli import main
+from genforge.config import from_dict
+from genforge.models.vqvae import VQVAE, VQVAEConfig
 
 TINY = ["model.z_dim=16", "model.g_width=8", "model.d_width=8", "train.grid_images=4", "train.log_every=2"]
 TINY_FLAGS = [x for s in TINY for x in ("--set", s)] + ["--batch-size", "8", "--device", "cpu"]
@@ -186,7 +188,9 @@ def test_training_into_a_run_of_another_kind_is_refused(tmp_path, capsys):
 
 def test_sampling_a_vqvae_run_is_refused(tmp_path, capsys):
     run = tmp_path / "vq"
-    ckpt.save(run, 5, "vqvae", {}, {"w": torch.zeros(1)}, {})
+    model = {"channels": 1, "resolution": 8, "width": 4, "latent_dim": 4, "quantizer": {"num_codes": 8}}
+    vqvae = VQVAE(from_dict(VQVAEConfig, model))  # a loadable VQ-VAE: what it can do is asked of the model
+    ckpt.save(run, 5, "vqvae", {"model": model}, ckpt.pack_module("model.vqvae", vqvae), {})
     code, _, err = cli(capsys, "sample", run, "--n", 4, "--out", tmp_path / "g.png", "--device", "cpu")
     assert_one_line_error(code, err, "a VQ-VAE alone reconstructs but does not generate")
     assert not (tmp_path / "g.png").exists()

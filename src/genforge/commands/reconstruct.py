@@ -33,7 +33,7 @@ def reconstruct(
         raise GenforgeError(f"the number of images must be >= 0, got {n}")
     model = _model(run, device)
     d = model.data(data, split, n or 32)
-    recon = reconstruct_images(model.vqvae, d.images, device)
+    recon = reconstruct_images(model, d.images, device)
     pairs = np.stack([d.images[:64], recon[:64]], 1).reshape(-1, *d.images.shape[1:])
     save_grid(pairs, out, nrow=16)
     return reconstruction_metrics(d.images, recon)

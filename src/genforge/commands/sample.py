@@ -12,6 +12,8 @@ import torch
 from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.errors import GenforgeError
+from genforge.families.registry import Interpolator, Model, Reconstructor, Sampler
+from genforge.families.sampling import TunedSampling
 from genforge.images import save_grid, save_png, to_uint8
 from genforge.runfolder import atomic_path
 
@@ -44,21 +46,29 @@ def sample(
     if fmt not in FORMATS:
         raise GenforgeError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     c = ckpt.load(run, kind=tuple(families.names()), map_location=device)
-    spec = families.get(c.kind)
-    if spec.cannot_sample:
-        raise GenforgeError(f"{c.path}: {spec.cannot_sample}")
-    model = spec.load(c, device)
+    model = families.get(c.kind).load(c, device)
+    if not isinstance(model, Sampler):
+        raise GenforgeError(f"{c.path}: {cannot_sample(model, c.kind)}")
     g = torch.Generator(device=device).manual_seed(seed)
     given = {k: v for k, v in (options or {}).items() if v is not None}
     if interpolate is not None:
-        if not hasattr(model, "interpolate"):
+        if not isinstance(model, Interpolator):
             raise GenforgeError("interpolation needs a model with a latent space (a GAN run)")
         images = model.interpolate(n, interpolate, g, **given)
         nrow = interpolate
     else:
         images = model.sample(n, g, **given)
-    note = model.sampling_note(**given) if hasattr(model, "sampling_note") else ""
+    note = model.sampling_note(**given) if isinstance(model, TunedSampling) else ""
     return len(images), save_samples(to_uint8(images), out, fmt, nrow=nrow), note
+
+
+def cannot_sample(model: Model, kind: str) -> str:
+    """Why a model that is no ``Sampler`` gives no samples, and what would."""
+    if isinstance(model, Reconstructor):
+        return (
+            "a VQ-VAE alone reconstructs but does not generate; train a prior on it (genforge train prior --vqvae RUN)"
+        )
+    return f"a {kind} run does not generate images"
 
 
 def save_samples(images: np.ndarray, out: str | Path, fmt: str, nrow: int | None = None) -> Path:

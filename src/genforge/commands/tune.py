@@ -27,7 +27,7 @@ from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.errors import GenforgeError
 from genforge.families.registry import EvalContext, score_generator
-from genforge.families.sampling import best, run_folder, write_sampling
+from genforge.families.sampling import TunedSampling, best, run_folder, write_sampling
 from genforge.metrics.extractors import get_extractor, reference
 
 # what each candidate keeps (the class accuracies: a conditional model scored with the classifier)
@@ -73,7 +73,7 @@ def tune(
     if run_dir is None:
         raise GenforgeError(f"{run}: tune needs a run folder (it writes sampling.json there), not a checkpoint folder")
     model = spec.load(c, device)
-    if not hasattr(model, "sampling_space"):
+    if not isinstance(model, TunedSampling):
         raise GenforgeError(f"{run}: a {c.kind} run has no sampling settings to tune (tune applies to priors and GANs)")
     space = model.sampling_space()
     data_cfg = spec.data_config(c)

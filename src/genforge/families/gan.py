@@ -150,10 +150,15 @@ GAN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 Networks = Callable[[Any], tuple[torch.nn.Module, torch.nn.Module]]  # run config -> (G, D)
+GeneratorBuilder = Callable[[Any], torch.nn.Module]  # run config -> G alone (what sampling loads)
 
 
 def dcgan_networks(cfg: GANRunConfig) -> tuple[Generator, Discriminator]:
     return Generator(cfg.model), Discriminator(cfg.model)
+
+
+def dcgan_generator(cfg: GANRunConfig) -> Generator:
+    return Generator(cfg.model)
 
 
 class GANTrainer:
@@ -411,14 +416,26 @@ class GANModel(TunedSampling):
     # What genforge tune tries, off first: fidelity bought with variety as t shrinks.
     TRUNCATIONS: tuple[float | None, ...] = (None, 2.0, 1.5, 1.0, 0.5)
 
-    def __init__(self, c: ckpt.Checkpoint, device: torch.device, spec=None, networks: Networks = dcgan_networks):
+    def __init__(
+        self,
+        c: ckpt.Checkpoint,
+        device: torch.device,
+        spec=None,
+        networks: Networks | None = None,
+        generator: GeneratorBuilder | None = None,
+    ):
+        """The sampling generator alone: G_ema when the run kept one, else G; no discriminator,
+        no optimizer. ``generator`` builds G from the run config; without it, ``networks(cfg)[0]``
+        (a D is built and dropped at once), and without either, DCGAN's G."""
         cfg = (spec or SPEC).config_of(c)
-        cfg.train.compile = False
-        cfg.train.channels_last = False
-        trainer = GANTrainer(cfg, device, networks=networks)
-        for name, module in trainer.modules().items():
-            ckpt.unpack_module(f"model.{name}", module, c.tensors)
-        self.net = trainer.sampler.eval()
+        if generator is None:
+            generator = dcgan_generator if networks is None else (lambda cfg: networks(cfg)[0])
+        # The weights come from the checkpoint: the initial draws must not move the caller's RNG.
+        with torch.random.fork_rng(devices=[]):
+            net = generator(cfg).to(device)
+        name = "G_ema" if cfg.optim.ema_decay > 0 else "G"  # the trainer's sampler
+        ckpt.unpack_module(f"model.{name}", net, c.tensors)
+        self.net = net.eval().requires_grad_(False)
         self.device, self.config, self.step = device, cfg, c.step
         self.num_classes = cfg.model.num_classes
         self.read_tuning(c.path)

@@ -27,7 +27,14 @@ from genforge.families.registry import EvalContext, FamilySpec, Prepared, regist
 from genforge.families.sampling import TunedSampling
 from genforge.families.schedule import SCHEDULES, Schedule
 from genforge.families.vqvae import SPEC as VQVAE_SPEC
-from genforge.families.vqvae import VQVAERunConfig, code_dtype, encode_images, load_vqvae
+from genforge.families.vqvae import (
+    CodeDecoder,
+    VQVAERunConfig,
+    code_dtype,
+    encode_images,
+    load_code_decoder,
+    load_vqvae,
+)
 from genforge.metrics.core import bits_per_dim
 from genforge.models.maskgit import MaskGIT, MaskGITConfig
 from genforge.models.prior import TransformerPrior
@@ -97,6 +104,12 @@ def build_network(cfg: PriorRunConfig) -> TransformerPrior | MaskGIT:
     return MaskGIT(MaskGITConfig(**asdict(cfg.model), steps=cfg.maskgit_steps))
 
 
+@torch.no_grad()
+def decode(vqvae: VQVAE | CodeDecoder, codes: torch.Tensor) -> torch.Tensor:
+    """(N, h, w) code grids -> (N, C, H, W) images in [-1, 1], 256 at a time."""
+    return torch.cat([vqvae.decode_indices(c).float().clamp(-1, 1) for c in codes.split(256)])
+
+
 class PriorTrainer:
     def __init__(
         self,
@@ -164,9 +177,8 @@ class PriorTrainer:
         self.steps_done += 1
         return {"loss": loss.detach().float(), **{k: v.float() for k, v in parts.items()}}
 
-    @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.vqvae.decode_indices(c).float().clamp(-1, 1) for c in codes.split(256)])
+        return decode(self.vqvae, codes)
 
     @torch.no_grad()
     def sample_grid(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -177,22 +189,6 @@ class PriorTrainer:
 
     evaluation_samples = sample_grid
 
-    @torch.no_grad()
-    def held_out_loss(self, codes: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 512) -> float:
-        """Mean of the network's loss on held-out codes, in nats per code (AR: exact NLL)."""
-        was = self.net.training
-        self.net.eval()
-        g = torch.Generator(device=self.device).manual_seed(0)
-        total, count = 0.0, 0
-        for start in range(0, len(codes), batch_size):
-            c = codes[start : start + batch_size].to(self.device)
-            y = self._labels(labels[start : start + batch_size].to(self.device)) if labels is not None else None
-            value, _ = self.net.loss(c, y, g)
-            total += float(value) * len(c)
-            count += len(c)
-        self.net.train(was)
-        return total / max(1, count)
-
 
 # ---------------------------------------------------------------------------------------------
 # A trained prior, rebuilt from its checkpoint (the VQ-VAE inside it)
@@ -200,22 +196,19 @@ class PriorTrainer:
 
 
 class PriorModel(TunedSampling):
+    """A trained prior: its network and its VQ-VAE's quantizer and decoder (no encoder, no optimizer)."""
+
     def __init__(self, c: ckpt.Checkpoint, device: torch.device):
         cfg = SPEC.config_of(c)
-        vq_values = VQVAE_SPEC.migrate(c.state["extra"]["vqvae_config"])
-        vq_cfg = from_dict(VQVAERunConfig, vq_values)
-        self.trainer = PriorTrainer(cfg, VQVAE(vq_cfg.model), vq_values, device)
-        for name, module in self.trainer.modules().items():
-            ckpt.unpack_module(f"model.{name}", module, c.tensors)
-        self.trainer.vqvae.eval()
-        self.trainer.net.eval()
+        vq_cfg = from_dict(VQVAERunConfig, VQVAE_SPEC.migrate(c.state["extra"]["vqvae_config"]))
+        with torch.random.fork_rng(devices=[]):  # the weights are the checkpoint's: leave the caller's RNG alone
+            net = build_network(cfg).to(device)
+        ckpt.unpack_module("model.prior", net, c.tensors)
+        self.network: TransformerPrior | MaskGIT = net.eval().requires_grad_(False)
+        self.decoder = load_code_decoder(vq_cfg.model, c.tensors, device)
         self.device, self.config, self.step = device, cfg, c.step
         self.num_classes = cfg.model.num_classes
         self.read_tuning(c.path)  # settings chosen by genforge tune: sample's and evaluate's defaults
-
-    @property
-    def network(self) -> TransformerPrior | MaskGIT:
-        return self.trainer.net
 
     def sampling_space(self) -> dict[str, tuple]:
         """What ``genforge tune`` searches (the network's options and their candidate values)."""
@@ -235,7 +228,22 @@ class PriorModel(TunedSampling):
         if isinstance(class_label, int) and not 0 <= class_label < self.num_classes:
             raise GenforgeError(f"class must be in 0..{self.num_classes - 1}, got {class_label}")
         codes = self.network.generate(n, labels=class_label, generator=generator, **options)
-        return self.trainer.decode(codes)
+        return decode(self.decoder, codes)
+
+    @torch.no_grad()
+    def held_out_loss(self, codes: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 512) -> float:
+        """Mean of the network's loss on held-out codes, in nats per code (AR: exact NLL)."""
+        g = torch.Generator(device=self.device).manual_seed(0)
+        total, count = 0.0, 0
+        for start in range(0, len(codes), batch_size):
+            c = codes[start : start + batch_size].to(self.device)
+            y = None
+            if labels is not None and self.num_classes > 0:
+                y = labels[start : start + batch_size].to(self.device)
+            value, _ = self.network.loss(c, y, g)
+            total += float(value) * len(c)
+            count += len(c)
+        return total / max(1, count)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,13 +336,13 @@ def finish(run_dir: Path, prepared: Prepared, device: torch.device, progress: bo
         return None
     model = PriorModel(ckpt.load(run_dir, kind="prior", map_location=device), device)
     labels = torch.from_numpy(codes["test_labels"]).long() if "test_labels" in codes else None
-    nats = model.trainer.held_out_loss(torch.from_numpy(codes["test"].astype(np.int64)), labels)
+    nats = model.held_out_loss(torch.from_numpy(codes["test"].astype(np.int64)), labels)
     if not model.network.LOSS_IS_LIKELIHOOD:
         scores = {"masked_code_ce": nats}
         what = f"held-out masked-code cross-entropy {nats:.4f} nats/code (not a likelihood)"
     else:
         vq = prepared.extras["vqvae_run"].model
-        h, w = model.trainer.vqvae.grid_size
+        h, w = model.decoder.grid_size
         scores = {"code_nll": nats, "code_bits_per_dim": bits_per_dim(nats, h * w, vq.resolution**2, vq.channels)}
         what = f"held-out code NLL {nats:.4f} nats/code, {scores['code_bits_per_dim']:.4f} bits per pixel dim"
     if progress:

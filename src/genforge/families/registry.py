@@ -6,7 +6,8 @@ family it holds:
 
     prepare(config, progress)           -> Prepared  data loaded, config filled from it; writes nothing
     build(prepared, device, dtype)      -> Trainer   modules + optimizers + train_step, for the loop
-    load(checkpoint, device)            -> Model     a trained model rebuilt from a checkpoint alone
+    load(checkpoint, device)            -> Model     a trained model rebuilt from a checkpoint alone:
+                                                     what it infers with, never a trainer
     evaluate(model, EvalContext)        -> dict      what "how good is it?" means for this family
     data_config(checkpoint)             -> DataConfig the real data its samples are compared with
 
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ import torch
 from genforge import checkpoint as ckpt
 from genforge.config import DataConfig, from_dict, resolve
 from genforge.errors import GenforgeError
+from genforge.families.sampling import TunedSampling
 from genforge.images import to_uint8
 from genforge.metrics.evaluate import Reference, evaluate_features, extract
 from genforge.progress import track
@@ -68,14 +70,45 @@ class Trainer(Protocol):
 
 
 class Model(Protocol):
-    """A trained model rebuilt from a checkpoint (``genforge sample``, ``evaluate``, ``export``)."""
+    """A trained model rebuilt from a checkpoint (``genforge sample``, ``evaluate``, ``export``).
+
+    It holds only what inference needs (a GAN's sampling generator, a prior and its VQ-VAE's
+    decoder, a VQ-VAE's encoder, quantizer and decoder): no discriminator, no optimizer. Loading
+    one leaves the caller's global random state as it was and its ``config`` as the checkpoint's.
+    What it can do is said by the protocols below, checked with ``isinstance``.
+    """
 
     device: torch.device
     config: Any
     step: int
+
+
+@runtime_checkable
+class Sampler(Model, Protocol):
+    """A model that generates images (GANs, priors): ``genforge sample``, generator evaluation, ``tune``."""
+
     num_classes: int  # 0 when it cannot be asked for a class
 
-    def sample(self, n: int, generator: torch.Generator, **options: Any) -> torch.Tensor: ...
+    def sample(self, n: int, generator: torch.Generator, **options: Any) -> torch.Tensor: ...  # (n, C, H, W)
+
+
+@runtime_checkable
+class Interpolator(Sampler, Protocol):
+    """A sampler with a latent space (GANs): ``genforge sample --interpolate STEPS``."""
+
+    def interpolate(self, rows: int, steps: int, generator: torch.Generator, **options: Any) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Reconstructor(Model, Protocol):
+    """A model that maps images to discrete codes and back (a VQ-VAE): it generates only through
+    a prior trained on its codes (``genforge train prior --vqvae RUN``)."""
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor: ...  # (B, C, H, W) in [-1, 1] -> (B, h, w) codes
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor: ...  # (B, h, w) -> (B, C, H, W) in [-1, 1]
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor: ...  # images -> codes -> images, in one pass
 
 
 @dataclass
@@ -112,7 +145,6 @@ class FamilySpec:
     from_arguments: Callable[[argparse.Namespace], dict[str, Any]] | None = None
     migrate: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # an old run's config -> today's
     grid_caption: str = "samples"  # what the pictures in samples/ show
-    cannot_sample: str | None = None  # why `genforge sample` does not apply to this family, if it does not
     exports: Mapping[str, Callable[[Model], Any]] = field(default_factory=dict)  # part -> models.graphs graph
     cannot_export: str | None = None  # why `genforge export` refuses this family, if it does
 
@@ -163,7 +195,7 @@ def load(path: str | Path, device: torch.device) -> tuple[FamilySpec, Model]:
 
 @torch.no_grad()
 def generate(
-    model: Model,
+    model: Sampler,
     n: int,
     seed: int = 0,
     batch_size: int = 500,
@@ -197,7 +229,7 @@ def generate(
     return np.concatenate(out), n / max(spent, 1e-9), (np.concatenate(asked) if asked else None)
 
 
-def score_generator(model: Model, ctx: EvalContext) -> dict[str, Any]:
+def score_generator(model: Sampler, ctx: EvalContext) -> dict[str, Any]:
     """Sample ``ctx.n`` images and score them against the reference: a generator's evaluation.
 
     For a class-conditional model scored with the dataset's own classifier, also how often the
@@ -210,7 +242,7 @@ def score_generator(model: Model, ctx: EvalContext) -> dict[str, Any]:
     feats, probs = extract(fake, ctx.extractor, progress=ctx.progress, desc="sample features")
     scores = evaluate_features(feats, probs, ctx.reference)
     scores["sample_images_per_s"] = speed
-    if hasattr(model, "sampling_note"):
+    if isinstance(model, TunedSampling):
         scores["sampling"] = model.sampling_note()
     if asked is not None and probs is not None and probs.shape[1] == model.num_classes:
         hit = probs.argmax(axis=1) == asked

@@ -76,8 +76,8 @@ class TunedSampling:
     """A trained model's sampling settings: the run's tuned ones as defaults, explicit ones on top.
 
     A model mixing this in provides ``check_options(options) -> dict`` (refuses what it does not
-    take and bad values; drops None, "the default") and calls ``read_tuning(checkpoint_path)``
-    when it is built.
+    take and bad values; drops None, "the default") and ``sampling_space()``, and calls
+    ``read_tuning(checkpoint_path)`` when it is built.
     """
 
     run_dir: Path | None
@@ -85,6 +85,10 @@ class TunedSampling:
     tuned: dict[str, Any]  # its chosen options, validated
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def sampling_space(self) -> dict[str, tuple]:
+        """What ``genforge tune`` searches: each option and its candidate values (None = off)."""
         raise NotImplementedError
 
     def read_tuning(self, checkpoint_path: Path) -> None:

@@ -90,7 +90,7 @@ class StyleGAN2Model(GANModel):
             raise GenforgeError(f"truncation (psi) must be a finite number >= 0, got {psi!r}")
 
     def __init__(self, c: ckpt.Checkpoint, device: torch.device):
-        super().__init__(c, device, spec=SPEC, networks=networks)
+        super().__init__(c, device, spec=SPEC, networks=networks, generator=lambda cfg: Generator(cfg.model))
 
     def _latents(self, n: int, truncation: float | None, generator: torch.Generator) -> torch.Tensor:
         return torch.randn(n, self.config.model.z_dim, device=self.device, generator=generator)

@@ -19,7 +19,7 @@ from genforge import checkpoint as ckpt
 from genforge.config import DataConfig, TrainConfig, check, fill_from_data, fraction, non_negative, one_of, positive
 from genforge.data import ImageData, fit_note, load_configured
 from genforge.errors import GenforgeError
-from genforge.families.registry import EvalContext, FamilySpec, Prepared, register
+from genforge.families.registry import EvalContext, FamilySpec, Prepared, Reconstructor, register
 from genforge.families.schedule import SCHEDULES, Schedule
 from genforge.images import to_float, to_uint8
 from genforge.losses import RECONSTRUCTION_LOSSES, adaptive_weight, d_hinge, g_hinge, perceptual_distance, vqvae_loss
@@ -29,8 +29,8 @@ from genforge.models.graphs import DecoderGraph, EncoderGraph
 from genforge.models.patchgan import PatchGAN, PatchGANConfig
 from genforge.models.perceptual import NETWORKS as PERCEPTUAL_NETWORKS
 from genforge.models.perceptual import FeatureMaps, check_feature_maps, load_feature_maps
-from genforge.models.quantizers import CodebookHealth
-from genforge.models.vqvae import VQVAE, VQVAEConfig, nearest_resolution
+from genforge.models.quantizers import CodebookHealth, build_quantizer
+from genforge.models.vqvae import VQVAE, Decoder, VQVAEConfig, nearest_resolution
 from genforge.progress import track
 from genforge.training.distributed import step_module
 from genforge.training.precision import autocast
@@ -228,9 +228,35 @@ class VQVAETrainer:
 def load_vqvae(c: ckpt.Checkpoint, device: torch.device) -> tuple[VQVAE, VQVAERunConfig]:
     """A VQ-VAE checkpoint -> the frozen model in eval mode and its run config."""
     cfg = SPEC.config_of(c)
-    model = VQVAE(cfg.model).to(device)
+    with torch.random.fork_rng(devices=[]):  # the weights are the checkpoint's: leave the caller's RNG alone
+        model = VQVAE(cfg.model).to(device)
     ckpt.unpack_module("model.vqvae", model, c.tensors)
     return model.eval().requires_grad_(False), cfg
+
+
+class CodeDecoder(torch.nn.Module):
+    """A VQ-VAE's quantizer and decoder without its encoder: code grids -> images, which is all a
+    prior samples through."""
+
+    def __init__(self, config: VQVAEConfig):
+        super().__init__()
+        self.config = config
+        self.quantizer = build_quantizer(config.quantizer, config.latent_dim)
+        self.decoder = Decoder(config)
+
+    grid_size = VQVAE.grid_size
+    num_codes = VQVAE.num_codes
+    decode_indices = VQVAE.decode_indices  # (B, h, w) code indices -> (B, C, H, W) images
+
+
+def load_code_decoder(config: VQVAEConfig, tensors: dict[str, torch.Tensor], device: torch.device) -> CodeDecoder:
+    """The quantizer and decoder of the VQ-VAE stored under ``model.vqvae`` (each loaded strictly),
+    frozen, in eval mode; the encoder's weights are not read."""
+    with torch.random.fork_rng(devices=[]):  # the weights are the checkpoint's: leave the caller's RNG alone
+        model = CodeDecoder(config).to(device)
+    ckpt.unpack_module("model.vqvae.quantizer", model.quantizer, tensors)
+    ckpt.unpack_module("model.vqvae.decoder", model.decoder, tensors)
+    return model.eval().requires_grad_(False)
 
 
 @torch.no_grad()
@@ -252,26 +278,39 @@ def code_dtype(num_codes: int) -> np.dtype:
 
 
 @torch.no_grad()
-def reconstruct_images(model: VQVAE, images: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
+def reconstruct_images(
+    model: Reconstructor, images: np.ndarray, device: torch.device, batch_size: int = 256
+) -> np.ndarray:
     """uint8 (N, H, W, C) -> uint8 reconstructions of the same shape."""
     out = []
     for start in range(0, len(images), batch_size):
         x = to_float(images[start : start + batch_size], device)
-        out.append(to_uint8(model(x)[0].float().clamp(-1, 1)))
+        out.append(to_uint8(model.reconstruct(x)))
     return np.concatenate(out)
 
 
 class VQVAEModel:
-    """A trained VQ-VAE (``genforge evaluate``, ``reconstruct``, ``encode``, ``export``)."""
-
-    num_classes = 0
+    """A trained VQ-VAE: encoder, quantizer, decoder (``genforge evaluate``, ``reconstruct``,
+    ``encode``, ``export``). A ``registry.Reconstructor``; it does not sample (a prior does)."""
 
     def __init__(self, c: ckpt.Checkpoint, device: torch.device):
-        self.vqvae, self.config = load_vqvae(c, device)
+        self.vqvae, self.config = load_vqvae(c, device)  # no discriminator, even for a VQGAN run
         self.device, self.step, self.path = device, c.step, c.path
 
-    def sample(self, n: int, generator: torch.Generator, **options) -> torch.Tensor:
-        raise GenforgeError(f"{self.path}: {CANNOT_SAMPLE}")
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [-1, 1] -> (B, h, w) code indices."""
+        return self.vqvae.encode_indices(images)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) code indices -> (B, C, H, W) images in [-1, 1]."""
+        return self.vqvae.decode_indices(codes).float().clamp(-1, 1)
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [-1, 1] -> their reconstructions, the same shape."""
+        return self.vqvae(images)[0].float().clamp(-1, 1)
 
     def data(self, source: str | None = None, split: str = "test", n: int = 0) -> ImageData:
         """Images loaded as this VQ-VAE saw them in training (optionally from another source)."""
@@ -330,7 +369,7 @@ def evaluate(model: VQVAEModel, ctx: EvalContext) -> dict[str, Any]:
         test = load_configured(replace(ctx.data, limit=ctx.n), split="train")[0]
         result["recon_split"] = "train"
     t0 = time.perf_counter()
-    recon = reconstruct_images(model.vqvae, test.images, ctx.device)
+    recon = reconstruct_images(model, test.images, ctx.device)
     result["reconstruct_images_per_s"] = len(test) / (time.perf_counter() - t0)
     result.update(reconstruction_metrics(test.images, recon))
     codes = encode_images(model.vqvae, test.images, ctx.device, progress=False)
@@ -341,11 +380,6 @@ def evaluate(model: VQVAEModel, ctx: EvalContext) -> dict[str, Any]:
     result.update({f"recon_{k}": v for k, v in scores.items() if k in ("fd", "kid", "precision", "recall")})
     result["n"] = len(test)
     return result
-
-
-CANNOT_SAMPLE = (
-    "a VQ-VAE alone reconstructs but does not generate; train a prior on it (genforge train prior --vqvae RUN)"
-)
 
 
 def migrate(config: dict[str, Any]) -> dict[str, Any]:
@@ -383,7 +417,6 @@ SPEC = register(
         training_data=training_data,
         migrate=migrate,
         grid_caption="originals and reconstructions, in pairs",
-        cannot_sample=CANNOT_SAMPLE,
         exports={
             "decoder": lambda model: DecoderGraph(model.vqvae),
             "encoder": lambda model: EncoderGraph(model.vqvae),

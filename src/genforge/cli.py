@@ -159,7 +159,7 @@ def _sample_flags(p: argparse.ArgumentParser) -> None:
             dest=OPTION + first.key,
             default=None,
             metavar=first.metavar,
-            help=_per_family(uses),
+            help=_per_family(uses) + "".join(f" ({old}: its old name, still read)" for old in first.old),
             **kwargs,
         )
 
@@ -362,7 +362,7 @@ def _train(args: argparse.Namespace) -> int:
     if _trains_on_data(spec) and not _names_data(args):
         raise GenforgeError(
             f"train {spec.name} needs --data: a named dataset (fashion-mnist, mnist, emoji) or a path to images "
-            "(folder, zip, IDX, CIFAR, .npz, packed); or data.source in --config"
+            "(folder, zip, IDX, CIFAR, .npz, packed); or data.source in --config or --set"
         )
     result = train(spec, config, args.out, progress=not args.quiet, dry_run=args.dry_run)
     if args.dry_run:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import os
 import subprocess
 import sys
 import textwrap
@@ -19,7 +21,7 @@ import yaml
 from PIL import Image
 
 from genforge import cli as cli_module
-from genforge import families
+from genforge import families, runfolder
 from genforge.commands.demo import default_out
 from genforge.data import load_dataset
 from genforge.errors import GenforgeError
@@ -263,6 +265,41 @@ NO_FCNTL = textwrap.dedent(
     cli.main(["--help"])
     """
 )
+
+
+class FakeMsvcrt:
+    """msvcrt.locking's contract: LK_NBLCK on a region another handle holds fails with EACCES."""
+
+    LK_UNLCK, LK_NBLCK = 0, 2
+
+    def __init__(self):
+        self.held: dict[int, int] = {}  # inode of the locked file -> fd holding its first byte
+        self.calls: list[tuple[int, int]] = []
+
+    def locking(self, fd: int, mode: int, nbytes: int) -> None:
+        assert nbytes == 1 and os.lseek(fd, 0, os.SEEK_CUR) == 0  # the first byte
+        self.calls.append((mode, nbytes))
+        inode = os.fstat(fd).st_ino
+        if mode == self.LK_NBLCK:
+            if inode in self.held:
+                raise OSError(errno.EACCES, "Permission denied")
+            self.held[inode] = fd
+        else:
+            assert self.held.pop(inode) == fd
+
+
+def test_the_lock_uses_msvcrt_where_there_is_no_fcntl(tmp_path, monkeypatch):
+    fake = FakeMsvcrt()
+    monkeypatch.setattr(runfolder, "fcntl", None)
+    monkeypatch.setattr(runfolder, "msvcrt", fake)
+    with runfolder.RunLock(tmp_path / "run"):
+        with pytest.raises(GenforgeError, match="another genforge process is training into this folder"):
+            with runfolder.RunLock(tmp_path / "run"):
+                pass
+    with runfolder.RunLock(tmp_path / "run"):  # released: taken again
+        pass
+    assert [mode for mode, _ in fake.calls] == [fake.LK_NBLCK, fake.LK_NBLCK, fake.LK_UNLCK, fake.LK_NBLCK, fake.LK_UNLCK]
+    assert not fake.held
 
 
 def test_genforge_imports_and_helps_without_fcntl(tmp_path):

@@ -100,6 +100,14 @@ def test_resolution_sets_data_resolution(tmp_path, family):
     assert config["data"]["fit"] == "resize"  # square images are resized (fit auto)
 
 
+def test_training_says_how_it_fitted_the_asked_resolution(tmp_path):
+    data = write_npz(tmp_path / "d.npz", size=28)
+    flags = ["--steps", 1, "--device", "cpu", "--precision", "fp32", *sets(COMMON, TINY_GAN)]
+    code, _, err = cli("train", "gan", "--data", data, "--out", tmp_path / "r", "--resolution", 32, *flags)
+    assert code == 0, err
+    assert "data: 28x28 -> 32x32 (resize), as asked" in err.splitlines()
+
+
 def test_a_prior_has_no_data_flags(tmp_path):
     prior = subparser(cli_module.build_parser(), "train", "prior")
     assert not {"--data", "--resolution"} & set(prior._option_string_actions)

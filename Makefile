@@ -1,7 +1,10 @@
 # Two commands a user needs: `make demo` (the main job on Fashion-MNIST) and `make test`.
 # Each sets itself up on a fresh machine: a virtual env, torch==2.13.0 first (the CPU build),
-# then the project, then the datasets (Fashion-MNIST from Debian, emoji from npm) when missing.
-# `make demo DATA=emoji` runs the same job on the colour emoji, scored with Inception features.
+# then the project, then the data it needs when missing: `make demo` only the dataset it runs on,
+# `make test` both (Fashion-MNIST from Debian, emoji from npm; the tests read both).
+# `make demo DATA=emoji` runs the same job on the colour emoji, scored with Inception features,
+# into runs/demo-emoji (genforge demo's default folder per dataset). `make clean` removes the
+# virtual env and caches and keeps runs/; `make distclean` removes runs/ too.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,9 +12,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.genforge-installed
 MINUTES ?= 15
 DATA ?= fashion-mnist
-DEMO_OUT := runs/demo$(if $(filter fashion-mnist,$(DATA)),,-$(DATA))
+# What `make demo` fetches: the named dataset it runs on (a path: nothing).
+DEMO_FETCH := $(filter fashion-mnist emoji,$(DATA))
 
-.PHONY: demo test lint data browser bench clean
+.PHONY: demo test lint data browser bench clean distclean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +31,9 @@ data:
 browser:
 	-@sh scripts/ensure-chromium.sh
 
-demo: $(STAMP) data
-	$(PY) -m genforge demo --minutes $(MINUTES) --data $(DATA) --out $(DEMO_OUT)
+demo: $(STAMP)
+	$(if $(DEMO_FETCH),@sh scripts/ensure-data.sh $(DEMO_FETCH))
+	$(PY) -m genforge demo --minutes $(MINUTES) --data $(DATA)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -41,4 +46,7 @@ bench: $(STAMP) data
 	$(PY) benchmarks/train_throughput.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .pytest_cache
+
+distclean: clean
+	rm -rf runs

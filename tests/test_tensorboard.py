@@ -120,6 +120,9 @@ def test_bad_picture_and_missing_package(tmp_path, monkeypatch):
         sink.image(1, np.zeros((4, 4), np.float32))
     monkeypatch.setitem(sys.modules, "tensorboard.compat.proto", None)  # as if not installed
     assert not tb.available()
-    with pytest.raises(GenforgeError, match=r"pip install 'genforge\[tensorboard\]'"):
+    with pytest.raises(
+        GenforgeError,
+        match=r"pip install tensorboard \(or, in the genforge checkout, pip install -e '\.\[tensorboard\]'\)",
+    ):
         tb.EventSink.open(tmp_path / "run2", True)
     assert isinstance(tb.EventSink.open(tmp_path / "run2", False), tb.NullSink)

@@ -51,7 +51,8 @@ class DataConfig:
 class TrainConfig:
     batch_size: int = 64  # the global batch: under torchrun each of K processes takes batch_size / K
     steps: int = 0  # stop after this many optimisation steps (0 = no step limit)
-    minutes: float = 0.0  # stop after this much training time, summed over resumes (0 = no limit)
+    minutes: float = 0.0  # stop after this much training time, summed over resumes (0 = no time limit)
+    # steps and minutes both 0: training.loop.DEFAULT_MINUTES (30), printed at start
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
     # auto: measured on this machine at start-up (fp32 vs bf16 autocast, see training/precision.py)

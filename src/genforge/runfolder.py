@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import math
 import os
@@ -27,9 +26,18 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from genforge.errors import GenforgeError
+
+try:  # the run folder's lock: flock on POSIX, msvcrt.locking on Windows (see RunLock)
+    import fcntl
+except ImportError:
+    fcntl = None
+try:
+    import msvcrt
+except ImportError:
+    msvcrt = None
 
 METRICS = "metrics.jsonl"
 RECORD_TYPES = ("train", "eval", "evaluation")
@@ -194,11 +202,29 @@ def finite(value: Any) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+def _try_lock(file: IO) -> None:
+    """Lock ``file`` exclusively without waiting; OSError when another process holds it."""
+    if fcntl is not None:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    else:
+        file.seek(0)
+        msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)  # the first byte (it may lie past the end)
+
+
+def _unlock(file: IO) -> None:
+    if fcntl is not None:
+        fcntl.flock(file, fcntl.LOCK_UN)
+    elif msvcrt is not None:
+        file.seek(0)
+        msvcrt.locking(file.fileno(), msvcrt.LK_UNLCK, 1)
+
+
 class RunLock:
     """An exclusive lock on a run folder for as long as a training process writes into it.
 
-    ``flock`` on ``run_dir/.lock``: the kernel releases it when the process ends, however it ends
-    (``kill -9`` included), so a killed run never leaves a stale lock behind.
+    On ``run_dir/.lock``: ``flock`` on POSIX, ``msvcrt.locking`` on Windows. The operating system
+    releases either when the process ends, however it ends (``kill -9`` included), so a killed run
+    never leaves a stale lock behind.
     """
 
     def __init__(self, run_dir: Path):
@@ -206,14 +232,16 @@ class RunLock:
         self._file = None
 
     def __enter__(self) -> RunLock:
+        if fcntl is None and msvcrt is None:
+            raise GenforgeError("this platform has neither fcntl nor msvcrt, so a run folder cannot be locked")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._file = open(self.run_dir / LOCK, "a")  # noqa: SIM115 - held open for the lock's lifetime
         try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _try_lock(self._file)
         except OSError as e:
             self._file.close()
             self._file = None
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, errno.EDEADLK):
                 raise GenforgeError(
                     f"{self.run_dir}: another genforge process is training into this folder; "
                     "wait for it to finish or stop it first"
@@ -223,7 +251,7 @@ class RunLock:
 
     def __exit__(self, *exc) -> bool:
         if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
+            _unlock(self._file)
             self._file.close()
             self._file = None
         return False

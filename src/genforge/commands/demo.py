@@ -7,6 +7,7 @@ Running it again resumes whatever did not finish.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +33,15 @@ FEATURES = {"fashion-mnist": "classifier", "mnist": "classifier"}
 # 0.075 s an image on two CPU cores, so its evaluations take fewer samples and more of the time.
 TRAINING_SHARE = {"classifier": 0.8, "inception": 0.55}
 EVAL_SAMPLES = {"classifier": 10_000, "inception": 1_000}
+
+
+def default_out(data: str) -> Path:
+    """Where ``genforge demo`` writes without --out: ``runs/demo`` for Fashion-MNIST, else
+    ``runs/demo-NAME`` (a path's last part), so a demo on other data never meets this one's runs."""
+    if data == "fashion-mnist":
+        return Path("runs/demo")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(data.rstrip("/\\")).name).strip("-.") or "data"
+    return Path(f"runs/demo-{name}")
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """``genforge export``: a GAN's generator, or a VQ-VAE's encoder and decoder, as ONNX files.
 
-Optional (``pip install 'genforge[onnx]'``). What a run can export is declared by its family
-(``FamilySpec.exports``: part name -> a graph from ``models/graphs.py``), whose inputs and outputs
-are plain tensors with a dynamic batch dimension.
+Optional (``pip install onnx onnxruntime``, or ``pip install -e '.[onnx]'`` in the checkout).
+What a run can export is declared by its family (``FamilySpec.exports``: part name -> a graph
+from ``models/graphs.py``), whose inputs and outputs are plain tensors with a dynamic batch
+dimension.
 
 The file carries what a user needs to call it in ``metadata_props``: the graph, its inputs and
 outputs (names, shapes with "batch", dtypes), the value range, the run's config as JSON and the
@@ -46,7 +47,10 @@ from genforge.runfolder import atomic_write
 OPSET = 17  # ONNX 1.12 (2022): every maintained runtime reads it
 VALUE_RANGE = "[-1, 1]"
 BATCH = "batch"  # the name of the dynamic first dimension
-INSTALL_HINT = "ONNX export needs the onnx package: pip install 'genforge[onnx]'"
+INSTALL_HINT = (
+    "ONNX export needs the onnx package: pip install onnx onnxruntime (or, in the genforge checkout, "
+    "pip install -e '.[onnx]')"
+)
 
 
 def refuse(what: str, hint: str = "") -> NoReturn:
@@ -187,7 +191,10 @@ def verify(path: str | Path, graph: nn.Module, batch_sizes: Sequence[int] = (1, 
     try:
         import onnxruntime  # noqa: PLC0415 (optional dependency, needed only to check an export)
     except ImportError:
-        raise GenforgeError("checking an ONNX file needs onnxruntime: pip install 'genforge[onnx]'") from None
+        raise GenforgeError(
+            "checking an ONNX file needs onnxruntime: pip install onnxruntime (or, in the genforge checkout, "
+            "pip install -e '.[onnx]'); --no-check skips the check"
+        ) from None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     worst = dict.fromkeys(names, 0.0)

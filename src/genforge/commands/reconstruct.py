@@ -28,11 +28,12 @@ def reconstruct(
     n: int = 32,
     device: torch.device = torch.device("cpu"),
 ) -> dict[str, float]:
-    """Write a grid of (original, reconstruction) pairs; return MSE/PSNR/SSIM on those images."""
+    """Write a grid of (original, reconstruction) pairs of the first ``n`` images (0: the whole
+    split; the grid shows the first 64 pairs); return MSE/PSNR/SSIM over all ``n``."""
     if n < 0:
         raise GenforgeError(f"the number of images must be >= 0, got {n}")
     model = _model(run, device)
-    d = model.data(data, split, n or 32)
+    d = model.data(data, split, n)
     recon = reconstruct_images(model, d.images, device)
     pairs = np.stack([d.images[:64], recon[:64]], 1).reshape(-1, *d.images.shape[1:])
     save_grid(pairs, out, nrow=16)

@@ -184,14 +184,16 @@ def load_configured(
 
 
 def fit_note(asked, chosen, split: str = "train") -> str | None:
-    """One line saying how the data was fitted when the run left the size to genforge, e.g.
-    "data: 60x60 -> 64x64 (resize), the nearest size the model supports"; None otherwise."""
+    """One line saying how the data was fitted when the run left the size or the fit to genforge,
+    e.g. "data: 60x60 -> 64x64 (resize), the nearest size the model supports" ("as asked" for a
+    given resolution); None otherwise."""
     if asked.resolution and asked.fit != "auto":
         return None
     height, width = _native_size(chosen.source, split)
     if (height, width) == (chosen.resolution, chosen.resolution):
         return None
-    return f"data: {width}x{height} -> {chosen.resolution}x{chosen.resolution} ({chosen.fit}), the nearest size the model supports"
+    why = "as asked" if asked.resolution else "the nearest size the model supports"
+    return f"data: {width}x{height} -> {chosen.resolution}x{chosen.resolution} ({chosen.fit}), {why}"
 
 
 def _native_size(source: str, split: str) -> tuple[int, int]:

@@ -21,12 +21,13 @@ from PIL import Image
 from genforge.data.result import Images, RaggedImages, ReaderResult, check_result
 from genforge.errors import GenforgeError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")  # Pillow decodes them all
 _GREY_MODES = ("1", "L", "LA")  # plus the 16/32-bit "I" modes; everything else decodes to RGB
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:
-    """Encoded PNG/JPEG/BMP bytes -> uint8 (H, W, 1) for grey, (H, W, 3) for everything else."""
+    """Encoded PNG/JPEG/BMP/WebP/TIFF bytes -> uint8 (H, W, 1) for grey, (H, W, 3) for everything
+    else; of an animated or multi-page file (WebP, TIFF), the first frame."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()  # decode now, so a truncated file fails here with its name

@@ -5,6 +5,16 @@ Importing this package registers the built-in families: ``gan``, ``stylegan2``, 
 """
 
 from genforge.families import gan, prior, stylegan2, vqvae  # noqa: F401 - imported to register them
-from genforge.families.registry import EvalContext, FamilySpec, Prepared, get, load, names, register
+from genforge.families.registry import (
+    EvalContext,
+    FamilySpec,
+    Prepared,
+    SampleFlag,
+    family_of,
+    get,
+    load,
+    names,
+    register,
+)
 
-__all__ = ["EvalContext", "FamilySpec", "Prepared", "get", "load", "names", "register"]
+__all__ = ["EvalContext", "FamilySpec", "Prepared", "SampleFlag", "family_of", "get", "load", "names", "register"]

@@ -33,7 +33,15 @@ from genforge.config import (
 )
 from genforge.data import fit_note, load_configured
 from genforge.errors import GenforgeError
-from genforge.families.registry import EvalContext, FamilySpec, Prepared, register, score_generator
+from genforge.families.registry import (
+    EvalContext,
+    FamilySpec,
+    Prepared,
+    SampleFlag,
+    count,
+    register,
+    score_generator,
+)
 from genforge.families.sampling import TunedSampling
 from genforge.images import save_grid, to_uint8
 from genforge.losses import GAN_LOSSES, gradient_penalty, r1_penalty
@@ -584,6 +592,17 @@ def migrate(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "model": model}
 
 
+# `genforge sample` flags; StyleGAN2 shares --interpolate and gives --truncation its own meaning.
+INTERPOLATE = SampleFlag(
+    "--interpolate", "interpolate", "--n strips walking between two latents", count(2), metavar="STEPS"
+)
+SAMPLE_FLAGS = (
+    SampleFlag(
+        "--truncation", "truncation", "redraw latent entries with |z| > T (BigGAN; off by default)", metavar="T"
+    ),
+    INTERPOLATE,
+)
+
 SPEC = register(
     FamilySpec(
         name="gan",
@@ -596,6 +615,7 @@ SPEC = register(
         evaluate=evaluate,
         finish=finish,
         migrate=migrate,
+        sample_flags=SAMPLE_FLAGS,
         exports={"generator": lambda model: GeneratorGraph(model.net, model.config.model.z_dim, model.num_classes)},
     )
 )

@@ -23,7 +23,15 @@ from genforge import checkpoint as ckpt
 from genforge.config import TrainConfig, check, fraction, from_dict, non_negative, one_of, positive, to_dict
 from genforge.data import load_configured
 from genforge.errors import GenforgeError
-from genforge.families.registry import EvalContext, FamilySpec, Prepared, register, score_generator
+from genforge.families.registry import (
+    EvalContext,
+    FamilySpec,
+    Prepared,
+    SampleFlag,
+    count,
+    register,
+    score_generator,
+)
 from genforge.families.sampling import TunedSampling
 from genforge.families.schedule import SCHEDULES, Schedule
 from genforge.families.vqvae import SPEC as VQVAE_SPEC
@@ -369,14 +377,25 @@ def data_config(c: ckpt.Checkpoint):
     return from_dict(VQVAERunConfig, vq_values).data
 
 
+# `genforge sample` flags: the options of both networks (each refuses the ones it does not take).
+SAMPLE_FLAGS = (
+    SampleFlag("--temperature", "temperature", "softmax temperature (default 1; 0 is greedy)", metavar="T"),
+    SampleFlag("--top-k", "top_k", "sample among the k most likely codes", count(1), metavar="K"),
+    SampleFlag("--top-p", "top_p", "nucleus sampling mass, in (0, 1] (ar network)", metavar="P"),
+    SampleFlag("--cfg-scale", "cfg_scale", "classifier-free guidance scale, with --class (1: off)", metavar="S"),
+    SampleFlag(
+        "--decode-steps", "steps", "parallel decoding steps (maskgit network)", count(1), metavar="N", old=("--steps",)
+    ),
+    SampleFlag("--no-cache", "use_cache", "recompute the prefix every step, slow (ar network)", None, value=False),
+)
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--vqvae", required=True, type=Path, help="the trained VQ-VAE run")
     parser.add_argument("--network", choices=NETWORKS, help="autoregressive (default) or parallel decoding")
 
 
 def from_arguments(args) -> dict[str, Any]:
-    if getattr(args, "data", None) is not None:
-        raise GenforgeError("a prior trains on its VQ-VAE's data; --data does not apply")
     values: dict[str, Any] = {"vqvae": str(args.vqvae)}
     if args.network is not None:
         values["network"] = args.network
@@ -410,6 +429,7 @@ SPEC = register(
         finish=finish,
         add_arguments=add_arguments,
         from_arguments=from_arguments,
+        sample_flags=SAMPLE_FLAGS,
         migrate=migrate,
         cannot_export="its sampling loop runs in Python, step by step; export its VQ-VAE's decoder "
         "(genforge export VQVAE_RUN --part decoder) and draw codes in PyTorch",

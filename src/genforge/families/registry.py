@@ -11,14 +11,16 @@ family it holds:
     evaluate(model, EvalContext)        -> dict      what "how good is it?" means for this family
     data_config(checkpoint)             -> DataConfig the real data its samples are compared with
 
-plus optional hooks (extra CLI flags, data the trainer needs made in the run folder, work after
-training, legacy-config migration, export graphs). ``register`` adds a spec; training, the CLI,
-sampling, evaluation and the report look families up with ``get``. See docs/architecture.md.
+plus optional hooks (extra ``train`` flags, the ``sample`` flags its models take, data the
+trainer needs made in the run folder, work after training, legacy-config migration, export
+graphs). ``register`` adds a spec; training, the CLI, sampling, evaluation and the report look
+families up with ``get``. See docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -125,6 +127,52 @@ class EvalContext:
     run_dir: Path | None = None  # the run folder, when evaluating a run
 
 
+def count(minimum: int) -> Callable[[str], int]:
+    """A command-line integer of at least ``minimum`` (an argparse ``type``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def number(text: str) -> float:
+    """A finite command-line number (an argparse ``type``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+@dataclass(frozen=True)
+class SampleFlag:
+    """A ``genforge sample`` flag a family takes: ``flag`` sets the model's sampling option ``key``.
+
+    Families that share a flag share its key and type; ``help`` says what it means for this
+    family (``--truncation`` is a redraw threshold for DCGAN and psi for StyleGAN2), and the
+    command's help shows each family's. ``type`` None makes a switch that sets ``value``.
+    ``old`` lists former spellings that still work, with a notice (their key is unchanged, so
+    the run's sampling.json keeps working).
+    """
+
+    flag: str  # "--top-k"
+    key: str  # "top_k": the option model.sample takes; "interpolate" is sample's own STEPS
+    help: str
+    type: Callable[[str], Any] | None = number  # an argparse type (``number``, ``count(k)``)
+    value: Any = None  # a switch's value
+    metavar: str | None = None
+    old: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class FamilySpec:
     name: str  # the word on the command line and in checkpoints: `genforge train NAME`
@@ -141,8 +189,9 @@ class FamilySpec:
     training_data: Callable[[Prepared, Path, torch.device, bool], None] | None = None
     # (run_dir, prepared, device, progress) -> dict of scores recorded as an "eval" record
     finish: Callable[[Path, Prepared, torch.device, bool], dict[str, float] | None] | None = None
-    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
-    from_arguments: Callable[[argparse.Namespace], dict[str, Any]] | None = None
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None  # extra `train` flags
+    from_arguments: Callable[[argparse.Namespace], dict[str, Any]] | None = None  # them -> config values
+    sample_flags: tuple[SampleFlag, ...] = ()  # the `genforge sample` flags its models take
     migrate: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # an old run's config -> today's
     grid_caption: str = "samples"  # what the pictures in samples/ show
     exports: Mapping[str, Callable[[Model], Any]] = field(default_factory=dict)  # part -> models.graphs graph
@@ -179,6 +228,17 @@ def get(name: str) -> FamilySpec:
 
 def names() -> list[str]:
     return list(FAMILIES)
+
+
+def family_of(path: str | Path) -> FamilySpec | None:
+    """The family of the checkpoint ``path`` names, from its metadata alone (no tensors read);
+    None when it cannot tell (``load`` then says why)."""
+    folder = ckpt.find(path)
+    try:
+        kind = json.loads((folder / ckpt.META).read_text())["kind"] if folder is not None else None
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return FAMILIES.get(kind) if isinstance(kind, str) else None
 
 
 def load(path: str | Path, device: torch.device) -> tuple[FamilySpec, Model]:

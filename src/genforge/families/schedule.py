@@ -18,10 +18,11 @@ import math
 import time
 from typing import Any
 
+from genforge.training.loop import DEFAULT_MINUTES
+
 SCHEDULES = ("constant", "cosine")
 ESTIMATE_AT = 0.1  # of a minutes budget: when a cosine schedule's length is fixed
 SETTLE_STEPS = 10  # steps of each session left out of the rate (compilation, allocator, caches)
-DEFAULT_SECONDS = 60.0  # the loop's budget when neither steps nor minutes are given
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, kind: str, final_ratio: float) -> float:
@@ -45,7 +46,7 @@ class Schedule:
         assert kind in SCHEDULES, kind
         self.kind, self.warmup_steps, self.final_ratio = kind, warmup_steps, final_ratio
         self.step_limit = steps
-        self.budget_seconds = minutes * 60 if minutes > 0 else (DEFAULT_SECONDS if steps <= 0 else 0.0)
+        self.budget_seconds = minutes * 60 if minutes > 0 else (DEFAULT_MINUTES * 60 if steps <= 0 else 0.0)
         self.total_steps = steps if self.budget_seconds == 0 else 0  # known now for a budget in steps
         self.seconds = 0.0  # timed between steps, summed over sessions, until the length is fixed
         self._last: float | None = None

@@ -19,6 +19,7 @@ from genforge import checkpoint as ckpt
 from genforge.config import DataConfig, TrainConfig
 from genforge.errors import GenforgeError
 from genforge.families.gan import (
+    INTERPOLATE,
     AugmentConfig,
     GANModel,
     GANOptimConfig,
@@ -27,7 +28,7 @@ from genforge.families.gan import (
     class_grid,
     load_for,
 )
-from genforge.families.registry import FamilySpec, Prepared, register, score_generator
+from genforge.families.registry import FamilySpec, Prepared, SampleFlag, register, score_generator
 from genforge.models.graphs import GeneratorGraph
 from genforge.models.stylegan2 import RESOLUTIONS, Discriminator, Generator, StyleGAN2Config
 
@@ -117,6 +118,10 @@ SPEC = register(
         load=StyleGAN2Model,
         evaluate=score_generator,
         finish=finish,
+        sample_flags=(
+            SampleFlag("--truncation", "truncation", "psi, pulls each w towards the mean w (1: off)", metavar="PSI"),
+            INTERPOLATE,
+        ),
         exports={
             "generator": lambda model: GeneratorGraph(
                 model.net, model.config.model.z_dim, model.num_classes, noise_mode="const"

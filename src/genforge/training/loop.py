@@ -32,6 +32,9 @@ from genforge.training.batches import Batches
 from genforge.training.tensorboard import EventSink, NullSink
 
 GRID_SCALE = 2  # sample grids are saved at twice their size, as images.save_grid does
+# The budget when neither train.steps nor train.minutes is set: a run that ends by itself (its
+# final checkpoint, samples and the family's end-of-training scores), said at start.
+DEFAULT_MINUTES = 30.0
 
 
 @dataclass
@@ -186,10 +189,8 @@ def run(
     if world.main:
         keep_records_until(run_dir, step)  # what was logged after the checkpoint will be logged again
 
-    budget = cfg.minutes * 60 if cfg.minutes > 0 else math.inf
-    total_steps = cfg.steps if cfg.steps > 0 else None
-    if total_steps is None and budget == math.inf:
-        budget = 60.0  # neither limit given: a short run, never an endless one
+    total_steps, budget = budget_of(cfg)
+    _say(progress, describe_budget(cfg))
     stop = _SignalFlag()
 
     def time_left() -> float | None:  # asked for every progress line; reads the loop's step and elapsed
@@ -330,6 +331,26 @@ def _save_samples(
 def _postfix(last: dict[str, float], ips: float) -> str:
     """The latest logging window's losses and images/s (the ETA is added per line by Progress)."""
     return " | ".join([*(f"{k} {v:.3f}" for k, v in list(last.items())[:4]), f"{ips:.0f} img/s"])
+
+
+def budget_of(cfg: TrainConfig) -> tuple[int | None, float]:
+    """(step limit or None, seconds limit or inf): ``DEFAULT_MINUTES`` when neither is set."""
+    seconds = cfg.minutes * 60 if cfg.minutes > 0 else math.inf
+    steps = cfg.steps if cfg.steps > 0 else None
+    if steps is None and seconds == math.inf:
+        seconds = DEFAULT_MINUTES * 60
+    return steps, seconds
+
+
+def describe_budget(cfg: TrainConfig) -> str:
+    """The line training starts with (and ``--dry-run`` ends with): what stops this run."""
+    limits = [f"{cfg.steps} steps"] if cfg.steps > 0 else []
+    if cfg.minutes > 0:
+        limits.append(f"{cfg.minutes:g} min")
+    if not limits:
+        return f"budget: {DEFAULT_MINUTES:g} min (default; --minutes/--steps to change)"
+    ends = ", whichever comes first" if len(limits) == 2 else ""
+    return f"budget: {' or '.join(limits)}{ends}"
 
 
 def _time_left(step: int, total: int | None, elapsed: float, budget: float) -> float | None:

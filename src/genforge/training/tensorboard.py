@@ -1,8 +1,9 @@
 """TensorBoard event files for a run: losses, speed, evaluations and sample grids as curves.
 
-Optional (``pip install 'genforge[tensorboard]'``): only the ``tensorboard`` package's protocol
-buffers are used, no TensorFlow and no writer thread. Events go in ``run_dir/tensorboard/``,
-one file per training session, named so that sessions sort in order::
+Optional (``pip install tensorboard``, or ``pip install -e '.[tensorboard]'`` in the checkout):
+only the ``tensorboard`` package's protocol buffers are used, no TensorFlow and no writer thread.
+Events go in ``run_dir/tensorboard/``, one file per training session, named so that sessions sort
+in order::
 
     tensorboard/events.out.tfevents.0001.genforge    first session
     tensorboard/events.out.tfevents.0002.genforge    after the first resume, ...
@@ -43,7 +44,10 @@ FILE_PATTERN = re.compile(r"^events\.out\.tfevents\.(\d{4,})\.genforge$")
 FILE_VERSION = "brain.Event:2"
 SKIPPED_KEYS = {"step", "time"}  # bookkeeping in records, not curves (TensorBoard has its own clock)
 TRAIN_PREFIX, EVAL_PREFIX = "train", "eval"
-INSTALL_HINT = "TensorBoard logging needs the tensorboard package: pip install 'genforge[tensorboard]'"
+INSTALL_HINT = (
+    "TensorBoard logging needs the tensorboard package: pip install tensorboard "
+    "(or, in the genforge checkout, pip install -e '.[tensorboard]')"
+)
 
 
 def _protos() -> tuple[ModuleType, ModuleType, Any]:

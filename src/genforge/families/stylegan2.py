@@ -26,6 +26,7 @@ from genforge.families.gan import (
     check_penalties,
     class_grid,
     load_for,
+    migrate,
 )
 from genforge.families.registry import FamilySpec, Prepared, register, score_generator
 from genforge.models.graphs import GeneratorGraph
@@ -117,6 +118,7 @@ SPEC = register(
         load=StyleGAN2Model,
         evaluate=score_generator,
         finish=finish,
+        migrate=migrate,  # the GAN family's: runs from before ADA's own pipeline keep DiffAugment's ops
         exports={
             "generator": lambda model: GeneratorGraph(
                 model.net, model.config.model.z_dim, model.num_classes, noise_mode="const"

@@ -134,7 +134,7 @@ GAN_PRESETS: dict[str, dict[str, Any]] = {
         "optim": {"ema_decay": 0.999, "mode_seeking": 1.0},
         "train": {"batch_size": 128},
     },
-    # Small data: the default with DiffAugment, or with ADA's adaptive probability.
+    # Small data: the default with DiffAugment, or with ADA (its pipeline of ops, its adaptive probability).
     "diffaugment": {"optim": {"ema_decay": 0.999}, "augment": {"policy": "diffaugment"}, "train": {"batch_size": 128}},
     # ADA moves p across [0, 1] in `speed` images; its paper's 500k assume runs of millions of
     # images, where a CPU budget sees ~100k: p could not pass 0.2. 100k lets it respond in time.

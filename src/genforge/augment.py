@@ -154,8 +154,9 @@ ADA_OPS = (
     "xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac",
     "brightness", "contrast", "lumaflip", "hue", "saturation",
 )  # fmt: skip
-# The reference's strengths (AugmentPipe's defaults); sizes relative to the image side, angles in
-# turns, log2 standard deviations for scale, aniso, contrast and saturation.
+# The reference's strengths (AugmentPipe's defaults): shifts relative to the image side, rotation
+# and hue ranges as fractions of a full circle (either way), log2 standard deviations for scale,
+# aniso, contrast and saturation, brightness in our [-1, 1] units (the reference's are the same).
 XINT_MAX, SCALE_STD, ROTATE_MAX, ANISO_STD, XFRAC_STD = 0.125, 0.2, 1.0, 0.2, 0.125
 BRIGHTNESS_STD, CONTRAST_STD, HUE_MAX, SATURATION_STD = 0.2, 0.5, 1.0, 1.0
 # Columns of the two draws each call makes, (B, 21) uniform and (B, 7) normal: the same draws
@@ -181,7 +182,7 @@ def scale2d(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
 
 
 def rotate2d(theta: torch.Tensor) -> torch.Tensor:
-    """Rotation by theta radians (counter-clockwise on screen, where y points down: clockwise)."""
+    """Rotation by theta radians, from +x towards +y (on screen, where y points down: clockwise)."""
     c, s = torch.cos(theta), torch.sin(theta)
     return _stack([[c, -s, 0], [s, c, 0], [0, 0, 1]], theta)
 
@@ -251,8 +252,9 @@ def recolor(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
 
 
 def ada_parameters(uniform: torch.Tensor, normal: torch.Tensor, p: Probability, size: tuple[int, int]) -> dict:
-    """Each op's parameter per image from the draws (B, 21) U[0, 1) and (B, 7) N(0, 1); an op whose
-    coin fails (probability 1 - p, capped at 0) gets its neutral value. ``size`` is (H, W)."""
+    """Each op's parameter per image from the draws (B, 21) U[0, 1) and (B, 7) N(0, 1), ``size``
+    (H, W): each op's coin comes up with probability p (always once p >= 1), and an op whose coin
+    does not gets its neutral value (0 shift or angle, scale 1, ...)."""
     u = dict(zip(_UNIFORM, uniform.unbind(1)))
     n = dict(zip(_NORMAL, normal.unbind(1)))
     H, W = size

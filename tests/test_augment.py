@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from genforge import checkpoint as ckpt
+from genforge import families
 from genforge.augment import (
     AUGMENTS,
     AdaptiveAugment,
@@ -478,6 +479,7 @@ def test_migrate_gives_old_ada_configs_diffaugments_ops_and_leaves_the_rest():
     assert migrate(old)["augment"] == {"policy": "ada", "p": 0.0, "pipeline": "diffaugment"}
     for config in ({"augment": {"policy": "diffaugment"}}, {"augment": {"policy": "ada", "pipeline": "ada"}}, {}):
         assert migrate(config).get("augment") == config.get("augment")
+    assert families.get("stylegan2").migrate is migrate  # StyleGAN2's runs (ADA by default) alike
 
 
 def test_old_ada_runs_keep_diffaugments_ops_and_say_so_on_resume(tmp_path):

@@ -32,7 +32,19 @@ from genforge.models.maskgit import MaskGIT, MaskGITConfig
 from genforge.models.transformer import drop_classes
 from genforge.training import distributed, runs
 from genforge.training.batches import Batches
-from synthetic import COMMON, TINY_GAN, TINY_PRIOR, TINY_VQVAE, install_evaluator, train, write_idx_folder, write_npz
+from synthetic import (
+    COMMON,
+    TINY_GAN,
+    TINY_PRIOR,
+    TINY_VQVAE,
+    cli,
+    install_evaluator,
+    one_error,
+    sets,
+    train,
+    write_idx_folder,
+    write_npz,
+)
 
 WORLD = 2
 FAST = ["train.precision=fp32", "train.channels_last=false", "train.device=cpu", "train.tensorboard=false"]
@@ -351,6 +363,15 @@ def test_a_dataset_smaller_than_the_global_batch_is_refused_under_several_proces
     )  # one process: a short batch
     share = [Batches(torch.zeros(8, 4, 4, 1, dtype=torch.uint8), None, 8, 0, rank=r, world_size=2) for r in range(2)]
     assert [len(b.get(0)[0]) for b in share] == [4, 4]
+
+
+def test_the_command_refuses_data_smaller_than_the_global_batch_before_writing(tmp_path, monkeypatch):
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(name, value)  # rank 0 of 2, as torchrun starts it: refused before it meets rank 1
+    data, out = write_npz(tmp_path / "data.npz", n=12), tmp_path / "run"
+    code, _, err = cli("train", "gan", "--data", data, "--out", out, "--steps", 2, *sets(COMMON, TINY_GAN, FAST))
+    assert code == 2 and "the data has 12 examples, fewer than train.batch_size 16" in one_error(err)
+    assert not out.exists()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,28 +1,45 @@
-"""Discriminator augmentation: each op against its closed form, p = 0 is the identity, per-image
-probability, gradients, seeded determinism; ADA's update rule, clamping, and exact resume."""
+"""Discriminator augmentation: each op (DiffAugment's and ADA's pipeline) against its closed form,
+p = 0 is the identity, per-image probability, gradients, seeded determinism, draws independent of
+p, a rank's share of the draws; ADA's update rule, clamping, and exact resume; old ADA runs."""
 
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from genforge import checkpoint as ckpt
+from genforge import families
 from genforge.augment import (
     AUGMENTS,
     AdaptiveAugment,
+    ada_augment,
+    ada_parameters,
     augment,
     brightness,
+    color_matrix,
     contrast,
     cut_out,
     random_color,
     random_cutout,
     random_translation,
+    recolor,
+    rotate2d,
     saturation,
+    scale2d,
     translate,
+    translate2d,
+    warp,
 )
+from genforge.config import resolve
+from genforge.draws import Share
 from genforge.errors import GenforgeError
+from genforge.families.gan import GAN_PRESETS, GANRunConfig, GANTrainer, fit_to_data, migrate
+from synthetic import COMMON, TINY_GAN, cli, one_error, sets, train, write_npz
 
 
 def seeded(seed=0) -> torch.Generator:
@@ -207,13 +224,13 @@ def test_all_negative_real_logits_lower_p():
     assert ada.p == pytest.approx(0.5 - 2 * DELTA, rel=1e-12)
 
 
-def test_p_is_clamped_to_zero_and_one():
+def test_p_stops_at_zero_but_not_at_one_as_the_reference():
     low = AdaptiveAugment(interval=INTERVAL, speed=SPEED, p=DELTA / 2)
     run(low, -torch.ones(BATCH), INTERVAL)
     assert low.p == 0.0
     high = AdaptiveAugment(interval=INTERVAL, speed=SPEED, p=1 - DELTA / 2)
-    run(high, torch.ones(BATCH), INTERVAL)
-    assert high.p == 1.0
+    run(high, torch.ones(BATCH), 2 * INTERVAL)
+    assert high.p == pytest.approx(1 + 1.5 * DELTA, rel=1e-12)
 
 
 def test_r_t_at_the_target_leaves_p_alone():
@@ -257,3 +274,227 @@ def test_bad_settings_are_refused():
         AdaptiveAugment(target=1.5)
     with pytest.raises(GenforgeError, match="interval"):
         AdaptiveAugment(interval=0)
+
+
+# --- ADA's pipeline: the geometric ops, as warps --------------------------------------------------
+
+ONES = torch.ones(3)
+
+
+def symmetric_shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """x's content moved dy down and dx right, the border mirrored about the outer pixel edges."""
+    H, W = x.shape[-2:]
+    padded = np.pad(x.numpy(), ((0, 0), (0, 0), (H, H), (W, W)), mode="symmetric")
+    return torch.from_numpy(padded[:, :, H - dy : 2 * H - dy, W - dx : 2 * W - dx].copy())
+
+
+def test_warp_by_a_flip_quarter_turns_and_whole_pixel_shifts_is_exact():
+    x = images(batch=3, side=8)
+    assert torch.equal(warp(x, scale2d(-ONES, ONES)), x.flip(3))  # xflip's inverse is itself
+    for turns in range(4):  # the pipeline's inverse for i quarter turns
+        turned = warp(x, rotate2d(math.pi / 2 * turns * ONES))
+        torch.testing.assert_close(turned, torch.rot90(x, turns, dims=(2, 3)), rtol=0, atol=1e-5)
+    for dy, dx in ((0, 2), (-3, 1), (5, -7)):  # content moves by t: the inverse moves by -t
+        moved = warp(x, translate2d(-dx * ONES, -dy * ONES))
+        torch.testing.assert_close(moved, symmetric_shift(x, dy, dx), rtol=0, atol=1e-5)
+
+
+def test_warp_scales_about_the_image_centre():
+    """Magnifying x2 about the centre: output pixel j samples input (j - c) / 2 + c, c = (W - 1) / 2."""
+    x = torch.arange(8.0).reshape(1, 1, 1, 8).expand(1, 1, 8, 8).contiguous()  # each column its index
+    out = warp(x, scale2d(torch.tensor([0.5]), torch.tensor([0.5])))
+    expected = (torch.arange(8.0) - 3.5) / 2 + 3.5  # bilinear in a linear ramp: exact
+    torch.testing.assert_close(out[0, 0], expected.expand(8, 8))
+
+
+# --- ADA's pipeline: the colour ops, as matrices ---------------------------------------------------
+
+
+def colour_values(batch=3, **given) -> dict[str, torch.Tensor]:
+    neutral = {"brightness": 0.0, "contrast": 1.0, "lumaflip": 0.0, "hue": 0.0, "saturation": 1.0}
+    return {k: torch.full((batch,), float(given.get(k, v))) for k, v in neutral.items()}
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_brightness_then_contrast(channels):
+    x = images(batch=3, channels=channels)
+    out = recolor(x, color_matrix(colour_values(brightness=0.3, contrast=1.5), channels))
+    torch.testing.assert_close(out, (x + 0.3) * 1.5)  # contrast about 0, mid-grey, after brightness
+
+
+def test_luma_flip_reflects_through_the_plane_normal_to_grey_and_negates_grey():
+    x = images(batch=3)
+    out = recolor(x, color_matrix(colour_values(lumaflip=1), 3))
+    torch.testing.assert_close(out, x - 2 * x.mean(dim=1, keepdim=True))
+    grey = images(batch=3, channels=1)
+    torch.testing.assert_close(recolor(grey, color_matrix(colour_values(lumaflip=1), 1)), -grey)
+
+
+def test_hue_turns_about_grey_a_third_of_a_turn_permutes_the_channels():
+    x = images(batch=3)
+    out = recolor(x, color_matrix(colour_values(hue=2 * math.pi / 3), 3))
+    torch.testing.assert_close(out, x[:, [2, 0, 1]], rtol=0, atol=1e-5)  # red -> green -> blue -> red
+    quarter = recolor(x, color_matrix(colour_values(hue=math.pi / 2), 3))
+    torch.testing.assert_close(quarter.mean(dim=1), x.mean(dim=1))  # grey level kept
+    torch.testing.assert_close(quarter.square().sum(dim=1), x.square().sum(dim=1))  # a rotation
+
+
+def test_saturation_scales_the_departure_from_grey():
+    x = images(batch=3)
+    mean = x.mean(dim=1, keepdim=True)
+    out = recolor(x, color_matrix(colour_values(saturation=0.25), 3))
+    torch.testing.assert_close(out, mean + 0.25 * (x - mean))
+
+
+def test_grey_images_skip_hue_and_saturation_as_if_they_were_grey_rgb():
+    grey = images(batch=3, channels=1)
+    values = colour_values(brightness=-0.2, contrast=0.7, lumaflip=1, hue=1.0, saturation=3.0)
+    as_rgb = recolor(grey.expand(-1, 3, -1, -1), color_matrix(values, 3))
+    torch.testing.assert_close(recolor(grey, color_matrix(values, 1)), as_rgb.mean(dim=1, keepdim=True))
+    torch.testing.assert_close(recolor(grey, color_matrix(values, 1)), -(grey - 0.2) * 0.7)
+
+
+def test_ada_pipeline_refuses_images_that_are_neither_grey_nor_rgb():
+    with pytest.raises(GenforgeError, match="1 \\(grey\\) or 3 \\(RGB\\) channels, got 2"):
+        ada_augment(images(channels=2), p=1.0, generator=seeded())
+
+
+# --- ADA's pipeline: probabilities, strengths, draws -----------------------------------------------
+
+
+def test_each_op_is_applied_to_each_image_with_probability_p_at_the_reference_strengths():
+    n, p = 20_000, 0.5
+    values = ada_parameters(torch.rand(n, 21, generator=seeded()), torch.randn(n, 7, generator=seeded(1)), p, (32, 32))
+    neutral = {"xflip": 0, "rotate90": 0, "scale": 1, "aniso": 1, "brightness": 0, "contrast": 1, "lumaflip": 0,
+               "hue": 0, "saturation": 1}  # fmt: skip
+    # flips and luma flips pick 0 or 1 (quarter turns 0..3) when applied: a half (a quarter) stay neutral
+    share_changed = {"xflip": p / 2, "lumaflip": p / 2, "rotate90": p * 3 / 4}
+    for name, value in neutral.items():
+        changed = (values[name] != value).float().mean().item()
+        assert changed == pytest.approx(share_changed.get(name, p), abs=0.02), name
+    either = (values["pre_rotate"] != 0) | (values["post_rotate"] != 0)
+    assert either.float().mean().item() == pytest.approx(p, abs=0.02)  # two rotations, p together
+    shifted_by = values["xint"][0][values["xint"][0] != 0]
+    assert shifted_by.abs().max() == 4 and torch.equal(shifted_by, shifted_by.round())  # 0.125 * 32 pixels
+    log2 = {"scale": 0.2, "aniso": 0.2, "contrast": 0.5, "saturation": 1.0}
+    for name, std in log2.items():
+        applied = values[name][values[name] != 1]
+        assert torch.log2(applied).std().item() == pytest.approx(std, rel=0.05), name
+    b = values["brightness"][values["brightness"] != 0]
+    assert b.std().item() == pytest.approx(0.2, rel=0.05)
+    frac = values["xfrac"][0][values["xfrac"][0] != 0]
+    assert frac.std().item() == pytest.approx(0.125 * 32, rel=0.05)
+    hue = values["hue"][values["hue"] != 0]
+    assert hue.abs().max() <= math.pi and hue.abs().max() > 0.99 * math.pi  # a full turn either way
+
+
+def test_ada_pipeline_changes_about_the_expected_share_of_images():
+    x = images(batch=4000, side=16)
+    for p in (0.1, 0.3):
+        changed = (ada_augment(x, p, seeded()) != x).flatten(1).any(dim=1).float().mean().item()
+        # An image is left alone when every op's coin fails or it lands on the op's neutral value:
+        # 8 ops (scale, aniso, xfrac, brightness, contrast, hue, saturation, and the two rotations
+        # together) change it whenever applied; a whole-pixel shift of 16 / 8 pixels rounds to (0, 0)
+        # with probability 1/16; flips and luma flips pick 0 or 1, quarter turns 0..3.
+        kept = (1 - p) ** 8 * (1 - p * 15 / 16) * (1 - p / 2) ** 2 * (1 - 3 * p / 4)
+        assert changed == pytest.approx(1 - kept, abs=0.03)  # 4 standard errors
+
+
+@pytest.mark.parametrize("p", [0.0, torch.tensor(0.0)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_ada_pipeline_at_p_zero_is_the_identity(p, channels):
+    x = images(channels=channels)
+    assert torch.equal(ada_augment(x, p, seeded()), x)
+
+
+def test_ada_pipeline_draws_the_same_whatever_p_is():
+    x = images()
+    states = []
+    for p in (0.0, 0.4, 1.0, 1.7):
+        g = seeded()
+        ada_augment(x, p, g)
+        states.append(g.get_state())
+    assert all(torch.equal(states[0], s) for s in states[1:])
+    assert not torch.equal(states[0], seeded().get_state())  # it did draw
+
+
+def test_ada_pipeline_same_seed_same_output_and_p_above_one_acts_as_one():
+    x = images()
+    assert torch.equal(ada_augment(x, 0.7, seeded(1)), ada_augment(x, 0.7, seeded(1)))
+    assert not torch.equal(ada_augment(x, 0.7, seeded(1)), ada_augment(x, 0.7, seeded(2)))
+    assert torch.equal(ada_augment(x, 1.0, seeded(1)), ada_augment(x, 1.6, seeded(1)))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_ada_pipeline_is_differentiable_in_the_image_twice(channels):
+    x = images(batch=2, channels=channels, side=4).double().requires_grad_()
+    op = lambda t: ada_augment(t, 1.0, seeded(3))
+    assert torch.autograd.gradcheck(op, (x,))
+    # R1 through the augmentation differentiates the image's gradient again
+    assert torch.autograd.gradgradcheck(op, (x,))
+
+
+def test_a_rank_share_of_the_draws_is_its_rows_of_the_one_process_draw():
+    """Two ranks with half the batch each, drawing through a Share of equal generators, augment
+    exactly as one process with the whole batch; their generators stay equal."""
+    x = images(batch=8)
+    whole_g = seeded(4)
+    whole = ada_augment(x, 0.6, whole_g)
+    diff = augment(x, p=0.6, generator=whole_g)
+    halves, diffs, states = [], [], []
+    for rank in range(2):
+        share = Share(seeded(4), rank, 2)
+        halves.append(ada_augment(x[4 * rank : 4 * rank + 4], 0.6, share))
+        diffs.append(augment(x[4 * rank : 4 * rank + 4], p=0.6, generator=share))
+        states.append(share.generator.get_state())
+    assert torch.equal(torch.cat(halves), whole) and torch.equal(torch.cat(diffs), diff)
+    assert torch.equal(states[0], states[1]) and torch.equal(states[0], whole_g.get_state())
+
+
+# --- choosing the pipeline; runs from before it ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "pipeline", "ada_ops"),
+    [
+        ("ada", "auto", True),
+        ("ada", "diffaugment", False),
+        ("diffaugment", "auto", False),
+        ("diffaugment", "ada", True),
+    ],
+)
+def test_the_trainer_augments_with_the_pipeline_its_config_names(policy, pipeline, ada_ops):
+    values = [*TINY_GAN, "model.z_dim=16", f"augment.policy={policy}", f"augment.pipeline={pipeline}", "augment.p=0.5"]
+    cfg = fit_to_data(resolve(GANRunConfig, GAN_PRESETS, "default", None, values), 32, 3)
+    trainer = GANTrainer(cfg, torch.device("cpu"))
+    x = images()
+    expected = (
+        ada_augment(x, 0.5, seeded(cfg.train.seed)) if ada_ops else augment(x, p=0.5, generator=seeded(cfg.train.seed))
+    )
+    assert torch.equal(trainer._augment(x), expected)
+
+
+def test_migrate_gives_old_ada_configs_diffaugments_ops_and_leaves_the_rest():
+    old = {"augment": {"policy": "ada", "p": 0.0}}
+    assert migrate(old)["augment"] == {"policy": "ada", "p": 0.0, "pipeline": "diffaugment"}
+    for config in ({"augment": {"policy": "diffaugment"}}, {"augment": {"policy": "ada", "pipeline": "ada"}}, {}):
+        assert migrate(config).get("augment") == config.get("augment")
+    assert families.get("stylegan2").migrate is migrate  # StyleGAN2's runs (ADA by default) alike
+
+
+def test_old_ada_runs_keep_diffaugments_ops_and_say_so_on_resume(tmp_path):
+    data = write_npz(tmp_path / "data.npz", n=64)
+    settings = ["model.z_dim=16", "augment.policy=ada", "augment.p=0.5", "train.checkpoint_every=2"]
+    run = train("gan", tmp_path / "run", data=data, steps=2, extra=settings)
+    assert ckpt.load(run).config["augment"]["pipeline"] == "auto"
+    meta_path = ckpt.find(run) / ckpt.META
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["augment"].pop("pipeline")  # as written before ADA's own pipeline
+    meta_path.write_text(json.dumps(meta))
+    (run / "config.yaml").unlink()
+
+    args = ["train", "gan", "--out", run, "--data", data, "--steps", 4, "--device", "cpu", "--quiet"]
+    code, _, err = cli(*args, *sets(COMMON, TINY_GAN, settings))
+    assert code == 2 and "augment.pipeline='diffaugment'" in one_error(err)
+    train("gan", run, data=data, steps=4, extra=[*settings, "augment.pipeline=diffaugment"])
+    assert ckpt.load(run).step == 4

@@ -26,10 +26,25 @@ import torch.multiprocessing as mp
 from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.data import PackedImages, PackWriter
+from genforge.draws import Share
 from genforge.errors import GenforgeError
+from genforge.models.maskgit import MaskGIT, MaskGITConfig
+from genforge.models.transformer import drop_classes
 from genforge.training import distributed, runs
 from genforge.training.batches import Batches
-from synthetic import COMMON, TINY_GAN, TINY_PRIOR, TINY_VQVAE, install_evaluator, train, write_idx_folder, write_npz
+from synthetic import (
+    COMMON,
+    TINY_GAN,
+    TINY_PRIOR,
+    TINY_VQVAE,
+    cli,
+    install_evaluator,
+    one_error,
+    sets,
+    train,
+    write_idx_folder,
+    write_npz,
+)
 
 WORLD = 2
 FAST = ["train.precision=fp32", "train.channels_last=false", "train.device=cpu", "train.tensorboard=false"]
@@ -116,9 +131,12 @@ def report_writes(rank: int, seen: list[str], log: str) -> None:
         Path(log).write_text(json.dumps(seen))
 
 
+TINY_STYLEGAN2 = ["model.width=8", "model.max_width=16", "model.z_dim=16", "model.w_dim=16"]
+
+
 def config_of(family: str, *sets: str, **extra):
     spec = families.get(family)
-    tiny = {"gan": TINY_GAN, "vqvae": TINY_VQVAE, "prior": TINY_PRIOR}[family]
+    tiny = {"gan": TINY_GAN, "stylegan2": TINY_STYLEGAN2, "vqvae": TINY_VQVAE, "prior": TINY_PRIOR}[family]
     return spec.resolve("default", None, [*COMMON, *tiny, *FAST, *sets], extra or None)
 
 
@@ -131,57 +149,95 @@ def writes_of_rank_1(log: Path) -> list[str]:
 # GAN: 2 ranks x B/2 == 1 process x B
 # ---------------------------------------------------------------------------------------------
 
-# Spectral-norm D (no batch statistics), the generator's batch norm synchronised, no EMA, no
-# augmentation: the two ranks' batches and noise together are exactly the one process's.
-GAN_EXACT = [
-    "model.z_dim=16",
-    "model.d_norm=spectral",
-    "optim.loss=hinge",
-    "optim.r1_gamma=1",  # a double backward through the unwrapped D, averaged with the rest
-    "optim.ema_decay=0",
+# Spectral-norm D (no batch statistics), the generator's batch norm synchronised, no EMA: the two
+# ranks' batches and noise together are exactly the one process's. Augmentation, StyleGAN2's noise
+# and style mixing, and WGAN-GP's interpolation draw each rank's rows of one global draw.
+STEPS = [
     "train.batch_size=8",
-    "train.sync_batchnorm=true",
     "train.checkpoint_every=2",
     "train.steps=4",
     "train.log_every=2",
     "train.eval_every=4",  # evaluated once, by rank 0, while rank 1 waits
     "train.eval_samples=32",
 ]
+GAN_EXACT = [
+    "model.z_dim=16",
+    "model.d_norm=spectral",
+    "optim.loss=hinge",
+    "optim.r1_gamma=1",  # a double backward through the unwrapped D, averaged with the rest
+    "optim.ema_decay=0",
+    "train.sync_batchnorm=true",
+    *STEPS,
+]
+EXACT = {
+    "gan": GAN_EXACT,
+    # DiffAugment's ops at p = 0.5 (on reals, fakes and R1's reals), and WGAN-GP's interpolates
+    "diffaugment": [*GAN_EXACT, "optim.loss=wgan-gp", "augment.policy=diffaugment", "augment.p=0.5"],
+    # ADA's pipeline, its p moving every 3 steps (the checkpoint at step 2 holds signs not yet used),
+    # per-pixel noise, style mixing, lazy R1; no minibatch standard deviation (its groups are per rank).
+    # Adam with beta1 0 at StyleGAN2's rate 0.0025 turns the all-reduce's rounding into 2e-6
+    # differences in 4 steps (measured); at 1e-4, 2.7e-7, and a wrong draw would still show at ~1e-4.
+    "stylegan2": [
+        "model.mbstd_channels=0",
+        "optim.lr_g=0.0001",
+        "optim.lr_d=0.0001",
+        "optim.ema_decay=0",
+        "optim.r1_interval=2",
+        "augment.p=0.2",
+        "augment.interval=3",
+        "augment.speed=200",
+        *STEPS,
+    ],
+}
 
 
-def gan_worker(rank: int, data: str, out: str, log: str) -> None:
+def family_of(case: str) -> str:
+    return "stylegan2" if case == "stylegan2" else "gan"
+
+
+def gan_worker(rank: int, case: str, data: str, out: str, log: str) -> None:
     seen = watch_writes(rank, Path(out))
-    config = lambda: config_of("gan", *GAN_EXACT, data={"source": data})
-    first = runs.train(families.get("gan"), config(), out, progress=False, stop_after=2)
+    spec = families.get(family_of(case))
+    config = lambda: config_of(spec.name, *EXACT[case], data={"source": data})
+    first = runs.train(spec, config(), out, progress=False, stop_after=2)
     assert (first.step, first.interrupted) == (2, True)
-    second = runs.train(families.get("gan"), config(), out, progress=False)
+    second = runs.train(spec, config(), out, progress=False)
     assert (second.step, second.interrupted) == (4, False)
     report_writes(rank, seen, log)
 
 
-def test_gan_two_ranks_with_half_the_batch_end_where_one_process_ends(tmp_path, monkeypatch):
+@pytest.mark.parametrize("case", list(EXACT))
+def test_gan_two_ranks_with_half_the_batch_end_where_one_process_ends(tmp_path, monkeypatch, case):
     monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path / "cache"))
     data = str(write_npz(tmp_path / "data.npz", n=64))
     install_evaluator(tmp_path / "cache", data)
     two, one, log = tmp_path / "two", tmp_path / "one", tmp_path / "writes.json"
-    spawn(gan_worker, data, str(two), str(log))
+    spawn(gan_worker, case, data, str(two), str(log))
     assert writes_of_rank_1(log) == []
-    runs.train(families.get("gan"), config_of("gan", *GAN_EXACT, data={"source": data}), one, progress=False)
+    spec = families.get(family_of(case))
+    runs.train(spec, config_of(spec.name, *EXACT[case], data={"source": data}), one, progress=False)
 
     a, b = ckpt.load(two), ckpt.load(one)
     assert a.step == b.step == 4 and a.state["world_size"] == 2 and b.state["world_size"] == 1
     weights = [k for k in a.tensors if k.startswith("model.")]
     assert {k.split(".")[1] for k in weights} == {"G", "D"}
     for name in weights:  # sums in another order (all-reduce): equal to float rounding (measured: 1.2e-7)
+        if name.endswith("w_avg"):  # StyleGAN2's running mean of w: each rank's own batch (rank 0's saved)
+            continue
         torch.testing.assert_close(a.tensors[name], b.tensors[name], rtol=1e-5, atol=1e-6, msg=name)
+    if case == "stylegan2":  # ADA's controller, resumed mid-interval, saw the same signs and moved p alike
+        ada_a, ada_b = a.state["extra"]["ada"], b.state["extra"]["ada"]
+        assert ada_a["step"] == 4 and ada_a["p"] != 0.2 and ada_a["last_rt"] is not None
+        assert ada_a["p"] == pytest.approx(ada_b["p"], abs=1e-12) and ada_a["last_rt"] == ada_b["last_rt"]
+        assert torch.equal(a.tensors["extra.ada.signs"], b.tensors["extra.ada.signs"])
     logged = [(r["type"], r["step"]) for r in map(json.loads, (two / "metrics.jsonl").read_text().splitlines())]
     assert logged == [("train", 2), ("train", 4), ("eval", 4)]
     assert (two / "samples" / "final.png").is_file() and (two / "config.yaml").is_file()
 
     # a run resumes with the number of processes it was trained with
-    more = config_of("gan", *GAN_EXACT, "train.steps=6", data={"source": data})
+    more = config_of(spec.name, *EXACT[case], "train.steps=6", data={"source": data})
     with pytest.raises(GenforgeError, match="was trained by 2 processes .* this command starts one"):
-        runs.train(families.get("gan"), more, two, progress=False)
+        runs.train(spec, more, two, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,12 +309,79 @@ def test_prior_trains_and_resumes_on_two_ranks(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
+# Per-rank randomness: shares of global draws, dropout seeded per (seed, step, rank)
+# ---------------------------------------------------------------------------------------------
+
+
+def rng_worker(rank: int, dump: str) -> None:
+    before = torch.get_rng_state()
+    with distributed.step_rng(7, 3):
+        first = torch.rand(4)
+    with distributed.step_rng(7, 3):
+        again = torch.rand(4)
+    with distributed.step_rng(7, 4):
+        later = torch.rand(4)
+    restored = torch.equal(torch.get_rng_state(), before)
+    share = distributed.share(torch.Generator().manual_seed(0))
+    np.savez(
+        f"{dump}-{rank}.npz", first=first, again=again, later=later, restored=restored, share=[share.rank, share.size]
+    )
+
+
+def test_dropout_draws_differ_by_rank_and_repeat_by_step(tmp_path):
+    spawn(rng_worker, str(tmp_path / "rng"))
+    with np.load(tmp_path / "rng-0.npz") as a, np.load(tmp_path / "rng-1.npz") as b:
+        assert np.array_equal(a["first"], a["again"]) and not np.array_equal(a["first"], a["later"])
+        assert not np.array_equal(a["first"], b["first"])  # the ranks' dropout masks differ
+        assert bool(a["restored"]) and bool(b["restored"])  # the global RNG's own stream goes on untouched
+        assert list(a["share"]) == [0, 2] and list(b["share"]) == [1, 2]
+    with distributed.step_rng(7, 3):  # one process: the global RNG as it is (its state is checkpointed)
+        torch.manual_seed(11)
+        one = torch.rand(4)
+    assert torch.equal(one, torch.rand(4, generator=torch.Generator().manual_seed(11)))
+
+
+def test_maskgit_masks_and_class_drops_are_each_ranks_rows_of_the_one_process_draw():
+    net = MaskGIT(MaskGITConfig(vocab_size=8, grid_h=3, grid_w=3, n_layer=1, n_embd=8, n_head=1))
+    whole = net.random_mask(6, torch.Generator().manual_seed(2))
+    halves = [net.random_mask(3, Share(torch.Generator().manual_seed(2), r, 2)) for r in range(2)]
+    assert torch.equal(torch.cat(halves), whole)
+    labels = torch.arange(10).repeat(2)  # (20,)
+    whole = drop_classes(labels, 10, 0.5, torch.Generator().manual_seed(3))
+    halves = [
+        drop_classes(labels[10 * r : 10 * r + 10], 10, 0.5, Share(torch.Generator().manual_seed(3), r, 2))
+        for r in range(2)
+    ]
+    assert torch.equal(torch.cat(halves), whole) and (whole == 10).any() and (whole != 10).any()
+
+
+def test_a_dataset_smaller_than_the_global_batch_is_refused_under_several_processes():
+    with pytest.raises(GenforgeError, match="the data has 6 examples, fewer than train.batch_size 8 .* 2 processes"):
+        Batches(torch.zeros(6, 4, 4, 1, dtype=torch.uint8), None, 8, 0, world_size=2)
+    assert (
+        len(Batches(torch.zeros(6, 4, 4, 1, dtype=torch.uint8), None, 8, 0).get(0)[0]) == 6
+    )  # one process: a short batch
+    share = [Batches(torch.zeros(8, 4, 4, 1, dtype=torch.uint8), None, 8, 0, rank=r, world_size=2) for r in range(2)]
+    assert [len(b.get(0)[0]) for b in share] == [4, 4]
+
+
+def test_the_command_refuses_data_smaller_than_the_global_batch_before_writing(tmp_path, monkeypatch):
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(name, value)  # rank 0 of 2, as torchrun starts it: refused before it meets rank 1
+    data, out = write_npz(tmp_path / "data.npz", n=12), tmp_path / "run"
+    code, _, err = cli("train", "gan", "--data", data, "--out", out, "--steps", 2, *sets(COMMON, TINY_GAN, FAST))
+    assert code == 2 and "the data has 12 examples, fewer than train.batch_size 16" in one_error(err)
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
 # The real command line under torchrun; a rank killed mid-run
 # ---------------------------------------------------------------------------------------------
 
 
-def torchrun(out: Path, data: Path, steps: int) -> list[str]:
-    sets = [*COMMON, *TINY_GAN, *FAST, "train.checkpoint_every=10", "train.log_every=10"]
+def torchrun(out: Path, data: Path, steps: int, family: str = "gan", extra: tuple[str, ...] = ()) -> list[str]:
+    tiny = TINY_STYLEGAN2 if family == "stylegan2" else TINY_GAN
+    sets = [*COMMON, *tiny, *FAST, "train.checkpoint_every=10", "train.log_every=10", *extra]
     return [
         sys.executable,
         "-m",
@@ -268,7 +391,7 @@ def torchrun(out: Path, data: Path, steps: int) -> list[str]:
         "-m",
         "genforge",
         "train",
-        "gan",
+        family,
         "--data",
         str(data),
         "--out",
@@ -336,6 +459,28 @@ def test_torchrun_killed_rank_stops_the_job_and_the_same_command_resumes(tmp_pat
     logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert logged == sorted(set(logged)) and logged[-1] == steps  # no step logged twice
     assert f"step {steps}," in stdout
+
+
+def test_torchrun_trains_a_stylegan2_with_ada(tmp_path):
+    """StyleGAN2 (per-pixel noise, style mixing, ADA's pipeline at p 0.5, lazy R1) under the real
+    launcher: 2 processes of one thread, gloo."""
+    data, out = write_npz(tmp_path / "data.npz", n=64), tmp_path / "sg2"
+    extra = (
+        "train.checkpoint_every=3",
+        "train.log_every=3",
+        "augment.p=0.5",
+        "augment.interval=2",
+        "optim.r1_interval=2",
+    )
+    job = start(torchrun(out, data, steps=3, family="stylegan2", extra=extra))
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 0, stderr
+    assert "2 processes x 8 images" in stderr
+    saved = ckpt.load(out)
+    assert saved.step == 3 and saved.state["world_size"] == 2 and saved.config["augment"]["policy"] == "ada"
+    assert saved.state["extra"]["ada"]["last_rt"] is not None  # the controller ran over both ranks' signs
+    (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert record["step"] == 3 and "augment_p" in record["values"]
 
 
 def test_world_from_the_environment():

@@ -1,5 +1,5 @@
 """Packed datasets: exact round trips, reads of just the asked images, atomic writes, one clear
-error per broken file, streaming packs and streaming summaries."""
+error per broken file, content checksums, streaming packs and streaming summaries."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from genforge.data import (
     rank_indices,
 )
 from genforge.errors import GenforgeError
+from synthetic import cli, one_error
 from test_data import isolate_named, write_mnist_folder
 
 RNG = np.random.default_rng(1)
@@ -200,6 +201,7 @@ def edit_header(folder: Path, **changes) -> None:
         (lambda f: edit_header(f, version=2), "packed format version 2; this genforge reads version 1"),
         (lambda f: edit_header(f, count=-1), "corrupt header: 'count' is -1, expected a positive integer"),
         (lambda f: edit_header(f, channels=4), "'channels' is 4, expected 1 or 3"),
+        (lambda f: edit_header(f, checksums=["x"]), "'checksums' must map file names to checksums"),
         (lambda f: (f / "header.json").unlink(), r"p: not a packed dataset \(no header.json\)"),
         (lambda f: (f / "images.u8").write_bytes(b"\0" * 100), r"images.u8: truncated: 100 bytes, the header says 135"),
         (lambda f: (f / "images.u8").write_bytes(b"\0" * 136), "images.u8: longer than its header says"),
@@ -216,6 +218,49 @@ def test_broken_pack_is_one_clear_error(tmp_path, damage, message):
     assert "\n" not in str(error.value)
     with pytest.raises(GenforgeError, match=message):
         load_dataset(str(folder))  # the same error through the front door
+
+
+def flip_byte(path: Path, at: int) -> None:
+    """Damage a file without changing its size."""
+    data = bytearray(path.read_bytes())
+    data[at] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def test_checksums_are_recorded_and_a_changed_image_byte_fails_a_full_pass(tmp_path, monkeypatch):
+    folder = broken(tmp_path)
+    sums = json.loads((folder / "header.json").read_text())["checksums"]
+    assert set(sums) == {"images.u8", "labels.i64"} and all(v.startswith("blake2b:") for v in sums.values())
+    assert PackedImages(folder).verify() is True
+    monkeypatch.setattr(packed, "CHUNK_BYTES", 2 * 3 * 3 * 3)  # the checksum spans chunks
+    flip_byte(folder / "images.u8", 100)
+    handle = PackedImages(folder)  # opening reads no image: sizes still match
+    assert handle.take([0]).shape == (1, 3, 3, 3)  # nor does a batch read
+    with pytest.raises(GenforgeError, match="images.u8: its content does not match the checksum recorded when it"):
+        handle.verify()
+    with pytest.raises(GenforgeError, match="does not match the checksum"):
+        list(handle.chunks())
+    assert len(list(handle.chunks(stop=2))) == 1  # a partial pass checks nothing
+    code, _, err = cli("data", "info", folder)
+    assert code == 2 and "does not match the checksum" in one_error(err)
+
+
+def test_a_changed_label_fails_on_opening(tmp_path):
+    folder = broken(tmp_path)
+    flip_byte(folder / "labels.i64", 0)  # label 0 -> 1: still in range, but not what was packed
+    with pytest.raises(GenforgeError, match="labels.i64: its content does not match the checksum"):
+        PackedImages(folder)
+
+
+def test_packs_from_before_checksums_open_and_read(tmp_path):
+    folder = broken(tmp_path)
+    header = json.loads((folder / "header.json").read_text())
+    header.pop("checksums")
+    (folder / "header.json").write_text(json.dumps(header))
+    handle = PackedImages(folder)
+    assert handle.verify() is False and len(list(handle.chunks())) == 1
+    code, out, err = cli("data", "info", folder, "--json")
+    assert code == 0, err
 
 
 # ---------------------------------------------------------------- pack_dataset from sources

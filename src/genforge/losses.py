@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from genforge.draws import Source, rand
 from genforge.errors import GenforgeError
 
 Parts = dict[str, torch.Tensor]
@@ -105,11 +106,11 @@ def gradient_penalty(
     real_images: torch.Tensor,
     fake_images: torch.Tensor,
     weight: float,
-    generator: torch.Generator | None = None,
+    generator: Source = None,
 ) -> tuple[torch.Tensor, Parts]:
     """weight * E (||grad D(x_hat)|| - 1)^2 on random interpolates x_hat (Gulrajani et al. 2017)."""
     b = real_images.shape[0]
-    alpha = torch.rand(b, 1, 1, 1, device=real_images.device, generator=generator)
+    alpha = rand((b, 1, 1, 1), generator, real_images.device)
     mixed = (alpha * real_images.detach() + (1 - alpha) * fake_images.detach()).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
     penalty = (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()

@@ -4,9 +4,9 @@ than memory. ``pack_dataset`` (pack.py) writes one from any source genforge read
 A packed dataset is a folder:
     header.json   {"format": "genforge-packed", "version": 1, "count": N, "height": H, "width": W,
                    "channels": C, "labelled": bool, "class_names": [...] | null, "source": "...",
-                   "packed_with": {...}}
-    images.u8     N * H * W * C bytes: uint8 (N, H, W, C), C order, no header, so that
-                  ``np.memmap(folder / "images.u8", np.uint8, "r", shape=(N, H, W, C))`` opens it
+                   "packed_with": {...}, "checksums": {"images.u8": "blake2b:HEX", "labels.i64": ...}}
+    images.u8     N * H * W * C bytes: uint8 (N, H, W, C), C order, no header: a raw array any tool
+                  reads (``np.fromfile``, or ``np.memmap`` with that shape); genforge does not map it
     labels.i64    N little-endian int64, only when labelled
 
 One images file, not shards: a rank's share is a set of indices (``rank_indices``), not a file,
@@ -14,14 +14,22 @@ and positioned reads reach any image of one file as cheaply as of many; one file
 size check exact. Shards would pay off only for copying to many machines or for a filesystem's
 size limit, neither of which genforge meets.
 
-Reading: ``PackedImages.take(indices)`` reads just those images with positioned reads (sorted,
-coalesced into runs of consecutive indices) into a fresh array. Touched pages of a memory map
-count in the process's resident memory, so a map swept through a whole epoch grows RSS to the
-dataset's size; positioned reads leave the pages to the kernel's page cache, which it can drop.
+Reading: ``PackedImages.take(indices)`` reads just those images with positioned reads (pread:
+sorted, coalesced into runs of consecutive indices) into a fresh array, never through a memory
+map. Touched pages of a memory map count in the process's resident memory, so a map swept
+through a whole epoch grows RSS to the dataset's size; positioned reads leave the pages to the
+kernel's page cache, which it can drop.
+
+Checks: opening checks the header and both files' sizes, and the labels' checksum (they are read
+whole anyway). The images' checksum (BLAKE2b of the file, computed while packing) is checked by
+every pass that reads the whole file in order: ``chunks()`` to its end (``genforge data info``,
+re-packing) and ``verify()``; a batch read (``take``) checks only that the file has its size.
+Packs written before checksums existed have none, and open as before.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -40,6 +48,14 @@ IMAGES = "images.u8"
 LABELS = "labels.i64"
 _LABEL_DTYPE = np.dtype("<i8")  # little-endian on disk whatever the machine
 CHUNK_BYTES = 64 << 20  # how much one streamed read holds: small beside memory, large beside a syscall
+
+
+def _hasher():
+    return hashlib.blake2b(digest_size=32)
+
+
+def _digest(hasher) -> str:
+    return f"blake2b:{hasher.hexdigest()}"
 
 
 def is_packed(path: Path) -> bool:
@@ -100,6 +116,7 @@ class PackWriter:
         self._temp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".partial", dir=self.out.parent))
         self._images = open(self._temp / IMAGES, "wb")
         self._labels = None
+        self._hashes = {IMAGES: _hasher(), LABELS: _hasher()}
 
     def append(self, images: np.ndarray, labels: np.ndarray | None = None) -> None:
         """Add uint8 (n, H, W, C) images and, if the pack is labelled, int64 (n,) labels."""
@@ -125,8 +142,12 @@ class PackWriter:
                 )
             if len(labels) and (labels.min() < 0 or (self.class_names and labels.max() >= len(self.class_names))):
                 raise GenforgeError(f"{self.out}: labels {labels.min()}..{labels.max()} outside the class list")
-            self._labels.write(labels.astype(_LABEL_DTYPE).tobytes())
-        self._images.write(np.ascontiguousarray(images).data)
+            data = labels.astype(_LABEL_DTYPE).tobytes()
+            self._labels.write(data)
+            self._hashes[LABELS].update(data)
+        data = np.ascontiguousarray(images).data
+        self._images.write(data)
+        self._hashes[IMAGES].update(data)
         self.count += len(images)
 
     def close(self) -> dict:
@@ -154,6 +175,9 @@ class PackWriter:
                 "class_names": self.class_names if self.labelled else None,
                 "source": self.source,
                 "packed_with": self.packed_with,
+                "checksums": {
+                    name: _digest(self._hashes[name]) for name in (IMAGES, LABELS)[: 1 + bool(self.labelled)]
+                },
             }
             (self._temp / HEADER).write_text(json.dumps(header, indent=1) + "\n")
             self._temp.chmod(0o755)  # mkdtemp made it private; a dataset is for everyone who can see it
@@ -226,7 +250,18 @@ def _read_header(folder: Path) -> dict:
     names = header.get("class_names")
     if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         raise GenforgeError(f"{path}: corrupt header: 'class_names' must be a list of strings or null")
+    sums = header.get("checksums", {})  # absent in packs from before checksums
+    if not (isinstance(sums, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in sums.items())):
+        raise GenforgeError(f"{path}: corrupt header: 'checksums' must map file names to checksums")
     return header
+
+
+def _check_sum(path: Path, expected: str | None, hasher) -> None:
+    if expected is not None and _digest(hasher) != expected:
+        raise GenforgeError(
+            f"{path}: its content does not match the checksum recorded when it was packed (the file was "
+            "changed or damaged); pack the dataset again"
+        )
 
 
 def _check_size(path: Path, expected: int, what: str) -> None:
@@ -268,6 +303,7 @@ class PackedImages:
         self.folder = Path(folder).expanduser()
         header = _read_header(self.folder)
         self.header = header
+        self.checksums: dict[str, str] = header.get("checksums", {})
         self.shape = (header["count"], header["height"], header["width"], header["channels"])  # (N, H, W, C)
         self.image_bytes = header["height"] * header["width"] * header["channels"]
         self.nbytes = header["count"] * self.image_bytes
@@ -277,7 +313,11 @@ class PackedImages:
         self.class_names = header["class_names"]
         if header["labelled"]:
             _check_size(self.folder / LABELS, header["count"] * _LABEL_DTYPE.itemsize, f"{header['count']} labels")
-            labels = np.fromfile(self.folder / LABELS, _LABEL_DTYPE).astype(np.int64)
+            raw = (self.folder / LABELS).read_bytes()
+            sums = _hasher()
+            sums.update(raw)
+            _check_sum(self.folder / LABELS, self.checksums.get(LABELS), sums)
+            labels = np.frombuffer(raw, _LABEL_DTYPE).astype(np.int64)
             limit = len(self.class_names) if self.class_names is not None else None
             if labels.min() < 0 or (limit is not None and labels.max() >= limit):
                 raise GenforgeError(
@@ -357,11 +397,25 @@ class PackedImages:
 
     def chunks(self, max_bytes: int | None = None, stop: int | None = None) -> Iterator[np.ndarray]:
         """The first ``stop`` images (all by default) in order, as arrays of at most ``max_bytes``
-        (CHUNK_BYTES by default; one image at least)."""
+        (CHUNK_BYTES by default; one image at least). A pass over every image checks the images'
+        checksum at its end: a damaged file raises there, after its last chunk."""
         stop = len(self) if stop is None else min(stop, len(self))
         step = max(1, (max_bytes or CHUNK_BYTES) // self.image_bytes)
+        sums = _hasher() if stop == len(self) else None
         for start in range(0, stop, step):
-            yield self.read(start, min(start + step, stop))
+            part = self.read(start, min(start + step, stop))
+            if sums is not None:
+                sums.update(part.data)
+            yield part
+        if sums is not None:
+            _check_sum(self.folder / IMAGES, self.checksums.get(IMAGES), sums)
+
+    def verify(self) -> bool:
+        """Read every image and check the images' checksum (an error if it does not match); False
+        when the pack has no checksum to check (packed before they existed)."""
+        for _ in self.chunks():
+            pass
+        return IMAGES in self.checksums
 
     def close(self) -> None:
         if self._fd is not None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from genforge import checkpoint as ckpt
-from genforge.augment import AUGMENTS, AdaptiveAugment, augment
+from genforge.augment import AUGMENTS, PIPELINES, AdaptiveAugment
 from genforge.config import (
     DataConfig,
     TrainConfig,
@@ -47,7 +47,7 @@ from genforge.images import save_grid, to_uint8
 from genforge.losses import GAN_LOSSES, gradient_penalty, r1_penalty
 from genforge.models.gan import DCGANConfig, Discriminator, Generator, nearest_resolution
 from genforge.models.graphs import GeneratorGraph
-from genforge.training.distributed import randn, step_module
+from genforge.training.distributed import randn, share, step_module
 from genforge.training.precision import autocast, grad_scaler
 
 AUGMENT_POLICIES = ("none", "diffaugment", "ada")
@@ -83,7 +83,11 @@ class AugmentConfig:
     """What the discriminator sees: reals and fakes alike pass through the same random ops."""
 
     policy: str = "none"  # none | diffaugment (ops at probability p) | ada (p adapted to D's overfitting)
-    ops: tuple[str, ...] = ("color", "translation", "cutout")
+    # Which ops: diffaugment (DiffAugment's, those in `ops`) | ada (ADA's 'bgc': flips, quarter turns,
+    # shifts, scaling, rotation, colour) | auto: the policy's own. Runs with policy ada from before
+    # ADA's own ops existed used DiffAugment's: `migrate` gives them pipeline diffaugment.
+    pipeline: str = "auto"
+    ops: tuple[str, ...] = ("color", "translation", "cutout")  # the diffaugment pipeline's
     p: float = 1.0  # diffaugment: the probability of each op per image; ada: the starting p
     target: float = 0.6  # ada: the r_t = E[sign(D(real))] it holds
     interval: int = 4  # ada: steps between adjustments
@@ -91,6 +95,7 @@ class AugmentConfig:
 
     def __post_init__(self):
         one_of(self, "policy", AUGMENT_POLICIES)
+        one_of(self, "pipeline", ("auto", *PIPELINES))
         check(all(op in AUGMENTS for op in self.ops), "ops", f"must be among {', '.join(AUGMENTS)}", list(self.ops))
         check(0 <= self.p <= 1, "p", "must be in [0, 1]", self.p)
         check(0 < self.target < 1, "target", "must be in (0, 1)", self.target)
@@ -137,7 +142,7 @@ GAN_PRESETS: dict[str, dict[str, Any]] = {
         "optim": {"ema_decay": 0.999, "mode_seeking": 1.0},
         "train": {"batch_size": 128},
     },
-    # Small data: the default with DiffAugment, or with ADA's adaptive probability.
+    # Small data: the default with DiffAugment, or with ADA (its pipeline of ops, its adaptive probability).
     "diffaugment": {"optim": {"ema_decay": 0.999}, "augment": {"policy": "diffaugment"}, "train": {"batch_size": 128}},
     # ADA moves p across [0, 1] in `speed` images; its paper's 500k assume runs of millions of
     # images, where a CPU budget sees ~100k: p could not pass 0.2. 100k lets it respond in time.
@@ -203,6 +208,7 @@ class GANTrainer:
         self.scaler_g, self.scaler_d = grad_scaler(device, dtype), grad_scaler(device, dtype)
         self.d_loss_fn, self.g_loss_fn = GAN_LOSSES[o.loss]
         self.noise = torch.Generator(device=device).manual_seed(cfg.train.seed)
+        self.draws = share(self.noise)  # per-sample draws: this rank's rows of the global batch's
         self.steps_done = 0
         a = cfg.augment
         self.ada = AdaptiveAugment(a.target, a.interval, a.speed, a.p, device) if a.policy == "ada" else None
@@ -265,11 +271,12 @@ class GANTrainer:
         return None
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        policy = self.cfg.augment.policy
-        if policy == "none":
+        a = self.cfg.augment
+        if a.policy == "none":
             return x
-        p = self.ada.p if self.ada is not None else self.cfg.augment.p
-        return augment(x, self.cfg.augment.ops, p, self.noise)
+        p = self.ada.p if self.ada is not None else a.p
+        pipeline = a.policy if a.pipeline == "auto" else a.pipeline
+        return PIPELINES[pipeline](x, a.ops, p, self.draws)
 
     def _z(self, b: int) -> torch.Tensor:
         return randn(b, self.cfg.model.z_dim, generator=self.noise, device=self.device)  # this rank's share
@@ -288,7 +295,7 @@ class GANTrainer:
                 z = torch.cat([z, self._z(b)])  # (2b, z_dim): the same classes, other latents
                 y_g = None if y is None else torch.cat([y, y])
             with autocast(self.device, self.dtype):
-                both = self.step_g(z, y_g, generator=self.noise)
+                both = self.step_g(z, y_g, generator=self.draws)
                 fake = both[:b]
                 real_logits = self.step_d(self._augment(x), y).float()
                 fake_logits = self.step_d(self._augment(fake.detach()), y).float()
@@ -300,7 +307,7 @@ class GANTrainer:
                 d_loss, parts = d_loss + o.r1_interval * penalty, {**parts, **p}
             if o.loss == "wgan-gp":
                 critic = lambda t, y=y: self._eager_logits(t, y)[1]
-                penalty, p = gradient_penalty(critic, x, fake, o.gp_weight, self.noise)
+                penalty, p = gradient_penalty(critic, x, fake, o.gp_weight, self.draws)
                 d_loss, parts = d_loss + penalty, {**parts, **p}
             self._update(self.opt_d, self.scaler_d, d_loss)
         logs["d_loss"] = d_loss.detach()
@@ -584,12 +591,17 @@ def evaluate(model: GANModel, ctx: EvalContext) -> dict[str, Any]:
 
 
 def migrate(config: dict[str, Any]) -> dict[str, Any]:
-    """genforge 0.1 GAN configs named widths `*_channels`."""
+    """genforge 0.1 GAN configs named widths `*_channels`. Runs with ADA from before ADA's own
+    pipeline (no `augment.pipeline`) augmented with DiffAugment's ops."""
     model = dict(config.get("model", {}))
     for old, new in (("g_channels", "g_width"), ("d_channels", "d_width"), ("max_channels", "max_width")):
         if old in model:
             model[new] = model.pop(old)
-    return {**config, "model": model}
+    config = {**config, "model": model}
+    augment = config.get("augment")
+    if isinstance(augment, dict) and augment.get("policy") == "ada" and "pipeline" not in augment:
+        config["augment"] = {**augment, "pipeline": "diffaugment"}
+    return config
 
 
 # `genforge sample` flags; StyleGAN2 shares --interpolate and gives --truncation its own meaning.

@@ -50,7 +50,7 @@ from genforge.models.transformer import TransformerConfig, check_codes
 from genforge.models.vqvae import VQVAE
 from genforge.progress import Progress
 from genforge.runfolder import atomic_path, read_records
-from genforge.training.distributed import step_module
+from genforge.training.distributed import share, step_module, step_rng
 from genforge.training.precision import autocast
 
 NETWORKS = ("ar", "maskgit")
@@ -141,6 +141,7 @@ class PriorTrainer:
             betas=(o.beta1, o.beta2),
         )
         self.noise = torch.Generator(device=device).manual_seed(cfg.train.seed)
+        self.draws = share(self.noise)  # masks and class drops: this rank's rows of the global batch's
         self.schedule = Schedule(o.lr_schedule, o.warmup_steps, o.lr_final_ratio, cfg.train.steps, cfg.train.minutes)
         self.steps_done = 0
         # The step calls the network's whole loss (mask drawing included) through what compile
@@ -175,8 +176,9 @@ class PriorTrainer:
         lr = o.lr * self.schedule.factor(self.steps_done)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        with autocast(self.device, self.dtype):
-            loss, parts = self.step_net(codes, self._labels(labels), self.noise)
+        # dropout draws from the global RNG: under torchrun, seeded per (seed, step, rank)
+        with autocast(self.device, self.dtype), step_rng(self.cfg.train.seed, self.steps_done):
+            loss, parts = self.step_net(codes, self._labels(labels), self.draws)
         self.opt.zero_grad(set_to_none=True)
         loss.float().backward()
         if o.grad_clip > 0:

@@ -27,6 +27,7 @@ from genforge.families.gan import (
     check_penalties,
     class_grid,
     load_for,
+    migrate,
 )
 from genforge.families.registry import FamilySpec, Prepared, SampleFlag, register, score_generator
 from genforge.models.graphs import GeneratorGraph
@@ -122,6 +123,7 @@ SPEC = register(
             SampleFlag("--truncation", "truncation", "psi, pulls each w towards the mean w (1: off)", metavar="PSI"),
             INTERPOLATE,
         ),
+        migrate=migrate,  # the GAN family's: runs from before ADA's own pipeline keep DiffAugment's ops
         exports={
             "generator": lambda model: GeneratorGraph(
                 model.net, model.config.model.z_dim, model.num_classes, noise_mode="const"

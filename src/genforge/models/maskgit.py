@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from genforge.config import check, non_negative
+from genforge.draws import Source, rand
 from genforge.errors import GenforgeError
 from genforge.models.transformer import CodeTransformer, TransformerConfig, check_grid, guided, sample_from_logits
 
@@ -75,12 +76,12 @@ class MaskGIT(CodeTransformer):
         assert logits.shape == (B, T, self.cfg.vocab_size)
         return logits
 
-    def random_mask(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def random_mask(self, batch: int, generator: Source = None) -> torch.Tensor:
         """Training mask (B, T) bool: per sample, ceil(cos(pi/2 r) T) positions chosen uniformly."""
         device = self.device
-        counts = training_mask_counts(torch.rand(batch, generator=generator, device=device), self.seq_len)
+        counts = training_mask_counts(rand((batch,), generator, device), self.seq_len)
         # The rank of each position in a random permutation; the first `count` ranks are masked.
-        ranks = torch.rand(batch, self.seq_len, generator=generator, device=device).argsort(1).argsort(1)
+        ranks = rand((batch, self.seq_len), generator, device).argsort(1).argsort(1)
         return ranks < counts[:, None]
 
     def loss(

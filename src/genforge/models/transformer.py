@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genforge.config import check, fraction, non_negative, positive
+from genforge.draws import rand
 from genforge.errors import GenforgeError
 
 
@@ -133,7 +134,7 @@ def drop_classes(slots: torch.Tensor, num_classes: int, p: float, generator=None
     """Training-time classifier-free dropout: replace each label by the null class with prob p."""
     if p == 0 or num_classes == 0:
         return slots
-    drop = torch.rand(slots.shape, device=slots.device, generator=generator) < p
+    drop = rand(tuple(slots.shape), generator, slots.device) < p
     return slots.masked_fill(drop, num_classes)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from genforge.data import ImageData
-from genforge.errors import GenforgeError
+from genforge.training.distributed import check_batch
 
 
 @dataclass
@@ -34,11 +34,7 @@ class Batches:
     _perm: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        if self.batch_size % self.world_size:
-            raise GenforgeError(
-                f"train.batch_size {self.batch_size} (the global batch) does not split evenly over "
-                f"{self.world_size} processes; make it a multiple of {self.world_size}"
-            )
+        check_batch(len(self.examples), self.batch_size, self.world_size)
         self.per_epoch = max(1, len(self.examples) // self.batch_size)
         self.local = self.batch_size // self.world_size
 

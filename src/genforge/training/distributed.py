@@ -46,6 +46,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
 from genforge.config import TrainConfig
+from genforge.draws import Share
 from genforge.errors import GenforgeError
 
 # DDP warns (once per process) when a gradient's strides differ from its bucket's; genforge's
@@ -221,6 +222,46 @@ def randn(rows: int, *shape: int, generator: torch.Generator, device: torch.devi
     world = current()
     z = torch.randn(rows * world.size, *shape, generator=generator, device=device)
     return z[world.rank * rows : (world.rank + 1) * rows]
+
+
+def share(generator: torch.Generator) -> Share:
+    """``generator`` as a training step passes it to the code that draws per-sample noise
+    (augmentation, a network's noise, a penalty's mixing weights, masks): each draw is then this
+    rank's rows of one draw for the global batch (``draws.Share``); for one process, the generator."""
+    world = current()
+    return Share(generator, world.rank, world.size)
+
+
+@contextlib.contextmanager
+def step_rng(seed: int, step: int) -> Iterator[None]:
+    """Under several processes, the global RNG (what dropout draws from) seeded by (seed, step,
+    rank) for the block, and restored after it: the ranks' dropout masks differ, and a resumed run
+    draws the same ones again. For one process nothing changes (its RNG state is checkpointed)."""
+    world = current()
+    if not world.distributed:
+        yield
+        return
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(((seed * 1_000_003 + step) * 65_537 + world.rank) % 2**63)
+        yield
+
+
+def check_batch(examples: int, batch_size: int, world_size: int) -> None:
+    """Under several processes, every rank's share of each global batch must be whole: the global
+    batch splits evenly over the ranks, and the data holds at least one global batch (a smaller
+    dataset would leave some ranks' shares short or empty)."""
+    if batch_size % world_size:
+        raise GenforgeError(
+            f"train.batch_size {batch_size} (the global batch) does not split evenly over "
+            f"{world_size} processes; make it a multiple of {world_size}"
+        )
+    if world_size > 1 and examples < batch_size:
+        raise GenforgeError(
+            f"the data has {examples} examples, fewer than train.batch_size {batch_size} (the global batch): "
+            f"{world_size} processes would get unequal or empty shares of it; lower train.batch_size to a "
+            f"multiple of {world_size} no larger than {examples}, or use more data"
+        )
 
 
 class Method(nn.Module):

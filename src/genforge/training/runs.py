@@ -76,6 +76,8 @@ def train(
     events = config.train.tensorboard if config.train.tensorboard is not None else tensorboard.available()
     if events and not tensorboard.available():
         raise GenforgeError(f"train.tensorboard is true: {tensorboard.INSTALL_HINT}")
+    if prepared.images is not None:  # refused before anything is written (a prior's codes: by Batches, later)
+        distributed.check_batch(len(prepared.images), config.train.batch_size, world.size)
     with distributed.session(world, pick_device(config.train.device), config.train.rank_timeout_minutes) as device:
         saved = check_resume(out, spec, to_dict(config), distributed.from_main(_found(out) if world.main else None))
         _check_world(out, saved, world)

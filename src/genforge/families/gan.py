@@ -1,8 +1,8 @@
 """The GAN family: a generator and a discriminator trained against each other.
 
 The game min_G max_D E[log D(x)] + E[log(1 - D(G(z)))], played with the losses of ``losses.py``
-(non-saturating by default), optional penalties (R1, lazily every few steps; WGAN-GP), an EMA copy
-of the generator for sampling, discriminator augmentation (DiffAugment, or ADA's adaptive
+(non-saturating by default), optional penalties (R1, lazily every few steps; WGAN-GP; path length
+for generators with a w space), an EMA copy of the generator for sampling, discriminator augmentation (DiffAugment, or ADA's adaptive
 probability), and optionally class labels (``conditional: true``). The networks are DCGAN's here;
 ``families/stylegan2.py`` trains StyleGAN2's with the same trainer. Declared once, at the bottom.
 """
@@ -39,7 +39,7 @@ from genforge.images import save_grid, to_uint8
 from genforge.losses import GAN_LOSSES, gradient_penalty, path_length_penalty, r1_penalty
 from genforge.models.gan import DCGANConfig, Discriminator, Generator, nearest_resolution
 from genforge.models.graphs import GeneratorGraph
-from genforge.training.distributed import average_gradients, randn, step_module
+from genforge.training.distributed import average, average_gradients, randn, step_module
 from genforge.training.precision import autocast, grad_scaler
 
 AUGMENT_POLICIES = ("none", "diffaugment", "ada")
@@ -84,6 +84,11 @@ class GANOptimConfig:
             "and ema_decay are two ways to set the EMA: set one of them to 0",
             self.ema_kimg,
         )
+
+    @property
+    def uses_ema(self) -> bool:
+        """Whether the run keeps an EMA generator (G_ema), by steps or by images."""
+        return self.ema_decay > 0 or self.ema_kimg > 0
 
 
 @dataclass
@@ -200,8 +205,7 @@ class GANTrainer:
         torch.manual_seed(cfg.train.seed)  # weight init is part of what the seed fixes
         G, D = networks(cfg)
         self.G, self.D = G.to(device), D.to(device)
-        ema = o.ema_decay > 0 or o.ema_kimg > 0
-        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if ema else None
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if o.uses_ema else None
         if cfg.train.channels_last:
             for net in (self.G, self.D, self.G_ema):
                 if net is not None:
@@ -389,7 +393,9 @@ class GANTrainer:
         _, _, H, W = images.shape
         noise = randn(n, *images.shape[1:], generator=self.noise, device=self.device) / math.sqrt(H * W)
         penalty, parts = path_length_penalty(images.float(), ws, noise, self.pl_mean, o.pl_weight, o.pl_decay)
-        self.pl_mean.copy_(parts["pl_mean"])
+        # Under torchrun each rank's penalty uses its own batch's mean (as the reference); the stored
+        # running mean is the ranks' average, the same on every rank, so a resume continues it exactly.
+        self.pl_mean.copy_(average({"pl_mean": parts["pl_mean"]})["pl_mean"])
         return penalty, parts
 
     @staticmethod

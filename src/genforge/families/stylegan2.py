@@ -168,8 +168,8 @@ def _summary(config: StyleGAN2RunConfig) -> str:
 def apply_scale(config: StyleGAN2RunConfig, device_type: str, gpus: int) -> tuple[StyleGAN2RunConfig, str]:
     """The config with its ``scale`` decided (by-device -> auto on CUDA, fixed elsewhere) and, for
     auto, the reference's auto values for the (already filled) resolution put in each key that
-    still holds its default; a value the config sets otherwise is kept. Returns (config, one line
-    saying what was chosen)."""
+    still holds its default value (also where the config names the key, with that same value); a
+    key holding another value keeps it. Returns (config, one line saying what was chosen)."""
     scale = config.scale
     if scale == "by-device":
         scale = "auto" if device_type == "cuda" else "fixed"

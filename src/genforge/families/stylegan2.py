@@ -50,9 +50,10 @@ SAMPLE_OPTIONS = {"noise_mode": "const"}  # in-training samples are made as `eva
 
 def _optim() -> GANOptimConfig:
     # stylegan2-ada-pytorch's loss and optimizers: lr 0.0025, betas (0, 0.99), R1 every 16
-    # minibatches (gamma 0.01: its `cifar` value, fitting small images), path length weight 2 every
-    # 4. EMA: 20 kimg, the reference's `auto` value at batch 64 (batch * 10 / 32), ramped up over the
-    # first images (0.05 of those seen): within a CPU budget of < 400k images the ramp-up sets it.
+    # minibatches (gamma 0.01: its `cifar` value; its `auto` formula gives 0.0032 at 32x32 and
+    # 0.0128 at 64x64, batch 64), path length weight 2 every 4. EMA: 20 kimg, the reference's `auto`
+    # value at batch 64 (batch * 10 / 32), ramped up over the first images (0.05 of those seen):
+    # within a CPU budget of < 400k images the ramp-up sets it.
     return GANOptimConfig(
         lr_g=0.0025,
         lr_d=0.0025,
@@ -189,9 +190,8 @@ def apply_scale(config: StyleGAN2RunConfig, device_type: str, gpus: int) -> tupl
         else:
             kept.append(key)
     resolved = from_dict(StyleGAN2RunConfig, values)
-    note = (
-        f"stylegan2 with the reference's auto sizes for {resolution}x{resolution}, {gpus} GPU(s): {_summary(resolved)}"
-    )
+    where = f"{resolution}x{resolution} and {gpus} GPU{'s' if gpus > 1 else ''}"
+    note = f"stylegan2 with the reference's auto sizes for {where}: {_summary(resolved)}"
     return resolved, note + (f"; kept from your config: {', '.join(kept)}" if kept else "")
 
 

@@ -355,3 +355,27 @@ def test_every_preset_builds_and_trains_a_step(preset):
     family = GANTrainer(cfg, torch.device("cpu"), networks=networks)
     losses = family.train_step(batch(), None)
     assert all(torch.isfinite(v).all() for v in losses.values())
+
+
+# --- two ranks: the regularisation steps keep the replicas equal ---------------------------------
+
+
+def _replicas_worker(rank: int, out: str) -> None:
+    family = trainer("optim.r1_interval=2")  # step 0 takes both regularisation steps of their own
+    real = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(10 + rank)) * 2 - 1  # this rank's
+    family.train_step(real, None)
+    # parameters: buffers such as w_avg follow each rank's own batch (as the reference's)
+    weights = {f"{name}.{k}": v for name in ("G", "D") for k, v in family.modules()[name].named_parameters()}
+    torch.save({k: v.detach() for k, v in weights.items()}, Path(out) / f"rank{rank}.pt")
+
+
+def test_regularisation_steps_average_their_gradients_over_the_ranks(tmp_path):
+    """R1 and path length run through the unwrapped networks (a double backward), not through DDP:
+    their gradients are averaged explicitly, so both ranks' networks stay the same."""
+    from test_distributed import spawn  # noqa: PLC0415 - the two-process harness, shared with its home
+
+    spawn(_replicas_worker, str(tmp_path))
+    a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert set(a) == set(b)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name

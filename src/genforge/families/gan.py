@@ -336,6 +336,8 @@ class GANTrainer:
         logs["d_loss"] = d_loss.detach()
         logs.update(parts)
         if self.r1_separate and self.steps_done % o.r1_interval == 0:  # Dreg: lazy R1, a D step of its own
+            # on the last real batch, augmented anew. Deviation: ADA observes the main steps' logits
+            # only (the reference also counts this forward's).
             penalty, p = r1_penalty(*self._eager_logits(x, y, augment_first=True), o.r1_gamma)
             self._update(self.opt_d, self.scaler_d, o.r1_interval * penalty, average=self.D)
             logs.update(p)

@@ -2,8 +2,9 @@
 
 The game min_G max_D E[log D(x)] + E[log(1 - D(G(z)))], played with the losses of ``losses.py``
 (non-saturating by default), optional penalties (R1, lazily every few steps; WGAN-GP; path length
-for generators with a w space), an EMA copy of the generator for sampling, discriminator augmentation (DiffAugment, or ADA's adaptive
-probability), and optionally class labels (``conditional: true``). The networks are DCGAN's here;
+for generators with a w space), an EMA copy of the generator for sampling, discriminator
+augmentation (DiffAugment, or ADA's adaptive probability), and optionally class labels
+(``conditional: true``). The networks are DCGAN's here;
 ``families/stylegan2.py`` trains StyleGAN2's with the same trainer. Declared once, at the bottom.
 """
 

@@ -117,6 +117,27 @@ def gradient_penalty(
     return weight * penalty, {"gp": penalty.detach()}
 
 
+def path_length_penalty(
+    images: torch.Tensor, ws: torch.Tensor, noise: torch.Tensor, pl_mean: torch.Tensor, weight: float, decay: float
+) -> tuple[torch.Tensor, Parts]:
+    """StyleGAN2's path length regularisation (Karras et al. 2020, sec. 3.2), as stylegan2-ada-pytorch's
+    ``StyleGAN2Loss`` (phase Gpl) computes it.
+
+    images (B, C, H, W) made from ws (B, num_ws, w_dim) with the graph kept; ``noise`` (B, C, H, W) is
+    N(0, 1) / sqrt(H * W), drawn by the caller. The length of each sample's Jacobian-vector product is
+    sqrt(mean over the ws of the squared norm over w of d sum(images * noise) / d ws); ``pl_mean``
+    (a 0-dim tensor, the running mean of the lengths) moves towards the batch mean by ``decay``, and
+    the penalty is weight * mean (length - that new mean)^2. As the reference, the new mean keeps its
+    graph inside the penalty (its gradient flows through the batch mean). Returns ``parts["pl_mean"]``,
+    the new running mean (detached), which the caller stores for the next call.
+    """
+    (grads,) = torch.autograd.grad((images * noise).sum(), ws, create_graph=True)  # (B, num_ws, w_dim)
+    lengths = grads.float().square().sum(2).mean(1).sqrt()  # (B,)
+    mean = pl_mean.lerp(lengths.mean(), decay)
+    penalty = (lengths - mean).square().mean()
+    return weight * penalty, {"pl_penalty": penalty.detach(), "pl_mean": mean.detach()}
+
+
 # ---------------------------------------------------------------------------------------------
 # VQ-VAE losses
 # ---------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The GAN family: a generator and a discriminator trained against each other.
 
 The game min_G max_D E[log D(x)] + E[log(1 - D(G(z)))], played with the losses of ``losses.py``
-(non-saturating by default), optional penalties (R1, lazily every few steps; WGAN-GP), an EMA copy
-of the generator for sampling, discriminator augmentation (DiffAugment, or ADA's adaptive
-probability), and optionally class labels (``conditional: true``). The networks are DCGAN's here;
+(non-saturating by default), optional penalties (R1, lazily every few steps; WGAN-GP; path length
+for generators with a w space), an EMA copy of the generator for sampling, discriminator
+augmentation (DiffAugment, or ADA's adaptive probability), and optionally class labels
+(``conditional: true``). The networks are DCGAN's here;
 ``families/stylegan2.py`` trains StyleGAN2's with the same trainer. Declared once, at the bottom.
 """
 
@@ -44,10 +45,10 @@ from genforge.families.registry import (
 )
 from genforge.families.sampling import TunedSampling
 from genforge.images import save_grid, to_uint8
-from genforge.losses import GAN_LOSSES, gradient_penalty, r1_penalty
+from genforge.losses import GAN_LOSSES, gradient_penalty, path_length_penalty, r1_penalty
 from genforge.models.gan import DCGANConfig, Discriminator, Generator, nearest_resolution
 from genforge.models.graphs import GeneratorGraph
-from genforge.training.distributed import randn, share, step_module
+from genforge.training.distributed import average, average_gradients, randn, share, step_module
 from genforge.training.precision import autocast, grad_scaler
 
 AUGMENT_POLICIES = ("none", "diffaugment", "ada")
@@ -62,10 +63,20 @@ class GANOptimConfig:
     beta2: float = 0.999
     d_steps: int = 1  # discriminator updates per generator update, each on its own real batch
     r1_gamma: float = 0.0  # R1 penalty weight on real data (0 = off)
-    r1_interval: int = 1  # lazy regularisation: R1 every N steps, weighted N times (StyleGAN2 uses 16)
+    # lazy regularisation: R1 every N steps, weighted N times, as a D step of its own when N > 1 (StyleGAN2 uses 16)
+    r1_interval: int = 1
     gp_weight: float = 10.0  # gradient penalty weight, used by wgan-gp
-    ema_decay: float = 0.0  # EMA of the generator's weights for sampling (0 = off)
+    # Path length regularisation (StyleGAN2; generators with a w space only). 0 = off.
+    pl_weight: float = 0.0
+    pl_interval: int = 4  # lazy: every N steps, weighted N times, as a G step of its own when N > 1
+    pl_batch_shrink: int = 2  # its batch is the generator's divided by this
+    pl_decay: float = 0.01  # how fast the running mean of path lengths moves
+    ema_decay: float = 0.0  # EMA of the generator's weights for sampling, per step (0 = off)
     ema_start: int = 0  # steps before the EMA starts averaging (it copies until then)
+    # EMA by images (StyleGAN2's ema_kimg): half-life in thousands of images, whatever the batch (0 = off;
+    # excludes ema_decay). ema_rampup > 0 caps the half-life at that fraction of the images seen so far.
+    ema_kimg: float = 0.0
+    ema_rampup: float = 0.0
     # Mode seeking (Mao et al. 2019, MSGAN): G also minimises 1 / (mean|G(z2,y) - G(z1,y)| /
     # mean|z2 - z1| + 1e-5), two latents for the same classes, so that different z give
     # different images. The generator's last batch doubles (its twin). 0 = off.
@@ -73,9 +84,20 @@ class GANOptimConfig:
 
     def __post_init__(self):
         one_of(self, "loss", GAN_LOSSES)
-        positive(self, "lr_g", "lr_d", "d_steps", "r1_interval")
-        fraction(self, "beta1", "beta2", "ema_decay")
-        non_negative(self, "r1_gamma", "gp_weight", "ema_start", "mode_seeking")
+        positive(self, "lr_g", "lr_d", "d_steps", "r1_interval", "pl_interval", "pl_batch_shrink")
+        fraction(self, "beta1", "beta2", "ema_decay", "pl_decay")
+        non_negative(self, "r1_gamma", "gp_weight", "ema_start", "mode_seeking", "pl_weight", "ema_kimg", "ema_rampup")
+        check(
+            self.ema_kimg == 0 or self.ema_decay == 0,
+            "ema_kimg",
+            "and ema_decay are two ways to set the EMA: set one of them to 0",
+            self.ema_kimg,
+        )
+
+    @property
+    def uses_ema(self) -> bool:
+        """Whether the run keeps an EMA generator (G_ema), by steps or by images."""
+        return self.ema_decay > 0 or self.ema_kimg > 0
 
 
 @dataclass
@@ -113,6 +135,10 @@ class GANRunConfig:
 
     def __post_init__(self):
         check_penalties(self)
+        if self.optim.pl_weight > 0:
+            raise GenforgeError(
+                "optim.pl_weight (path length regularisation) needs a generator with a w space: stylegan2"
+            )
 
 
 def check_penalties(cfg) -> None:
@@ -178,7 +204,9 @@ class GANTrainer:
     """Generator, discriminator, optional EMA generator, augmentation and optimizers, on one device.
 
     ``networks`` builds (G, D) from the run config: G(z, labels, generator=...) -> images and
-    D(images, labels) -> (B,) logits, whatever their architecture.
+    D(images, labels) -> (B,) logits, whatever their architecture; with ``optim.pl_weight`` G also
+    answers ``images_and_ws(z, labels, generator=...)``. ``sample_options`` are passed to the sampler
+    by ``generate`` (StyleGAN2's noise_mode), so that in-training samples are made as ``evaluate``'s.
     """
 
     def __init__(
@@ -187,24 +215,36 @@ class GANTrainer:
         device: torch.device,
         dtype: torch.dtype = torch.float32,
         networks: Networks = dcgan_networks,
+        sample_options: dict[str, Any] | None = None,
     ):
         self.cfg, self.device, self.dtype = cfg, device, dtype
+        self.sample_options = dict(sample_options or {})
         m, o = cfg.model, cfg.optim
         assert m.resolution and m.channels, "model.resolution/channels must be filled in from the data"
         torch.manual_seed(cfg.train.seed)  # weight init is part of what the seed fixes
         G, D = networks(cfg)
         self.G, self.D = G.to(device), D.to(device)
-        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if o.ema_decay > 0 else None
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if o.uses_ema else None
         if cfg.train.channels_last:
             for net in (self.G, self.D, self.G_ema):
                 if net is not None:
                     net.to(memory_format=torch.channels_last)
-        # Lazy R1 (StyleGAN2, appendix B): Adam's rate and betas shrink by interval / (interval + 1)
-        # so that the regularised steps do not move D further than plain ones would.
-        lazy = o.r1_interval / (o.r1_interval + 1) if o.r1_gamma > 0 and o.r1_interval > 1 else 1.0
-        betas_d = (o.beta1**lazy, o.beta2**lazy)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2))
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d * lazy, betas=betas_d)
+        # Lazy regularisation (StyleGAN2 appendix B; stylegan2-ada-pytorch's training_loop): a penalty
+        # taken every N > 1 steps is a step of its own (the reference's Dreg / Greg phases: own
+        # backward, own optimizer step), weighted N; Adam's rate and betas then shrink by N / (N + 1)
+        # so that main + regularisation steps move the network as far as plain steps would. With
+        # N = 1 the penalty is folded into every main step, and nothing shrinks (the reference's
+        # Dboth / Gboth). Deviation: the reference shrinks even when the penalty's weight is 0 (its
+        # `cifar` G, pl_weight 0); here only where a regularisation step exists.
+        # A run resumed from a checkpoint takes Adam's rate and betas from its optimizer state.
+        self.r1_separate = o.r1_gamma > 0 and o.r1_interval > 1
+        self.pl_separate = o.pl_weight > 0 and o.pl_interval > 1
+        lazy_d = o.r1_interval / (o.r1_interval + 1) if self.r1_separate else 1.0
+        lazy_g = o.pl_interval / (o.pl_interval + 1) if self.pl_separate else 1.0
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g * lazy_g, betas=(o.beta1**lazy_g, o.beta2**lazy_g))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=o.lr_d * lazy_d, betas=(o.beta1**lazy_d, o.beta2**lazy_d))
+        # path length regularisation's running mean of lengths (checkpointed)
+        self.pl_mean = torch.zeros([], device=device) if o.pl_weight > 0 else None
         self.scaler_g, self.scaler_d = grad_scaler(device, dtype), grad_scaler(device, dtype)
         self.d_loss_fn, self.g_loss_fn = GAN_LOSSES[o.loss]
         self.noise = torch.Generator(device=device).manual_seed(cfg.train.seed)
@@ -239,6 +279,8 @@ class GANTrainer:
         if self.ada is not None:
             tensors.update({f"ada.{k}": v for k, v in self.ada.tensors().items()})
             state["ada"] = self.ada.state()
+        if self.pl_mean is not None:
+            tensors["pl_mean"] = self.pl_mean
         return tensors, state
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
@@ -248,6 +290,8 @@ class GANTrainer:
                 scaler.load_state_dict(state[name])
         if self.ada is not None:
             self.ada.load({k[4:]: v for k, v in tensors.items() if k.startswith("ada.")}, state["ada"])
+        if self.pl_mean is not None:
+            self.pl_mean.copy_(tensors["pl_mean"])
 
     def log_extras(self) -> dict[str, float]:
         if self.ada is None:
@@ -302,9 +346,9 @@ class GANTrainer:
             d_loss, parts = self.d_loss_fn(real_logits, fake_logits)
             if self.ada is not None:
                 self.ada.observe(real_logits)
-            if o.r1_gamma > 0 and self.steps_done % o.r1_interval == 0:
-                penalty, p = r1_penalty(*self._eager_logits(x.detach(), y, augment_first=True), o.r1_gamma)
-                d_loss, parts = d_loss + o.r1_interval * penalty, {**parts, **p}
+            if o.r1_gamma > 0 and not self.r1_separate:  # R1 every step, folded in (the reference's Dboth)
+                penalty, p = r1_penalty(*self._eager_logits(x, y, augment_first=True), o.r1_gamma)
+                d_loss, parts = d_loss + penalty, {**parts, **p}
             if o.loss == "wgan-gp":
                 critic = lambda t, y=y: self._eager_logits(t, y)[1]
                 penalty, p = gradient_penalty(critic, x, fake, o.gp_weight, self.draws)
@@ -312,6 +356,12 @@ class GANTrainer:
             self._update(self.opt_d, self.scaler_d, d_loss)
         logs["d_loss"] = d_loss.detach()
         logs.update(parts)
+        if self.r1_separate and self.steps_done % o.r1_interval == 0:  # Dreg: lazy R1, a D step of its own
+            # on the last real batch, augmented anew. Deviation: ADA observes the main steps' logits
+            # only (the reference also counts this forward's).
+            penalty, p = r1_penalty(*self._eager_logits(x, y, augment_first=True), o.r1_gamma)
+            self._update(self.opt_d, self.scaler_d, o.r1_interval * penalty, average=self.D)
+            logs.update(p)
 
         # Generator: reuse the last fake batch; D's weights need no gradient for this update.
         self.D.requires_grad_(False)
@@ -325,8 +375,16 @@ class GANTrainer:
             ratio = (both[b:].float() - fake.float()).abs().mean() / (z[b:] - z[:b]).abs().mean()
             g_loss = g_loss + o.mode_seeking / (ratio + 1e-5)
             logs["mode_seeking_ratio"] = ratio.detach()
+        if o.pl_weight > 0 and not self.pl_separate:  # path length every step, folded in (Gboth)
+            penalty, p = self._path_length(b, y)
+            g_loss = g_loss + penalty
+            logs.update(p)
         self._update(self.opt_g, self.scaler_g, g_loss)
         logs["g_loss"] = g_loss.detach()
+        if self.pl_separate and self.steps_done % o.pl_interval == 0:  # Greg: a G step of its own
+            penalty, p = self._path_length(b, y)
+            self._update(self.opt_g, self.scaler_g, o.pl_interval * penalty, average=self.G)
+            logs.update(p)
         self.steps_done += 1
         if self.ada is not None:
             self.ada.update(self.cfg.train.batch_size)  # the global batch: images of all ranks
@@ -334,20 +392,49 @@ class GANTrainer:
         return logs
 
     def _eager_logits(self, x: torch.Tensor, y: torch.Tensor | None, augment_first: bool = False):
-        """(the image D differentiates against, D's logits) through the uncompiled D."""
-        if augment_first:  # R1 on the images D actually sees (as ADA does): augment, then watch
-            x = self._augment(x).detach().requires_grad_(True)
+        """(the image D's gradient is taken against, D's logits) through the uncompiled D.
+
+        With ``augment_first`` (R1): the gradient is taken against the un-augmented real and D sees
+        it augmented, so the penalty differentiates through the augmentation, as stylegan2-ada-pytorch
+        (real_img_tmp = real.detach().requires_grad_(); D(augment(real_img_tmp))).
+        """
+        seen = x
+        if augment_first:
+            x = x.detach().requires_grad_(True)
+            seen = self._augment(x)
         with autocast(self.device, self.dtype):
-            return x, self.D(x, y).float()
+            return x, self.D(seen, y).float()
+
+    def _path_length(self, b: int, y: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The path length penalty on b / pl_batch_shrink new fakes through the uncompiled G (a double
+        backward); the running mean moves (stylegan2-ada-pytorch's Gpl phase)."""
+        o = self.cfg.optim
+        n = max(1, b // o.pl_batch_shrink)
+        z, y = self._z(n), (None if y is None else y[:n])
+        with autocast(self.device, self.dtype):
+            images, ws = self.G.images_and_ws(z, y, generator=self.noise)  # (n, C, H, W), (n, num_ws, w_dim)
+        _, _, H, W = images.shape
+        noise = randn(n, *images.shape[1:], generator=self.noise, device=self.device) / math.sqrt(H * W)
+        penalty, parts = path_length_penalty(images.float(), ws, noise, self.pl_mean, o.pl_weight, o.pl_decay)
+        # Under torchrun each rank's penalty uses its own batch's mean (as the reference); the stored
+        # running mean is the ranks' average, the same on every rank, so a resume continues it exactly.
+        self.pl_mean.copy_(average({"pl_mean": parts["pl_mean"]})["pl_mean"])
+        return penalty, parts
 
     @staticmethod
-    def _update(opt: torch.optim.Optimizer, scaler, loss: torch.Tensor) -> None:
+    def _update(opt: torch.optim.Optimizer, scaler, loss: torch.Tensor, average: torch.nn.Module | None = None) -> None:
+        """One optimizer step on ``loss``. ``average``: the module whose gradients are averaged over the
+        ranks here, for a regularisation step that ran through the module itself (not DDP's wrapper)."""
         opt.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
+            if average is not None:
+                average_gradients(average)
             opt.step()
         else:  # fp16: scale the loss so small gradients do not flush to zero, skip steps that overflow
             scaler.scale(loss).backward()
+            if average is not None:
+                average_gradients(average)
             scaler.step(opt)
             scaler.update()
 
@@ -355,14 +442,28 @@ class GANTrainer:
     def _update_ema(self) -> None:
         if self.G_ema is None:
             return
-        # Warm-up (as TensorFlow's ExponentialMovingAverage with num_updates): early averages
-        # would otherwise be dominated by the random initial weights for thousands of steps.
-        n = self.steps_done - self.cfg.optim.ema_start
-        decay = min(self.cfg.optim.ema_decay, (1 + n) / (10 + n)) if n > 0 else 0.0
+        decay = self.ema_step_decay()
         ema_params, params = list(self.G_ema.parameters()), list(self.G.parameters())
         torch._foreach_lerp_(ema_params, params, 1.0 - decay)
         for eb, b in zip(self.G_ema.buffers(), self.G.buffers()):
             eb.copy_(b)
+
+    def ema_step_decay(self) -> float:
+        """The EMA's decay for the step just done (``steps_done`` counts it)."""
+        o = self.cfg.optim
+        n = self.steps_done - o.ema_start
+        if n <= 0:
+            return 0.0
+        if o.ema_kimg > 0:  # by images, as stylegan2-ada-pytorch's training_loop (G_ema)
+            batch = self.cfg.train.batch_size  # the global batch: images of all ranks
+            seen = (self.steps_done - 1) * batch  # images before this step (the reference's cur_nimg)
+            half_life = o.ema_kimg * 1000
+            if o.ema_rampup > 0:
+                half_life = min(half_life, seen * o.ema_rampup)
+            return 0.5 ** (batch / max(half_life, 1e-8))
+        # Warm-up (as TensorFlow's ExponentialMovingAverage with num_updates): early averages
+        # would otherwise be dominated by the random initial weights for thousands of steps.
+        return min(o.ema_decay, (1 + n) / (10 + n))
 
     @property
     def sampler(self) -> torch.nn.Module:
@@ -374,7 +475,7 @@ class GANTrainer:
         net = self.sampler
         was_training = net.training
         net.eval()
-        out = net(z, labels, generator=generator).float()
+        out = net(z, labels, generator=generator, **self.sample_options).float()
         net.train(was_training)
         return out
 
@@ -448,7 +549,7 @@ class GANModel(TunedSampling):
         # The weights come from the checkpoint: the initial draws must not move the caller's RNG.
         with torch.random.fork_rng(devices=[]):
             net = generator(cfg).to(device)
-        name = "G_ema" if cfg.optim.ema_decay > 0 else "G"  # the trainer's sampler
+        name = "G_ema" if cfg.optim.uses_ema else "G"  # the trainer's sampler
         ckpt.unpack_module(f"model.{name}", net, c.tensors)
         self.net = net.eval().requires_grad_(False)
         self.device, self.config, self.step = device, cfg, c.step

@@ -9,7 +9,9 @@ torch_utils/ops). This file is plain PyTorch (no custom CUDA kernels), so the sa
 CPU, CUDA and MPS, in fp32 and under bf16 autocast. Deliberate differences from the reference
 are marked "Deviation:". Not here: conv clamping and the reference's fp16 tricks (we train in
 fp32 or bf16, which does not overflow), the 'orig'/'resnet' generator and 'skip' discriminator
-variants, truncation cutoff, and the losses (R1, path length) which live in genforge.losses.
+variants, truncation cutoff, and the losses: R1 and path length regularisation are pure functions
+in genforge.losses, which ``families/gan.py``'s trainer applies (``Generator.images_and_ws`` gives
+it the ws that path length regularisation differentiates against).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class StyleGAN2Config:
     mapping_layers: int = 2  # the reference's CIFAR preset uses 2; the paper's FFHQ model 8
     width: int = 32  # layer width at the full resolution, doubling per halving of resolution
     max_width: int = 256
+    # > 0: the width at resolution r is channel_base / r (capped at max_width), the reference's
+    # channel_base (its fmaps 0.5 is 16384, fmaps 1 is 32768), in place of `width`. 0: `width` rules.
+    channel_base: int = 0
     resolution: int = 0  # square image side, a power of two 8..1024 (0: taken from the data)
     channels: int = 0  # image channels: 1 grey, 3 colour (0: taken from the data)
     num_classes: int = 0  # 0: unconditional
@@ -53,7 +58,7 @@ class StyleGAN2Config:
 
     def __post_init__(self):
         positive(self, "z_dim", "w_dim", "mapping_layers", "width", "max_width", "mbstd_group", "mapping_lr")
-        non_negative(self, "num_classes", "mbstd_channels")
+        non_negative(self, "num_classes", "mbstd_channels", "channel_base")
         check(
             self.resolution == 0 or self.resolution in RESOLUTIONS,
             "resolution",
@@ -75,7 +80,8 @@ class StyleGAN2Config:
 
 def widths(cfg: StyleGAN2Config) -> dict[int, int]:
     """Layer width at each resolution 4 .. cfg.resolution, shared by G and D (the reference's channel_base)."""
-    return {2**k: min(cfg.width * cfg.resolution // 2**k, cfg.max_width) for k in range(2, cfg.resolution.bit_length())}
+    base = cfg.channel_base or cfg.width * cfg.resolution
+    return {2**k: min(base // 2**k, cfg.max_width) for k in range(2, cfg.resolution.bit_length())}
 
 
 def _require_built(cfg: StyleGAN2Config) -> None:
@@ -250,11 +256,19 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False) -> torch.Tens
     else:
         x = F.conv2d(x, w, padding=k // 2)
     if demodulate:
-        # 1 / ||weight * style||_2 per (sample, output channel), without building the (B, O, I, k, k)
-        # per-sample weights: sum_{i,k} (w_oik s_i)^2 = sum_i s_i^2 sum_k w_oik^2.
-        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # (B, O)
-        x = x * dcoefs.to(x.dtype).reshape(B, O, 1, 1)
+        x = x * demodulation(weight, styles).to(x.dtype).reshape(B, O, 1, 1)
     return x
+
+
+def demodulation(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """1 / ||weight * style||_2 per (sample, output channel): weight (O, I, k, k), styles (B, I) -> (B, O), fp32.
+
+    Without building the (B, O, I, k, k) per-sample weights: sum_{i,k} (w_oik s_i)^2 = sum_i s_i^2
+    sum_k w_oik^2. In fp32 under autocast too (the reference computes its demodulation coefficients
+    in fp32): a bf16 sum over I * k * k squares keeps about 3 significant digits.
+    """
+    with torch.autocast(weight.device.type, enabled=False):
+        return (styles.float().square() @ weight.float().square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
 
 
 class ModulatedConv2d(nn.Module):
@@ -359,6 +373,15 @@ class Generator(nn.Module):
         if self.training and self.cfg.style_mixing > 0:
             ws = self.mix_styles(ws, labels, generator)
         return self.synthesis(ws, noise_mode, generator)
+
+    def images_and_ws(self, z, labels=None, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward above with random noise and psi 1, returning the ws (B, num_ws, w_dim) too (after
+        style mixing, as the reference's run_G): path length regularisation differentiates the images
+        with respect to them."""
+        ws = self.mapping(z, labels)
+        if self.training and self.cfg.style_mixing > 0:
+            ws = self.mix_styles(ws, labels, generator)
+        return self.synthesis(ws, "random", generator), ws
 
     def mix_styles(self, ws, labels, generator) -> torch.Tensor:
         """Style mixing regularization: from a random layer on, a sample takes the styles of a second z,

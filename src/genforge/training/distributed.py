@@ -192,6 +192,24 @@ def average(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return dict(zip(values, stacked.unbind()))
 
 
+def average_gradients(module: nn.Module) -> None:
+    """Average the gradients of ``module``'s parameters over the ranks, in place: for a backward that
+    did not run through DistributedDataParallel (a lazy regularisation step through the unwrapped
+    module). One process: nothing to do."""
+    if not _active():
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    device = flat.device
+    flat = flat.to(_collective_device())
+    dist.all_reduce(flat)
+    flat = (flat / dist.get_world_size()).to(device)
+    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
+
+
 def lost_peer(error: BaseException) -> str | None:
     """If ``error`` came from the process group (a rank died, or stopped answering past the
     timeout) rather than from this rank's own work: what it said, in a line. Else None."""

@@ -182,6 +182,10 @@ EXACT = {
         "optim.lr_g=0.0001",
         "optim.lr_d=0.0001",
         "optim.ema_decay=0",
+        "optim.ema_kimg=0",
+        # path length: each rank's penalty uses its own batch's mean length, as the reference's
+        # (tested for two ranks in test_stylegan2_reg.py), so it is not the one-process penalty
+        "optim.pl_weight=0",
         "optim.r1_interval=2",
         "augment.p=0.2",
         "augment.interval=3",

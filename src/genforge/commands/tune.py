@@ -10,7 +10,10 @@ space, ties (``sampling.TIE``) going to the higher recall + coverage. Every cand
 choice are written to the run's ``sampling.json``, which ``sample`` and ``evaluate`` then use.
 
 The seed differs from ``evaluate``'s default (0), so a later evaluation does not score the very
-samples the choice was made on.
+samples the choice was made on, and the real images the settings are scored against are a slice of
+the training split disjoint from the one ``evaluate`` reports on (``extractors.reference_ranges``;
+said in one line and recorded in ``sampling.json`` as ``reference``), so a reported figure is never
+the one the choice was tuned on.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from genforge import families
 from genforge.errors import GenforgeError
 from genforge.families.registry import EvalContext, score_generator
 from genforge.families.sampling import best, run_folder, write_sampling
-from genforge.metrics.extractors import get_extractor, reference
+from genforge.metrics.extractors import choose_features, get_extractor, reference, reference_images
 
 # what each candidate keeps (the class accuracies: a conditional model scored with the classifier)
 SCORES = (
@@ -56,7 +59,7 @@ def tune(
     run: str | Path,
     *,
     n: int = 2000,
-    features: str = "classifier",
+    features: str | None = None,
     seed: int = TUNE_SEED,
     rounds: int = 1,
     device: torch.device = torch.device("cpu"),
@@ -77,8 +80,20 @@ def tune(
         raise GenforgeError(f"{run}: a {c.kind} run has no sampling settings to tune (tune applies to priors and GANs)")
     space = model.sampling_space()
     data_cfg = spec.data_config(c)
+    asked = features is not None
+    features, why = choose_features(data_cfg.source, features)
+    if not asked:
+        _say(progress, why)
     extractor = get_extractor(features, data_cfg.source, device, progress)
-    ref = reference(extractor, data_cfg, progress=progress)
+    # tune's own slice of the training split: evaluate reports on another (reference_ranges)
+    _, held_out, _ = reference_images(data_cfg, purpose="tune")  # evaluate's images all come before these
+    held = {"split": "train", "images": [held_out.start, held_out.stop], "evaluate_images": [0, held_out.start]}
+    _say(
+        progress,
+        f"tuning against training images {held_out.start:,}-{held_out.stop - 1:,} "
+        f"(evaluate reports on images 0-{held_out.start - 1:,}: none shared)",
+    )
+    ref = reference(extractor, data_cfg, progress=progress, purpose="tune")
     ctx = EvalContext(extractor, ref, data_cfg, n, seed, device, progress=False, run_dir=run_dir)
 
     scored: dict[tuple, dict[str, Any]] = {}
@@ -110,6 +125,7 @@ def tune(
         "data": data_cfg.source,
         "features": features,
         "n": n,
+        "reference": held,
         "seed": seed,
         "chosen": chosen["options"],
         "scores": {k: v for k, v in chosen.items() if k != "options"},

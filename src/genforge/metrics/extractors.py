@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -15,15 +16,53 @@ import numpy as np
 import torch
 
 from genforge.config import DataConfig
-from genforge.data import dataset_key, load_configured, load_dataset
+from genforge.data import ImageData, dataset_key, load_configured, load_dataset
 from genforge.errors import GenforgeError
-from genforge.metrics.classifier import ClassifierExtractor, load_or_train_classifier
+from genforge.metrics.classifier import INFO_FILE, ClassifierExtractor, load_or_train_classifier
 from genforge.metrics.evaluate import Reference, reference_stats
 from genforge.metrics.inception import InceptionExtractor
 from genforge.paths import cache_root
 
 FEATURES = ("classifier", "inception")
 REAL_N = 10_000  # real images in the reference set (k-NN metrics grow with its square)
+# Of a training split too small for two REAL_N slices, at least this share is kept out of
+# evaluate's reference for tune's (so the two never share an image).
+TUNE_SHARE = 0.2
+PURPOSES = ("evaluate", "tune")
+
+
+def choose_features(source: str, features: str | None = None) -> tuple[str, str]:
+    """The feature network for the real data ``source`` and one line saying why.
+
+    Asked for by name: that one. Otherwise the data decides: the dataset's classifier when its
+    training split has labels of at least two classes (the classifier is trained on them, once),
+    Inception when it has none.
+    """
+    if features is not None:
+        if features not in FEATURES:
+            raise GenforgeError(f"features must be one of {', '.join(FEATURES)}, got {features!r}")
+        return features, f"features: {features} (as asked)"
+    key = dataset_key(source, "train", None, "none", None)
+    if (cache_root() / "evaluators" / key / INFO_FILE).is_file():
+        return "classifier", "features: classifier (the data has labels; its classifier is cached)"
+    labels = load_dataset(source, split="train").labels
+    if labels is None:
+        return "inception", "features: inception (the data has no labels)"
+    if len(np.unique(labels)) < 2:
+        return "inception", "features: inception (the data's labels name a single class: no classifier to train)"
+    return "classifier", "features: classifier (the data has labels)"
+
+
+def reference_ranges(n_train: int) -> tuple[range, range]:
+    """Which images of a training split of ``n_train`` images ``evaluate`` and ``tune`` compare
+    with: disjoint ranges, so tuning never sees the images a reported figure uses.
+
+    evaluate: the first ``REAL_N``, or the first 80% of a split smaller than ``REAL_N / 0.8``;
+    tune: the ones after those, up to ``REAL_N`` (Fashion-MNIST: images 0-9,999 and 10,000-19,999;
+    the 3,786 emoji: 0-3,028 and 3,029-3,785).
+    """
+    split = min(REAL_N, n_train - math.ceil(n_train * TUNE_SHARE))
+    return range(0, split), range(split, min(n_train, split + REAL_N))
 
 
 def train_evaluator(
@@ -76,14 +115,45 @@ def get_extractor(name: str, source: str, device: torch.device, progress: bool =
     raise GenforgeError(f"features must be one of {', '.join(FEATURES)}, got {name!r}")
 
 
+def reference_images(
+    data_cfg: DataConfig, split: str = "train", n: int = REAL_N, purpose: str = "evaluate"
+) -> tuple[ImageData, range, DataConfig]:
+    """The real images a reference is made of, the indices they have in ``split``, and the data
+    section made concrete. ``purpose`` "evaluate": up to ``n`` (0 = all) of evaluate's range of the
+    training split (``reference_ranges``); "tune": tune's range. Another split: its first ``n``."""
+    if purpose not in PURPOSES:
+        raise GenforgeError(f"a reference is made for one of {', '.join(PURPOSES)}, not {purpose!r}")
+    if split != "train":
+        if purpose == "tune":
+            raise GenforgeError("tune's reference comes from the training split")
+        real, data_cfg = load_configured(replace(data_cfg, limit=n), split=split)
+        return real, range(len(real)), data_cfg
+    # Two REAL_N slices at most: the ranges of a longer split are the same as those of its first 2 * REAL_N.
+    real, data_cfg = load_configured(replace(data_cfg, limit=2 * REAL_N), split=split)
+    for_evaluate, for_tune = reference_ranges(len(real))
+    chosen = for_tune if purpose == "tune" else for_evaluate[: n or None]
+    if len(chosen) == 0:
+        raise GenforgeError(f"{data_cfg.source}: too few training images ({len(real)}) for a {purpose} reference")
+    labels = None if real.labels is None else real.labels[chosen.start : chosen.stop]
+    images = replace(real, images=real.images[chosen.start : chosen.stop], labels=labels)
+    return images, chosen, data_cfg
+
+
 def reference(
-    extractor, data_cfg: DataConfig, split: str = "train", n: int = REAL_N, progress: bool = True
+    extractor,
+    data_cfg: DataConfig,
+    split: str = "train",
+    n: int = REAL_N,
+    progress: bool = True,
+    purpose: str = "evaluate",
 ) -> Reference:
-    """Cached statistics of ``n`` real images (0 = all), loaded exactly as the run's data config says."""
-    real, data_cfg = load_configured(replace(data_cfg, limit=n), split=split)
+    """Cached statistics of the real images ``reference_images`` picks, loaded exactly as the run's
+    data config says."""
+    real, indices, data_cfg = reference_images(data_cfg, split, n, purpose)
     key = dataset_key(data_cfg.source, split, data_cfg.resolution, data_cfg.fit, data_cfg.channels or None)
     # The statistics are features of one set of weights: a retrained classifier gets its own file.
     info = getattr(extractor, "info", None)
     weights = f"-{hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:8]}" if info else ""
-    path = cache_root() / "reference" / f"{key}_n{len(real)}_{extractor.name}{weights}.npz"
+    where = f"n{len(real)}" if indices.start == 0 else f"{indices.start}-{indices.stop}"
+    path = cache_root() / "reference" / f"{key}_{where}_{extractor.name}{weights}.npz"
     return reference_stats(real.images, real.labels, extractor, cache_path=path, progress=progress)

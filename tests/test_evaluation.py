@@ -57,6 +57,16 @@ def test_gan_run_scores_and_record(world):
     assert lines[-1] == {"type": "evaluation", "step": 4, "values": scores}
 
 
+def test_the_printed_table_gives_fd_and_kid_their_counts(world):
+    code, out, err = cli("evaluate", world["gan"], "--n", 64, "--no-record", "--device", "cpu")
+    assert code == 0, err
+    lines = {line.split(":")[0].strip(): line.split(":", 1)[1].strip() for line in out.splitlines()}
+    # 256 labelled images: evaluate's reference is the first 204 (the rest is tune's)
+    assert "fd (n=64 vs 204 real)" in lines and "kid (n=64 vs 204 real)" in lines
+    assert lines["n"] == "64" and lines["reference_n"] == "204" and lines["features"] == "classifier"
+    assert "features: classifier (the data has labels" in err
+
+
 def test_no_record_leaves_metrics_alone(world):
     before = (world["gan"] / "metrics.jsonl").read_bytes()
     evaluate_json(world["gan"], "--n", 64, "--no-record")
@@ -113,9 +123,10 @@ def test_real_vs_real_without_data(world):
     assert code == 2 and "--real-vs-real needs --data" in one_error(err)
 
 
-def test_classifier_features_need_labels(world, tmp_path):
+def test_classifier_features_asked_for_need_labels(world, tmp_path):
     unlabelled = write_npz(tmp_path / "unlabelled.npz", n=32, labelled=False)
-    code, _, err = cli("evaluate", unlabelled, "--data", unlabelled, "--n", 16, "--device", "cpu")
+    args = ("evaluate", unlabelled, "--data", unlabelled, "--n", 16, "--features", "classifier", "--device", "cpu")
+    code, _, err = cli(*args)
     assert code == 2
     message = one_error(err)
     assert "needs class labels" in message and "--features inception" in message

@@ -61,7 +61,7 @@ def run_demo(
         raise GenforgeError(f"--minutes must be positive, got {minutes}")
     load_dataset(data, split="train", limit=1)  # a missing dataset fails now, not after the training
     if features is None and data in FEATURES:
-        features, why = FEATURES[data], f"features: {FEATURES[data]} (the demo's choice for {data})"
+        features, why = FEATURES[data], f"the demo's choice for {data}"
     else:
         features, why = choose_features(data, features)
     n_eval = n_eval or EVAL_SAMPLES[features]
@@ -81,7 +81,7 @@ def run_demo(
     prior_cfg = prior.resolve("default", None, (), {"vqvae": str(out / "vqvae"), **budget(prior_minutes)})
 
     _say(f"demo: {minutes:g} min budget; {per_family:.1f} min of training per family on {device}; runs in {out}")
-    _say(f"{why}; the feature network is set up once, then cached")
+    _say(f"features: {features} ({why}); the feature network is set up once, then cached")
     get_extractor(features, data, device, progress)
 
     _say(f"1/3 GAN (DCGAN, {per_family:.1f} min)")

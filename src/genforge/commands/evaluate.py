@@ -123,7 +123,7 @@ def _features(source: str, features: str | None, progress: bool) -> str:
     asked = features is not None
     features, why = choose_features(source, features)
     if progress and not asked:
-        print(why, file=sys.stderr, flush=True)
+        print(f"features: {features} ({why})", file=sys.stderr, flush=True)
     return features
 
 

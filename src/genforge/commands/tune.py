@@ -83,7 +83,7 @@ def tune(
     asked = features is not None
     features, why = choose_features(data_cfg.source, features)
     if not asked:
-        _say(progress, why)
+        _say(progress, f"features: {features} ({why})")
     extractor = get_extractor(features, data_cfg.source, device, progress)
     # tune's own slice of the training split: evaluate reports on another (reference_ranges)
     _, held_out, _ = reference_images(data_cfg, purpose="tune")  # evaluate's images all come before these

@@ -32,7 +32,7 @@ PURPOSES = ("evaluate", "tune")
 
 
 def choose_features(source: str, features: str | None = None) -> tuple[str, str]:
-    """The feature network for the real data ``source`` and one line saying why.
+    """The feature network for the real data ``source`` and why, in words ("the data has no labels").
 
     Asked for by name: that one. Otherwise the data decides: the dataset's classifier when its
     training split has labels of at least two classes (the classifier is trained on them, once),
@@ -41,16 +41,16 @@ def choose_features(source: str, features: str | None = None) -> tuple[str, str]
     if features is not None:
         if features not in FEATURES:
             raise GenforgeError(f"features must be one of {', '.join(FEATURES)}, got {features!r}")
-        return features, f"features: {features} (as asked)"
+        return features, "as asked"
     key = dataset_key(source, "train", None, "none", None)
     if (cache_root() / "evaluators" / key / INFO_FILE).is_file():
-        return "classifier", "features: classifier (the data has labels; its classifier is cached)"
+        return "classifier", "the data has labels; its classifier is cached"
     labels = load_dataset(source, split="train").labels
     if labels is None:
-        return "inception", "features: inception (the data has no labels)"
+        return "inception", "the data has no labels"
     if len(np.unique(labels)) < 2:
-        return "inception", "features: inception (the data's labels name a single class: no classifier to train)"
-    return "classifier", "features: classifier (the data has labels)"
+        return "inception", "the data's labels name a single class: no classifier to train"
+    return "classifier", "the data has labels"
 
 
 def reference_ranges(n_train: int) -> tuple[range, range]:

@@ -80,12 +80,12 @@ def training_evaluator(trainer, prepared, progress: bool = True) -> Callable[[in
     if features == "classifier":
         n = cfg.eval_samples or 2000
         ref = reference(extractor, replace(data_cfg, limit=0), n=max(n, 2000), progress=progress)
-        said = f"in-training evaluation: classifier features, n={n:,} ({why.removeprefix('features: classifier ')})"
+        said = f"in-training evaluation: classifier features, n={n:,} ({why})"
     else:
         probe, _ = load_configured(replace(data_cfg, limit=8))  # real images: the model's own draws stay untouched
         n, fitted = inception_samples(cfg, _seconds_per_image(extractor, probe.images))
         ref = reference(extractor, replace(data_cfg, limit=0), n=n, progress=progress)
-        said = f"in-training evaluation: inception features, n={n:,} ({why.removeprefix('features: inception ')}; {fitted})"
+        said = f"in-training evaluation: inception features, n={n:,} ({why}; {fitted})"
     if progress:
         print(said, file=sys.stderr, flush=True)
     history: list[dict] = []

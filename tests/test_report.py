@@ -229,6 +229,15 @@ def test_every_frechet_distance_and_kid_carries_its_sample_count(tmp_path):
     assert rows["kid"]["display"] == ["0.0123 ± 0.0011 (n=1,000)", "0.0456 ± 0.002 (n=2,000)"]
     assert any("different sample counts" in note for note in report.notes(mixed))
 
+    # a run without the score (a VQ-VAE's evaluation has no fd) does not split the count
+    unscored = {k: v for k, v in VQ_EVAL.items() if k not in ("fd", "kid")} | {"n": 64}
+    beside = [
+        report.collect(make_run(tmp_path / "c", "gan", "gan", inception)),
+        report.collect(make_run(tmp_path / "c", "vq", "vqvae", unscored)),
+    ]
+    rows = rows_by_key(beside)
+    assert rows["fd"]["metric"] == "FID (n=1,000)" and rows["fd"]["display"] == ["12.3", "—"]
+
 
 def test_images_embedded_and_self_contained(runs, tmp_path):
     page = report.write_report(runs, tmp_path / "r.html").read_text()

@@ -134,12 +134,12 @@ COUNTED = ("fd", "kid")
 
 def _with_counts(key: str, name: str, shown: list[str], runs: list[RunSummary]) -> tuple[str, list[str]]:
     """The row's name and cells with the evaluations' sample counts: in the name ("FID (n=1,000)")
-    when the runs share one, else in each cell."""
-    evaluations = [run.evaluation or {} for run in runs]
-    features = {e.get("features") for e in evaluations if e}
+    when the runs that have the score share one, else in each cell."""
+    scored = [(run.evaluation or {}) if text != "—" else {} for run, text in zip(runs, shown)]
+    features = {e.get("features") for e in scored if e}
     if key == "fd" and features == {"inception"}:
         name = "FID"
-    counts = [e.get("n") if is_number(e.get("n")) else None for e in evaluations]
+    counts = [e.get("n") if is_number(e.get("n")) else None for e in scored]
     seen = {n for n in counts if n is not None}
     if len(seen) == 1:
         return f"{name} (n={seen.pop():,})", shown

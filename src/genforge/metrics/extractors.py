@@ -59,7 +59,7 @@ def reference_ranges(n_train: int) -> tuple[range, range]:
 
     evaluate: the first ``REAL_N``, or the first 80% of a split smaller than ``REAL_N / 0.8``;
     tune: the ones after those, up to ``REAL_N`` (Fashion-MNIST: images 0-9,999 and 10,000-19,999;
-    the 3,786 emoji: 0-3,028 and 3,029-3,785).
+    the 3,786 emoji: 0-3,027 and 3,028-3,785).
     """
     split = min(REAL_N, n_train - math.ceil(n_train * TUNE_SHARE))
     return range(0, split), range(split, min(n_train, split + REAL_N))

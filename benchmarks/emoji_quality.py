@@ -2,14 +2,14 @@
 prior, on the 3,786 emoji at 64x64, the same wall time each, in one run.
 
 Every arm is scored with Inception features (FID and KID) on as many samples as there are
-training images, against evaluate's reference (the first 3,028 training images: the last 758 are
-kept for ``genforge tune``), plus a memorisation check: the mean distance (pixels) from each sample
+training images, against evaluate's reference (3,029 training images: every fifth, 757, is kept
+for ``genforge tune``), plus a memorisation check: the mean distance (pixels) from each sample
 to its nearest training image over the training set's own mean nearest-neighbour distance (about 1
 or more: as novel as the data; towards 0: copies).
 
 Every arm is treated alike: with ``--tune`` (the default) each one's sampling settings (truncation,
 psi, the prior's decoding options) are chosen with ``genforge tune`` (``--tune-n`` samples per
-setting, classifier features: quick, against the held-out 758) before it is scored; ``--no-tune``
+setting, classifier features: quick, against the held-out 757) before it is scored; ``--no-tune``
 scores every arm with its network's defaults. The table says which, per arm.
 
     python benchmarks/emoji_quality.py [--minutes 15] [--arms dcgan,diffaugment,ada,stylegan2,vq] [--out runs/bench-emoji]

@@ -15,7 +15,7 @@ from PIL import Image
 from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.families.sampling import SAMPLING_FILE, best, read_sampling, write_sampling
-from genforge.metrics.extractors import reference_images, reference_ranges
+from genforge.metrics.extractors import reference_images, reference_indices
 from synthetic import cli, install_evaluator, one_error, train, write_idx_folder
 
 
@@ -197,32 +197,38 @@ def test_tune_scores_against_training_images_evaluate_never_reports_on(world):
     code, out, err = cli("tune", run, "--n", 8, "--device", "cpu")
     assert code == 0, err
     data_cfg = families.get("prior").data_config(ckpt.load(run, kind="prior"))
-    tuned_on, tuned_range, _ = reference_images(data_cfg, purpose="tune")
-    reported_on, reported_range, _ = reference_images(data_cfg, purpose="evaluate")
+    tuned_on, tuned_indices, n_train, _ = reference_images(data_cfg, purpose="tune")
+    reported_on, reported_indices, _, _ = reference_images(data_cfg, purpose="evaluate")
+    # 256 training images: tune one in five (51, from the fifth), evaluate the other 205
+    assert n_train == 256 and list(tuned_indices) == list(range(4, 256, 5))
+    assert len(reported_indices) == 205 and set(tuned_indices).isdisjoint(reported_indices)
     recorded = read_sampling(run)["reference"]
-    assert recorded == {
+    assert {k: recorded[k] for k in ("split", "start", "stop", "step", "count", "of")} == {
         "split": "train",
-        "images": [tuned_range.start, tuned_range.stop],
-        "evaluate_images": [0, tuned_range.start],
+        "start": 4,
+        "stop": 256,
+        "step": 5,
+        "count": 51,
+        "of": 256,
     }
-    assert set(tuned_range).isdisjoint(reported_range) and len(tuned_range) and len(reported_range)
-    # 256 training images: evaluate the first 204, tune the last 52 (a fifth)
-    assert (reported_range, tuned_range) == (range(0, 204), range(204, 256))
     hashes = [{hashlib.sha256(image.tobytes()).hexdigest() for image in d.images} for d in (tuned_on, reported_on)]
-    assert len(hashes[0]) == len(tuned_range) and hashes[0].isdisjoint(hashes[1])
-    assert "tuning against training images 204-255 (evaluate reports on images 0-203: none shared)" in err
+    assert len(hashes[0]) == 51 and len(hashes[1]) == 205 and hashes[0].isdisjoint(hashes[1])
+    assert "tuning against 51 of the 256 training images (one in 5 from image 4; evaluate reports on others" in err
+    assert recorded["said"] in err
     code, out, err = cli("evaluate", run, "--n", 16, "--json", "--device", "cpu", "--no-record")
     assert code == 0, err
-    assert json.loads(out)["reference_n"] == len(reported_range)
+    assert json.loads(out)["reference_n"] == 205
     (run / SAMPLING_FILE).unlink()
 
 
-@pytest.mark.parametrize(
-    "n_train, evaluate, tune", [(60_000, (0, 10_000), (10_000, 20_000)), (3_786, (0, 3_028), (3_028, 3_786))]
-)
-def test_reference_ranges_of_fashion_mnist_and_emoji_sizes(n_train, evaluate, tune):
-    for_evaluate, for_tune = reference_ranges(n_train)
-    assert (for_evaluate, for_tune) == (range(*evaluate), range(*tune))
+def test_reference_indices_of_fashion_mnist_and_emoji_sizes():
+    evaluate, tune = reference_indices(60_000)  # Fashion-MNIST: the first 10,000; one in 5 of the rest
+    assert list(evaluate) == list(range(10_000)) and tune == range(10_000, 60_000, 5) and len(tune) == 10_000
+    evaluate, tune = reference_indices(3_786)  # emoji: one in 5 held out for tune, the others evaluated
+    assert tune == range(4, 3_786, 5) and (len(tune), len(evaluate)) == (757, 3_029)
+    assert set(tune).isdisjoint(evaluate) and set(tune) | set(evaluate) == set(range(3_786))
+    evaluate, tune = reference_indices(15_000)  # just large: the first 10,000 and the 5,000 after them
+    assert list(evaluate) == list(range(10_000)) and tune == range(10_000, 15_000)
 
 
 def test_sample_without_a_class_under_tuned_guidance_draws_classes(world, tmp_path):

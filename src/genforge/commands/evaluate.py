@@ -43,7 +43,7 @@ def evaluate(
     reference_n: int = REAL_N,
 ) -> dict[str, Any]:
     """Score a run folder or a folder/.npz of images against up to ``reference_n`` real training
-    images (``extractors.reference_ranges``: never those ``tune`` scores against).
+    images (``extractors.reference_indices``: never those ``tune`` scores against).
 
     ``features`` None: chosen from the data (``choose_features``), said in one line on stderr.
     The result carries ``n`` (samples scored) and ``reference_n`` (real images): a Frechet distance
@@ -132,7 +132,7 @@ COUNTED = ("fd", "kid")  # scores whose value depends on the sample counts
 
 def table(scores: dict[str, Any]) -> str:
     """``evaluate``'s printed table: one ``key: value`` line each, the Frechet distance and KID
-    with the counts they were measured on ("fd (n=1,000 vs 3,028 real)")."""
+    with the counts they were measured on ("fd (n=1,000 vs 3,029 real)")."""
     lines = []
     for key, value in scores.items():
         name = key

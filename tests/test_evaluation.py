@@ -7,8 +7,11 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 
+from genforge.config import DataConfig
+from genforge.metrics.extractors import reference_images
 from synthetic import cli, install_evaluator, one_error, records, train, write_idx_folder, write_npz
 
 GENERATOR_KEYS = {"fd", "kid", "precision", "recall", "density", "coverage", "classes_covered", "sample_images_per_s"}
@@ -110,6 +113,15 @@ def test_real_vs_real_without_a_test_split_compares_two_halves(world):
     scores = evaluate_json("--real-vs-real", "--data", world["npz"], "--n", 64)
     assert scores["kind"] == "real-vs-real" and scores["n"] == 64  # 64 of the second half vs 64 of the first
     assert scores["fd"] >= 0 and scores["classes_covered"] == scores["num_classes"]
+
+
+def test_the_single_split_floor_halves_share_no_image(world):
+    """The floor's reference is the first half of evaluate's images, its held-out set the second."""
+    cfg = DataConfig(source=str(world["npz"]))
+    everything, indices, _, _ = reference_images(cfg, n=0)
+    first, first_indices, _, _ = reference_images(cfg, n=64)
+    assert np.array_equal(first.images, everything.images[:64])
+    assert set(first_indices).isdisjoint(indices[64:128]) and len(set(indices[:128])) == 128
 
 
 def test_real_vs_real_on_data_with_a_test_split(world):

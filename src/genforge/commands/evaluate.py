@@ -21,7 +21,7 @@ from genforge.data import load_configured, load_dataset
 from genforge.errors import GenforgeError
 from genforge.families.registry import EvalContext
 from genforge.metrics.evaluate import evaluate_samples
-from genforge.metrics.extractors import REAL_N, choose_features, get_extractor, reference
+from genforge.metrics.extractors import REAL_N, choose_features, get_extractor, reference, reference_images
 from genforge.runfolder import append_record, record
 
 
@@ -98,8 +98,8 @@ def real_vs_real(
 ) -> dict[str, Any]:
     """The floor: held-out real images scored as if they were samples, through the same pipeline.
 
-    Data with a test split: train subset vs test split. Single-split data: its first half against
-    its second half (as many images each, up to ``n``).
+    Data with a test split: train subset vs test split. Single-split data: the first half of
+    evaluate's reference images against their second half (as many images each, up to ``n``).
     """
     data_cfg = DataConfig(source=data, resolution=resolution, fit=fit)
     features = _features(data, features, progress)
@@ -109,7 +109,8 @@ def real_vs_real(
         held_out = test.images
         ref = reference(extractor, data_cfg, progress=progress)
     except GenforgeError:
-        everything, data_cfg = load_configured(data_cfg, split="train")
+        # evaluate's images (reference_indices), in two halves: the reference is the first
+        everything, _, _, _ = reference_images(data_cfg, n=0)
         half = min(n, len(everything) // 2)
         ref = reference(extractor, data_cfg, n=half, progress=progress)
         held_out = everything.images[half : 2 * half]

@@ -2,11 +2,18 @@
 prior, on the 3,786 emoji at 64x64, the same wall time each, in one run.
 
 Every arm is scored with Inception features (FID and KID) on as many samples as there are
-training images, against all training images, plus a memorisation check: the mean distance
-(pixels) from each sample to its nearest training image over the training set's own mean
-nearest-neighbour distance (about 1 or more: as novel as the data; towards 0: copies).
+training images, against evaluate's reference (3,029 training images: every fifth, 757, is kept
+for ``genforge tune``), plus a memorisation check: the mean distance (pixels) from each sample
+to its nearest training image over the training set's own mean nearest-neighbour distance (about 1
+or more: as novel as the data; towards 0: copies).
 
-    python benchmarks/emoji_quality.py [--minutes 15] [--arms dcgan,diffaugment,ada,stylegan2,vq] [--out runs/bench-emoji] [--tune-n 500]
+Every arm is treated alike: with ``--tune`` (the default) each one's sampling settings (truncation,
+psi, the prior's decoding options) are chosen with ``genforge tune`` (``--tune-n`` samples per
+setting, classifier features: quick, against the held-out 757) before it is scored; ``--no-tune``
+scores every arm with its network's defaults. The table says which, per arm.
+
+    python benchmarks/emoji_quality.py [--minutes 15] [--arms dcgan,diffaugment,ada,stylegan2,vq] [--out runs/bench-emoji]
+        [--tune | --no-tune] [--tune-n 500]
 """
 
 from __future__ import annotations
@@ -23,12 +30,12 @@ from common import machine, table
 from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.commands.evaluate import evaluate
-from genforge.commands.tune import tune
 from genforge.data import load_dataset
 from genforge.families.prior import VQVAE_SHARE
 from genforge.families.registry import generate
 from genforge.metrics.core import nearest_neighbour_ratio
 from genforge.training.runs import train
+from tuning import sampling_used, settle_sampling
 
 DATA = "emoji"
 # arm -> (family, preset, --set values); the VQ arm trains a VQ-VAE, then a prior on its codes.
@@ -48,7 +55,7 @@ NAMES = {
 }
 
 
-def train_arm(arm: str, minutes: float, out: Path, vq_share: float, tune_n: int) -> Path:
+def train_arm(arm: str, minutes: float, out: Path, vq_share: float) -> Path:
     family, preset, values = ARMS[arm]
     spec = families.get(family)
     if arm != "vq":
@@ -62,9 +69,6 @@ def train_arm(arm: str, minutes: float, out: Path, vq_share: float, tune_n: int)
         "default", None, (), {"vqvae": str(out / "vqvae"), "train": {"minutes": minutes * (1 - vq_share)}}
     )
     train(prior, config, out / "prior")
-    # sampling settings chosen by measurement, as quality_at_budget.py does (classifier features: quick)
-    # (16x16 codes: about 25 guided AR samples/s on 2 CPU cores, so 17 settings x 500 take ~6 minutes)
-    tune(out / "prior", n=tune_n, features="classifier", device=torch.device("cpu"))
     return out / "prior"
 
 
@@ -76,10 +80,15 @@ def main() -> None:
     parser.add_argument(
         "--vq-share", type=float, default=None, help="VQ-VAE's share of the VQ arm (default: the demo's)"
     )
+    parser.add_argument("--n", type=int, default=0, help="samples to score (default: as many as training images)")
     parser.add_argument(
-        "--n", type=int, default=0, help="samples and real images to score (default: all training images)"
+        "--tune",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="choose every arm's sampling settings with genforge tune before scoring (all arms or none)",
     )
-    parser.add_argument("--tune-n", type=int, default=500, help="samples per sampling setting tried (VQ arm)")
+    # (16x16 codes: about 25 guided AR samples/s on 2 CPU cores, so the prior's 17 settings x 500 take ~6 minutes)
+    parser.add_argument("--tune-n", type=int, default=500, help="samples per sampling setting tried")
     args = parser.parse_args()
     vq_share = VQVAE_SHARE if args.vq_share is None else args.vq_share
     device = torch.device("cpu")
@@ -87,12 +96,14 @@ def main() -> None:
     n = args.n or len(real)
     real = real[:n]
     flat_real = real.reshape(n, -1).astype(np.float64) / 255.0
-    results = []
+    results, reference_n = [], 0
     for arm in args.arms.split(","):
         started = time.perf_counter()
-        run = train_arm(arm, args.minutes, args.out, vq_share, args.tune_n)
+        run = train_arm(arm, args.minutes, args.out, vq_share)
         trained = time.perf_counter() - started
+        settle_sampling(run, args.tune, args.tune_n, "classifier", device)
         scores = evaluate(run, n=n, features="inception", device=device, reference_n=n)
+        reference_n = scores["reference_n"]
         spec, model = families.load(run, device)
         fake, _, _ = generate(model, n, seed=1, progress=False)
         ratio = nearest_neighbour_ratio(flat_real, fake.reshape(n, -1).astype(np.float64) / 255.0)
@@ -107,13 +118,17 @@ def main() -> None:
             "precision": scores["precision"],
             "recall": scores["recall"],
             "NN ratio": ratio,
+            "sampling": sampling_used(run),
         }
         results.append(row)
         print(json.dumps(row), flush=True)
 
     print(f"\n# {machine()} | emoji 64x64, {n} training images | {args.minutes:g} min training per arm")
-    print(f"# Inception features: FID and KID of {n} samples against {n} training images")
-    columns = ["arm", "steps", "train min", "FID", "KID", "KID std", "precision", "recall", "NN ratio"]
+    print(
+        f"# Inception features: FID and KID of {n} samples against {reference_n} training images | "
+        + (f"every arm tuned (genforge tune, {args.tune_n} samples per setting)" if args.tune else "no arm tuned")
+    )
+    columns = ["arm", "steps", "train min", "FID", "KID", "KID std", "precision", "recall", "NN ratio", "sampling"]
     print(table(results, columns))
     by_name = {r["arm"]: r for r in results}
     if NAMES["dcgan"] in by_name:

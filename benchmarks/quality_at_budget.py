@@ -8,16 +8,20 @@ genforge's default GAN: the class-conditional GAN (preset ``conditional``; with 
 verdict on how often it draws the class it was asked for) and StyleGAN2 (family ``stylegan2``,
 ADA on). The VQ arm
 splits its minutes between the VQ-VAE and the prior as the demo does
-(``families.prior.split_minutes``), then chooses the prior's sampling settings with
-``genforge tune`` (``--tune-n`` samples per setting, seed 1, classifier features by default: the
-fast ones; the evaluation draws from seed 0).
+(``families.prior.split_minutes``).
 
-Fashion-MNIST is scored with the classifier features, other data (emoji) with Inception's, as
-the demo does (``--features`` overrides).
+Every arm is treated alike: with ``--tune`` (the default) each one's sampling settings (a GAN's
+truncation, StyleGAN2's psi, the prior's decoding options) are chosen with ``genforge tune``
+before it is scored (``--tune-n`` samples per setting, seed 1, against training images disjoint
+from the reported reference; features follow the data unless ``--tune-features`` says);
+``--no-tune`` scores every arm with its network's defaults. The table says which, per arm.
+
+Fashion-MNIST is scored with the classifier features, emoji with Inception's, as the demo does;
+other data by its labels (``choose_features``; ``--features`` overrides).
 
     python benchmarks/quality_at_budget.py [--minutes 15] [--data fashion-mnist|emoji] [--out runs/bench-quality]
         [--arms textbook,genforge,conditional,stylegan2,vq] [--vq-preset default] [--prior-preset default]
-        [--tune-n 2000]
+        [--tune | --no-tune] [--tune-n 2000]
 """
 
 from __future__ import annotations
@@ -32,10 +36,10 @@ from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.commands.demo import FEATURES
 from genforge.commands.evaluate import evaluate, real_vs_real
-from genforge.commands.tune import tune
 from genforge.families.prior import split_minutes
-from genforge.metrics.extractors import get_extractor
+from genforge.metrics.extractors import choose_features, get_extractor
 from genforge.training.runs import train
+from tuning import sampling_used, settle_sampling
 
 VQ = "VQ-VAE + prior"
 CONDITIONAL = "conditional GAN"
@@ -60,16 +64,20 @@ def main() -> None:
     parser.add_argument("--vq-preset", default="default", help="the VQ-VAE's preset (e.g. vqgan)")
     parser.add_argument("--prior-preset", default="default", help="the prior's preset (e.g. maskgit)")
     parser.add_argument(
-        "--tune-n", type=int, default=2000, help="samples per setting when tuning the prior (0: no tuning)"
+        "--tune",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="choose every arm's sampling settings with genforge tune before scoring (all arms or none)",
     )
+    parser.add_argument("--tune-n", type=int, default=2000, help="samples per setting when tuning")
     parser.add_argument(
-        "--tune-features", default="classifier", help="features the tuning scores with (Inception: hours on a CPU)"
+        "--tune-features", help="features the tuning scores with (default: the data decides; Inception: hours on a CPU)"
     )
     args = parser.parse_args()
     arms = args.arms.split(",")
     m = args.minutes
     device = torch.device("cpu")
-    features = args.features or FEATURES.get(args.data, "inception")
+    features = args.features or FEATURES.get(args.data) or choose_features(args.data)[0]
     out = args.out / args.data
     data = {"data": {"source": args.data, "limit": args.limit}}
     budget = {**data, "train": {"minutes": m}}
@@ -78,6 +86,7 @@ def main() -> None:
     scores, speed = {}, {}
 
     def score(name: str, run: Path) -> None:
+        settle_sampling(run, args.tune, args.tune_n, args.tune_features, device)
         scores[name] = evaluate(run, n=args.n, features=features, device=device)
 
     gan = families.get("gan")
@@ -103,27 +112,30 @@ def main() -> None:
             args.prior_preset, None, (), {"vqvae": str(out / "vqvae"), "train": {"minutes": prior_minutes}}
         )
         speed[VQ] = train(prior, prior_cfg, out / "prior")
-        if args.tune_n > 0:
-            tune(out / "prior", n=args.tune_n, features=args.tune_features, device=device)
         score(VQ, out / "prior")
         scores["VQ-VAE reconstructions"] = evaluate(out / "vqvae", n=args.n, features=features, device=device)
 
+    references = ", ".join(sorted({f"{s['reference_n']:,}" for s in scores.values() if "reference_n" in s}))
     print(
         f"\n# {machine()} | {args.data} | {m:g} min per arm (VQ-VAE {split_minutes(m)[0]:.2f} + prior "
-        f"{split_minutes(m)[1]:.2f}) | {features} features, {args.n} samples"
+        f"{split_minutes(m)[1]:.2f}) | {features} features, {args.n} samples against "
+        f"{references} real training "
+        f"images (the floor: {floor['n']:,} held-out real against {floor['reference_n']:,}) | "
+        + (f"every arm tuned (genforge tune, {args.tune_n} samples per setting)" if args.tune else "no arm tuned")
     )
     print(
-        "| arm | steps | training images/s | Frechet distance | KID | precision | recall | coverage | classes covered |"
+        "| arm | steps | training images/s | Frechet distance | KID | precision | recall | coverage | classes covered "
+        "| sampling |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| real-vs-real floor | | | {_cells(floor)} |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| real-vs-real floor | | | {_cells(floor)} | |")
     for name, s in scores.items():
         if name == "VQ-VAE reconstructions":
             continue
         run = RUNS[name]
         steps = ckpt.load(out / run).step
         ips = _speed(speed.get(name))
-        print(f"| {name} | {steps} | {ips} | {_cells(s)} |")
+        print(f"| {name} | {steps} | {ips} | {_cells(s)} | {sampling_used(out / run)} |")
     if VQ in scores:
         recon = scores["VQ-VAE reconstructions"]
         vq_steps, vq_ips = ckpt.load(out / "vqvae").step, _speed(speed["VQ-VAE"])

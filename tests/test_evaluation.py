@@ -7,8 +7,11 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 
+from genforge.config import DataConfig
+from genforge.metrics.extractors import reference_images
 from synthetic import cli, install_evaluator, one_error, records, train, write_idx_folder, write_npz
 
 GENERATOR_KEYS = {"fd", "kid", "precision", "recall", "density", "coverage", "classes_covered", "sample_images_per_s"}
@@ -57,6 +60,16 @@ def test_gan_run_scores_and_record(world):
     assert lines[-1] == {"type": "evaluation", "step": 4, "values": scores}
 
 
+def test_the_printed_table_gives_fd_and_kid_their_counts(world):
+    code, out, err = cli("evaluate", world["gan"], "--n", 64, "--no-record", "--device", "cpu")
+    assert code == 0, err
+    lines = {line.split(":")[0].strip(): line.split(":", 1)[1].strip() for line in out.splitlines()}
+    # 256 labelled images: evaluate's reference is 205 of them (one in five is tune's)
+    assert "fd (n=64 vs 205 real)" in lines and "kid (n=64 vs 205 real)" in lines
+    assert lines["n"] == "64" and lines["reference_n"] == "205" and lines["features"] == "classifier"
+    assert "features: classifier (the data has labels" in err
+
+
 def test_no_record_leaves_metrics_alone(world):
     before = (world["gan"] / "metrics.jsonl").read_bytes()
     evaluate_json(world["gan"], "--n", 64, "--no-record")
@@ -102,6 +115,15 @@ def test_real_vs_real_without_a_test_split_compares_two_halves(world):
     assert scores["fd"] >= 0 and scores["classes_covered"] == scores["num_classes"]
 
 
+def test_the_single_split_floor_halves_share_no_image(world):
+    """The floor's reference is the first half of evaluate's images, its held-out set the second."""
+    cfg = DataConfig(source=str(world["npz"]))
+    everything, indices, _, _ = reference_images(cfg, n=0)
+    first, first_indices, _, _ = reference_images(cfg, n=64)
+    assert np.array_equal(first.images, everything.images[:64])
+    assert set(first_indices).isdisjoint(indices[64:128]) and len(set(indices[:128])) == 128
+
+
 def test_real_vs_real_on_data_with_a_test_split(world):
     scores = evaluate_json("--real-vs-real", "--data", world["idx"], "--n", 64)
     assert scores["kind"] == "real-vs-real" and scores["n"] == 64
@@ -113,9 +135,10 @@ def test_real_vs_real_without_data(world):
     assert code == 2 and "--real-vs-real needs --data" in one_error(err)
 
 
-def test_classifier_features_need_labels(world, tmp_path):
+def test_classifier_features_asked_for_need_labels(world, tmp_path):
     unlabelled = write_npz(tmp_path / "unlabelled.npz", n=32, labelled=False)
-    code, _, err = cli("evaluate", unlabelled, "--data", unlabelled, "--n", 16, "--device", "cpu")
+    args = ("evaluate", unlabelled, "--data", unlabelled, "--n", 16, "--features", "classifier", "--device", "cpu")
+    code, _, err = cli(*args)
     assert code == 2
     message = one_error(err)
     assert "needs class labels" in message and "--features inception" in message

@@ -199,7 +199,7 @@ def test_leaders_follow_direction(runs):
     assert rows["fd_floor"]["leader"] is None  # a reference, not a score
     assert rows["psnr"]["leader"] is None  # only one run has it
     said = report.verdicts(runs)
-    assert "Frechet distance: gan leads (12.3 vs 45.6, 3.7x lower)" in said
+    assert "Frechet distance (n=2,000): gan leads (12.3 vs 45.6, 3.7x lower)" in said
     assert any(v.startswith("recall: vq leads (0.58 vs 0.41") for v in said)
 
 
@@ -207,6 +207,36 @@ def test_leader_cell_is_highlighted(runs, tmp_path):
     page = report.write_report(runs, tmp_path / "r.html").read_text()
     fd_row = next(r for r in page.split("<tr>") if "Frechet distance" in r)
     assert '<td class="lead">12.3</td>' in fd_row and '<td class="">45.6</td>' in fd_row
+
+
+def test_every_frechet_distance_and_kid_carries_its_sample_count(tmp_path):
+    """Shared by the runs: in the row's name (FID when every run used Inception); else per cell."""
+    inception = {**GAN_EVAL, "features": "inception", "n": 1000}
+    same = [report.collect(make_run(tmp_path / "a", name, "gan", inception)) for name in ("one", "two")]
+    rows = rows_by_key(same)
+    assert rows["fd"]["metric"] == "FID (n=1,000)" and rows["kid"]["metric"] == "KID (n=1,000)"
+    assert rows["fd"]["display"] == ["12.3", "12.3"]
+    page = report.write_report(same, tmp_path / "same.html").read_text()
+    assert "FID (n=1,000)" in page
+
+    mixed = [
+        report.collect(make_run(tmp_path / "b", "gan", "gan", inception)),
+        report.collect(make_run(tmp_path / "b", "vq", "vqvae", VQ_EVAL)),  # classifier features, n=2000
+    ]
+    rows = rows_by_key(mixed)
+    assert rows["fd"]["metric"] == "Frechet distance"  # not FID: one run used the classifier
+    assert rows["fd"]["display"] == ["12.3 (n=1,000)", "45.6 (n=2,000)"]
+    assert rows["kid"]["display"] == ["0.0123 ± 0.0011 (n=1,000)", "0.0456 ± 0.002 (n=2,000)"]
+    assert any("different sample counts" in note for note in report.notes(mixed))
+
+    # a run without the score (a VQ-VAE's evaluation has no fd) does not split the count
+    unscored = {k: v for k, v in VQ_EVAL.items() if k not in ("fd", "kid")} | {"n": 64}
+    beside = [
+        report.collect(make_run(tmp_path / "c", "gan", "gan", inception)),
+        report.collect(make_run(tmp_path / "c", "vq", "vqvae", unscored)),
+    ]
+    rows = rows_by_key(beside)
+    assert rows["fd"]["metric"] == "FID (n=1,000)" and rows["fd"]["display"] == ["12.3", "—"]
 
 
 def test_images_embedded_and_self_contained(runs, tmp_path):

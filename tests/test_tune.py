@@ -4,6 +4,7 @@ GAN's truncation."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -11,8 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.families.sampling import SAMPLING_FILE, best, read_sampling, write_sampling
+from genforge.metrics.extractors import reference_images, reference_indices
 from synthetic import cli, install_evaluator, one_error, train, write_idx_folder
 
 
@@ -186,3 +189,66 @@ def test_use_sets_the_options_of_later_draws_and_says_so(world):
     c = model.sample(6, torch.Generator().manual_seed(2), class_label=1, tuned=False)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert not (world["cgan"] / SAMPLING_FILE).exists()  # the file is not touched
+
+
+def test_tune_scores_against_training_images_evaluate_never_reports_on(world):
+    """tune's reference and evaluate's share no image: by index, and by the images' own bytes."""
+    run = world["ar"]
+    code, out, err = cli("tune", run, "--n", 8, "--device", "cpu")
+    assert code == 0, err
+    data_cfg = families.get("prior").data_config(ckpt.load(run, kind="prior"))
+    tuned_on, tuned_indices, n_train, _ = reference_images(data_cfg, purpose="tune")
+    reported_on, reported_indices, _, _ = reference_images(data_cfg, purpose="evaluate")
+    # 256 training images: tune one in five (51, from the fifth), evaluate the other 205
+    assert n_train == 256 and list(tuned_indices) == list(range(4, 256, 5))
+    assert len(reported_indices) == 205 and set(tuned_indices).isdisjoint(reported_indices)
+    recorded = read_sampling(run)["reference"]
+    assert {k: recorded[k] for k in ("split", "start", "stop", "step", "count", "of")} == {
+        "split": "train",
+        "start": 4,
+        "stop": 256,
+        "step": 5,
+        "count": 51,
+        "of": 256,
+    }
+    hashes = [{hashlib.sha256(image.tobytes()).hexdigest() for image in d.images} for d in (tuned_on, reported_on)]
+    assert len(hashes[0]) == 51 and len(hashes[1]) == 205 and hashes[0].isdisjoint(hashes[1])
+    assert "tuning against 51 of the 256 training images (one in 5 from image 4; evaluate reports on others" in err
+    assert recorded["said"] in err
+    code, out, err = cli("evaluate", run, "--n", 16, "--json", "--device", "cpu", "--no-record")
+    assert code == 0, err
+    assert json.loads(out)["reference_n"] == 205
+    (run / SAMPLING_FILE).unlink()
+
+
+def test_reference_indices_of_fashion_mnist_and_emoji_sizes():
+    evaluate, tune = reference_indices(60_000)  # Fashion-MNIST: the first 10,000; one in 5 of the rest
+    assert list(evaluate) == list(range(10_000)) and tune == range(10_000, 60_000, 5) and len(tune) == 10_000
+    evaluate, tune = reference_indices(3_786)  # emoji: one in 5 held out for tune, the others evaluated
+    assert tune == range(4, 3_786, 5) and (len(tune), len(evaluate)) == (757, 3_029)
+    assert set(tune).isdisjoint(evaluate) and set(tune) | set(evaluate) == set(range(3_786))
+    evaluate, tune = reference_indices(15_000)  # just large: the first 10,000 and the 5,000 after them
+    assert list(evaluate) == list(range(10_000)) and tune == range(10_000, 15_000)
+
+
+def test_sample_without_a_class_under_tuned_guidance_draws_classes(world, tmp_path):
+    """genforge tune may choose guidance (cfg_scale != 1); plain `sample` then draws each sample's
+    class at the training data's frequencies, and says so."""
+    run = world["ar"]
+    write_sampling(run, {"step": 6, "chosen": {"cfg_scale": 2.0}, "candidates": []})
+    code, out, err = cli("sample", run, "--n", 6, "--out", tmp_path / "g.png", "--device", "cpu")
+    assert code == 0, err
+    assert "cfg_scale 2.0" in out and "no --class: classes drawn at the training data's class frequencies" in out
+
+    model = families.get("prior").load(ckpt.load(run, kind="prior"), torch.device("cpu"))
+    frequencies, _ = model.class_frequencies()
+    np.testing.assert_allclose(frequencies, np.full(4, 0.25))  # the synthetic data's balanced classes (codes.npz)
+    asked = []
+    generate = model.network.generate
+    model.network.generate = lambda n, labels=None, **kw: asked.append(labels) or generate(n, labels=labels, **kw)
+    model._frequencies = (np.array([0.0, 0.0, 1.0, 0.0]), "all class 2")
+    model.sample(5, torch.Generator().manual_seed(0))
+    assert asked[-1].tolist() == [2] * 5  # drawn from the frequencies
+    model.sample(3, torch.Generator().manual_seed(0), cfg_scale=1.0)
+    assert asked[-1] is None  # no guidance: no class needed, none drawn
+    (run / SAMPLING_FILE).unlink()

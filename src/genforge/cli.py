@@ -22,6 +22,7 @@ from genforge.commands import reconstruct
 from genforge.commands.compare import compare, report
 from genforge.commands.demo import default_out, run_demo
 from genforge.commands.evaluate import evaluate, real_vs_real
+from genforge.commands.evaluate import table as evaluate_table
 from genforge.commands.export import FORMATS as EXPORT_FORMATS
 from genforge.commands.export import export
 from genforge.commands.sample import sample
@@ -241,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tn.add_argument("run", type=Path, help="a prior or GAN run folder")
     tn.add_argument("--n", type=count(2), default=2000, help="samples per setting (default 2000)")
-    tn.add_argument("--features", default="classifier", choices=FEATURES, help="feature network (default classifier)")
+    tn.add_argument("--features", choices=FEATURES, help="default: classifier if the data has labels, else inception")
     tn.add_argument("--rounds", type=count(1), default=1, help="passes of the coordinate search (default 1)")
     tn.add_argument("--seed", type=seed, default=TUNE_SEED, help=f"seed of every setting's draws (default {TUNE_SEED})")
     tn.add_argument("--quiet", action="store_true", help="no progress output")
@@ -251,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run", type=Path, nargs="?", help="run folder, or a folder/.npz of images from any tool")
     ev.add_argument("--data", help="real data to compare with (default: the run's own)")
     ev.add_argument("--n", type=count(1), default=10_000, help="samples to generate and score (default 10000)")
-    ev.add_argument("--features", default="classifier", choices=FEATURES, help="feature network (default classifier)")
+    ev.add_argument("--features", choices=FEATURES, help="default: classifier if the data has labels, else inception")
     ev.add_argument(
         "--real-vs-real", action="store_true", help="score a train subset against the test split: the floor"
     )
@@ -285,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--data", default="fashion-mnist", help="named dataset or path (default fashion-mnist)")
     demo.add_argument("--n", type=count(1), help="samples per evaluation (default 10000; 1000 with inception)")
-    demo.add_argument("--features", choices=FEATURES, help="default: classifier for the MNIST family, else inception")
+    demo.add_argument("--features", choices=FEATURES, help="default: classifier if labelled, but emoji: inception")
     _device(demo)
     demo.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -446,11 +447,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             seed=args.seed,
             record_result=not args.no_record,
         )
-    if args.json:
-        print(json.dumps(scores))
-    else:
-        for key, value in scores.items():
-            print(f"{key:>26}: {value:.4f}" if isinstance(value, float) else f"{key:>26}: {value}")
+    print(json.dumps(scores) if args.json else evaluate_table(scores))
     return 0
 
 

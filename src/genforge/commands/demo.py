@@ -19,15 +19,16 @@ from genforge.commands.evaluate import evaluate, real_vs_real
 from genforge.data import load_dataset
 from genforge.errors import GenforgeError
 from genforge.families.prior import split_minutes
-from genforge.metrics.extractors import REAL_N, get_extractor
+from genforge.metrics.extractors import REAL_N, choose_features, get_extractor
 from genforge.training.precision import pick_device
 from genforge.training.runs import train
 
 # Of each family's training time, the VQ-VAE gets families.prior.VQVAE_SHARE and the prior the rest
 # (split_minutes: one place for the demo and the benchmarks).
-# The feature network each dataset is scored with: the classifier needs labels and suits small
-# grey images; colour data is scored with the standard FID network.
-FEATURES = {"fashion-mnist": "classifier", "mnist": "classifier"}
+# The feature network the named datasets are scored with: the classifier suits small grey images;
+# colour emoji are scored with the standard FID network. Other data: its labels decide
+# (extractors.choose_features: the classifier when it has labels, else Inception).
+FEATURES = {"fashion-mnist": "classifier", "mnist": "classifier", "emoji": "inception"}
 # Per feature network: the share of the demo's minutes spent training (the rest: the feature
 # network, codes, evaluation, report) and the samples per evaluation. Inception costs about
 # 0.075 s an image on two CPU cores, so its evaluations take fewer samples and more of the time.
@@ -69,7 +70,10 @@ def run_demo(
     if not minutes > 0:
         raise GenforgeError(f"--minutes must be positive, got {minutes}")
     load_dataset(data, split="train", limit=1)  # a missing dataset fails now, not after the training
-    features = features or FEATURES.get(data, "inception")
+    if features is None and data in FEATURES:
+        features, why = FEATURES[data], f"the demo's choice for {data}"
+    else:
+        features, why = choose_features(data, features)
     n_eval = n_eval or EVAL_SAMPLES[features]
     started = time.perf_counter()
     out = Path(out)
@@ -87,7 +91,7 @@ def run_demo(
     prior_cfg = prior.resolve("default", None, (), {"vqvae": str(out / "vqvae"), **budget(prior_minutes)})
 
     _say(f"demo: {minutes:g} min budget; {per_family:.1f} min of training per family on {device}; runs in {out}")
-    _say(f"the feature network: {features} (set up once, then cached)")
+    _say(f"features: {features} ({why}); the feature network is set up once, then cached")
     get_extractor(features, data, device, progress)
 
     _say(f"1/3 GAN (DCGAN, {per_family:.1f} min)")

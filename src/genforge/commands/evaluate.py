@@ -7,6 +7,7 @@ the result in the run's ``metrics.jsonl``.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from genforge.data import load_configured, load_dataset
 from genforge.errors import GenforgeError
 from genforge.families.registry import EvalContext
 from genforge.metrics.evaluate import evaluate_samples
-from genforge.metrics.extractors import REAL_N, get_extractor, reference
+from genforge.metrics.extractors import REAL_N, choose_features, get_extractor, reference, reference_images
 from genforge.runfolder import append_record, record
 
 
@@ -33,7 +34,7 @@ def evaluate(
     *,
     data: str | None = None,
     n: int = 10_000,
-    features: str = "classifier",
+    features: str | None = None,
     device: torch.device = torch.device("cpu"),
     seed: int = 0,
     progress: bool = True,
@@ -41,15 +42,17 @@ def evaluate(
     extra: dict[str, Any] | None = None,
     reference_n: int = REAL_N,
 ) -> dict[str, Any]:
-    """Score a run folder or a folder/.npz of images against ``reference_n`` real images (all of
-    them when the data has fewer).
+    """Score a run folder or a folder/.npz of images against up to ``reference_n`` real training
+    images (``extractors.reference_indices``: never those ``tune`` scores against).
 
-    ``extra`` entries (e.g. the real-vs-real floor) are stored with the result.
+    ``features`` None: chosen from the data (``choose_features``), said in one line on stderr.
+    The result carries ``n`` (samples scored) and ``reference_n`` (real images): a Frechet distance
+    or KID means little without them. ``extra`` entries (e.g. the real-vs-real floor) are stored
+    with the result.
     """
     if n <= 0:
         raise GenforgeError(f"the number of samples must be positive, got {n}")
     target = Path(target)
-    result: dict[str, Any] = {"features": features, "n": n}
     if not is_run(target):  # images from any other tool
         if data is None:
             raise GenforgeError(
@@ -58,19 +61,22 @@ def evaluate(
         fake = load_dataset(str(target), split="all").images[:n]
         fit = "pad" if fake.shape[1] >= 28 else "resize"
         data_cfg = DataConfig(source=data, resolution=fake.shape[1], fit=fit, channels=fake.shape[3])
+        features = _features(data, features, progress)
         extractor = get_extractor(features, data, device, progress)
         ref = reference(extractor, data_cfg, n=reference_n, progress=progress)
-        result.update(evaluate_samples(fake, ref, extractor, progress=progress), data=data, n=len(fake))
-        return result
+        scores = evaluate_samples(fake, ref, extractor, progress=progress)
+        return {"features": features, "n": len(fake), "reference_n": len(ref.features), **scores, "data": data}
 
     c = ckpt.load(target, kind=tuple(families.names()), map_location=device)
     spec = families.get(c.kind)
     data_cfg = spec.data_config(c)
     if data is not None:
         data_cfg = replace(data_cfg, source=data)
-    result.update(data=data_cfg.source, kind=c.kind)
+    features = _features(data_cfg.source, features, progress)
     extractor = get_extractor(features, data_cfg.source, device, progress)
     ref = reference(extractor, data_cfg, n=reference_n, progress=progress)
+    result: dict[str, Any] = {"features": features, "n": n, "reference_n": len(ref.features)}
+    result.update(data=data_cfg.source, kind=c.kind)
     model = spec.load(c, device)
     ctx = EvalContext(extractor, ref, data_cfg, n, seed, device, progress, run_dir=target)
     result.update(spec.evaluate(model, ctx))
@@ -84,7 +90,7 @@ def real_vs_real(
     data: str,
     *,
     n: int = 10_000,
-    features: str = "classifier",
+    features: str | None = None,
     resolution: int = 0,
     fit: str = "auto",
     device: torch.device = torch.device("cpu"),
@@ -92,19 +98,47 @@ def real_vs_real(
 ) -> dict[str, Any]:
     """The floor: held-out real images scored as if they were samples, through the same pipeline.
 
-    Data with a test split: train subset vs test split. Single-split data: its first half against
-    its second half (as many images each, up to ``n``).
+    Data with a test split: train subset vs test split. Single-split data: the first half of
+    evaluate's reference images against their second half (as many images each, up to ``n``).
     """
     data_cfg = DataConfig(source=data, resolution=resolution, fit=fit)
+    features = _features(data, features, progress)
     extractor = get_extractor(features, data, device, progress)
     try:
         test, data_cfg = load_configured(replace(data_cfg, limit=n), split="test")
         held_out = test.images
         ref = reference(extractor, data_cfg, progress=progress)
     except GenforgeError:
-        everything, data_cfg = load_configured(data_cfg, split="train")
+        # evaluate's images (reference_indices), in two halves: the reference is the first
+        everything, _, _, _ = reference_images(data_cfg, n=0)
         half = min(n, len(everything) // 2)
         ref = reference(extractor, data_cfg, n=half, progress=progress)
         held_out = everything.images[half : 2 * half]
     scores = evaluate_samples(held_out, ref, extractor, progress=progress)
-    return {"features": features, "n": len(held_out), "data": data, "kind": "real-vs-real", **scores}
+    counts = {"n": len(held_out), "reference_n": len(ref.features)}
+    return {"features": features, **counts, "data": data, "kind": "real-vs-real", **scores}
+
+
+def _features(source: str, features: str | None, progress: bool) -> str:
+    """The feature network (``choose_features``); a choice the data made is said on stderr."""
+    asked = features is not None
+    features, why = choose_features(source, features)
+    if progress and not asked:
+        print(f"features: {features} ({why})", file=sys.stderr, flush=True)
+    return features
+
+
+COUNTED = ("fd", "kid")  # scores whose value depends on the sample counts
+
+
+def table(scores: dict[str, Any]) -> str:
+    """``evaluate``'s printed table: one ``key: value`` line each, the Frechet distance and KID
+    with the counts they were measured on ("fd (n=1,000 vs 3,029 real)")."""
+    lines = []
+    for key, value in scores.items():
+        name = key
+        if key in COUNTED and "n" in scores:
+            real = f" vs {scores['reference_n']:,} real" if "reference_n" in scores else ""
+            name = f"{key} (n={scores['n']:,}{real})"
+        lines.append(f"{name:>26}: {value:.4f}" if isinstance(value, float) else f"{name:>26}: {value}")
+    return "\n".join(lines)

@@ -10,7 +10,10 @@ space, ties (``sampling.TIE``) going to the higher recall + coverage. Every cand
 choice are written to the run's ``sampling.json``, which ``sample`` and ``evaluate`` then use.
 
 The seed differs from ``evaluate``'s default (0), so a later evaluation does not score the very
-samples the choice was made on.
+samples the choice was made on, and the real images the settings are scored against are training
+images ``evaluate`` never reports on (``extractors.reference_indices``; said in one line and
+recorded in ``sampling.json`` as ``reference``), so a reported figure is never the one the choice
+was tuned on.
 """
 
 from __future__ import annotations
@@ -28,7 +31,14 @@ from genforge import families
 from genforge.errors import GenforgeError
 from genforge.families.registry import EvalContext, score_generator
 from genforge.families.sampling import TunedSampling, best, run_folder, write_sampling
-from genforge.metrics.extractors import get_extractor, reference
+from genforge.metrics.extractors import (
+    choose_features,
+    describe_tune_reference,
+    get_extractor,
+    reference,
+    reference_images,
+    reference_indices,
+)
 
 # what each candidate keeps (the class accuracies: a conditional model scored with the classifier)
 SCORES = (
@@ -56,7 +66,7 @@ def tune(
     run: str | Path,
     *,
     n: int = 2000,
-    features: str = "classifier",
+    features: str | None = None,
     seed: int = TUNE_SEED,
     rounds: int = 1,
     device: torch.device = torch.device("cpu"),
@@ -77,8 +87,18 @@ def tune(
         raise GenforgeError(f"{run}: a {c.kind} run has no sampling settings to tune (tune applies to priors and GANs)")
     space = model.sampling_space()
     data_cfg = spec.data_config(c)
+    asked = features is not None
+    features, why = choose_features(data_cfg.source, features)
+    if not asked:
+        _say(progress, f"features: {features} ({why})")
     extractor = get_extractor(features, data_cfg.source, device, progress)
-    ref = reference(extractor, data_cfg, progress=progress)
+    # tune's own training images: evaluate reports on others (reference_indices)
+    _, _, n_train, _ = reference_images(data_cfg, purpose="tune")
+    held = reference_indices(n_train)[1]
+    said = describe_tune_reference(held, n_train)
+    _say(progress, f"tuning against {said}")
+    ref = reference(extractor, data_cfg, progress=progress, purpose="tune")
+    where = {"split": "train", "start": held.start, "stop": held.stop, "step": held.step, "count": len(held)}
     ctx = EvalContext(extractor, ref, data_cfg, n, seed, device, progress=False, run_dir=run_dir)
 
     scored: dict[tuple, dict[str, Any]] = {}
@@ -110,6 +130,7 @@ def tune(
         "data": data_cfg.source,
         "features": features,
         "n": n,
+        "reference": {**where, "of": n_train, "said": said},
         "seed": seed,
         "chosen": chosen["options"],
         "scores": {k: v for k, v in chosen.items() if k != "options"},

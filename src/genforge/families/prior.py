@@ -218,6 +218,7 @@ class PriorModel(TunedSampling):
         self.decoder = load_code_decoder(vq_cfg.model, c.tensors, device)
         self.device, self.config, self.step = device, cfg, c.step
         self.num_classes = cfg.model.num_classes
+        self._frequencies: tuple[np.ndarray, str] | None = None  # read on first need (class_frequencies)
         self.read_tuning(c.path)  # settings chosen by genforge tune: sample's and evaluate's defaults
 
     def sampling_space(self) -> dict[str, tuple]:
@@ -237,6 +238,10 @@ class PriorModel(TunedSampling):
             raise GenforgeError("a class was asked for, but this prior was trained without labels")
         if isinstance(class_label, int) and not 0 <= class_label < self.num_classes:
             raise GenforgeError(f"class must be in 0..{self.num_classes - 1}, got {class_label}")
+        if class_label is None and self.num_classes and options.get("cfg_scale", 1.0) != 1.0:
+            # guidance steers towards a class: with none asked for, draw each sample's as evaluate does
+            frequencies = torch.as_tensor(self.class_frequencies()[0], dtype=torch.float64, device=self.device)
+            class_label = torch.multinomial(frequencies, n, replacement=True, generator=generator)
         codes = self.network.generate(n, labels=class_label, generator=generator, **options)
         return decode(self.decoder, codes)
 
@@ -254,6 +259,33 @@ class PriorModel(TunedSampling):
             total += float(value) * len(c)
             count += len(c)
         return total / max(1, count)
+
+    def class_frequencies(self) -> tuple[np.ndarray, str]:
+        """The training data's class fractions (from the run's ``codes.npz``) and where they came
+        from; uniform, said so, when the run folder has none."""
+        if self._frequencies is None:
+            labels = None
+            path = self.run_dir / "codes.npz" if self.run_dir is not None else None
+            if path is not None and path.is_file():
+                try:
+                    with np.load(path, allow_pickle=False) as f:
+                        labels = f["train_labels"] if "train_labels" in f.files else None
+                except (OSError, ValueError):
+                    labels = None
+            if labels is not None and len(labels):
+                counts = np.bincount(labels, minlength=self.num_classes)[: self.num_classes].astype(np.float64)
+                self._frequencies = (counts / counts.sum(), "at the training data's class frequencies")
+            else:
+                self._frequencies = (np.full(self.num_classes, 1 / self.num_classes), "uniformly (no codes.npz)")
+        return self._frequencies
+
+    def sampling_note(self, class_label=None, tuned: bool = True, **options) -> str:
+        """``TunedSampling.sampling_note``, saying how classes are drawn when guidance needs one."""
+        note = super().sampling_note(class_label, tuned, **options)
+        used = self.sampling_options(options, tuned)
+        if class_label is None and self.num_classes and used.get("cfg_scale", 1.0) != 1.0:
+            note += f"; no --class: classes drawn {self.class_frequencies()[1]} (guidance needs one)"
+        return note
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,11 +6,16 @@ and uses its ``chosen`` options as its defaults for ``sample`` and ``evaluate``;
 explicitly override them. Its shape:
 
     {"version": 1, "step": 4000, "data": "fashion-mnist", "features": "classifier", "n": 2000,
+     "reference": {"split": "train", "start": 10000, "stop": 60000, "step": 5, "count": 10000,
+                   "of": 60000, "said": "10,000 of the 60,000 training images (one in 5 ...)"},
      "seed": 1, "chosen": {"temperature": 0.9, "top_k": 128, "top_p": null, "cfg_scale": 1.5},
      "scores": {"fd": ..., "precision": ..., "recall": ..., "coverage": ..., ...},  # of chosen
      "default": {...},  # the scores of the network's own defaults, measured the same way
      "candidates": [{"options": {...}, "fd": ..., "recall": ..., ..., "seconds": ...}, ...]}
 
+``reference`` names the real training images the candidates were scored against (the indices
+``range(start, stop, step)``), none of which ``evaluate`` reports on; files written before it
+existed lack it.
 An option set to null means "off / the network's default" (no top-k, no nucleus, no truncation).
 Priors (temperature, top-k, top-p, guidance, decoding steps) and GANs (truncation) both have one;
 ``TunedSampling`` is what their trained models share.

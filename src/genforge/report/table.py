@@ -109,19 +109,42 @@ def metric_table(runs: list[RunSummary]) -> list[dict[str, Any]]:
         if not m.always and all(v is None for v in values):
             continue
         leader = _leader(values, m.better)
+        name, shown = m.name, [display(m.key, run, v) for run, v in zip(runs, values)]
+        if m.key in COUNTED:
+            name, shown = _with_counts(m.key, name, shown, runs)
         rows.append(
             {
-                "metric": m.name,
+                "metric": name,
                 "key": m.key,
                 "unit": m.unit,
                 "better": m.better,
                 "values": values,
-                "display": [display(m.key, run, v) for run, v in zip(runs, values)],
+                "display": shown,
                 "leader": names[leader] if leader is not None else None,
                 "leader_index": leader,
             }
         )
     return rows
+
+
+# Scores whose value depends on how many samples were scored: shown with that count, the
+# Frechet distance named FID when every run was scored with Inception features.
+COUNTED = ("fd", "kid")
+
+
+def _with_counts(key: str, name: str, shown: list[str], runs: list[RunSummary]) -> tuple[str, list[str]]:
+    """The row's name and cells with the evaluations' sample counts: in the name ("FID (n=1,000)")
+    when the runs that have the score share one, else in each cell."""
+    scored = [(run.evaluation or {}) if text != "—" else {} for run, text in zip(runs, shown)]
+    features = {e.get("features") for e in scored if e}
+    if key == "fd" and features == {"inception"}:
+        name = "FID"
+    counts = [e.get("n") if is_number(e.get("n")) else None for e in scored]
+    seen = {n for n in counts if n is not None}
+    if len(seen) == 1:
+        return f"{name} (n={seen.pop():,})", shown
+    cells = [text if n is None or text == "—" else f"{text} (n={n:,})" for text, n in zip(shown, counts)]
+    return name, cells
 
 
 def _leader(values: list[float | None], better: str | None) -> int | None:

@@ -1,6 +1,6 @@
 """The training loop shared by every family.
 
-A family's trainer (see ``families.registry.Trainer``) is a plain object over already-built
+A family's trainer (a ``training.api.Trainer``) is a plain object over already-built
 modules and optimizers; this loop owns everything around its step: batches, the step/time
 budget, progress, ``metrics.jsonl`` records, sample grids, checkpoints (periodic, on
 SIGINT/SIGTERM, at the end), the guard against divergence, and resuming from the newest
@@ -28,6 +28,7 @@ from genforge.images import make_grid, save_png, to_uint8
 from genforge.progress import Progress
 from genforge.runfolder import append_record, keep_records_until, record
 from genforge.training import distributed
+from genforge.training.api import Trainer
 from genforge.training.batches import Batches
 from genforge.training.tensorboard import EventSink, NullSink
 
@@ -93,7 +94,7 @@ def check_payload(trainer, noise: dict[str, torch.Generator], c: ckpt.Checkpoint
     unexpected = sorted(k for k in c.tensors if k.startswith("model.") and k not in tensors)
     if unexpected:
         raise GenforgeError(f"{where}: tensor '{unexpected[0]}' does not belong to this model")
-    records = getattr(trainer, "state_records", frozenset())
+    records = trainer.state_records
     _check_entries(state["extra"], c.state.get("extra"), "state entry 'extra", where, records)
     for name in state["optimizers"]:
         saved = (c.state.get("optimizers") or {}).get(name)
@@ -151,7 +152,7 @@ def restore_payload(trainer, noise: dict[str, torch.Generator], c: ckpt.Checkpoi
 
 
 def run(
-    trainer,
+    trainer: Trainer,
     batches: Batches,
     cfg: TrainConfig,
     run_dir: Path,
@@ -242,14 +243,13 @@ def run(
                     now = time.perf_counter()
                     images_per_second = window_images / max(now - window_start, 1e-9)
                     last = {k: float(v) / count for k, v in sums.items()}
-                    if hasattr(trainer, "log_extras"):
-                        last.update(trainer.log_extras())
+                    last.update(trainer.log_extras())
                     values = {"images_per_s": round(images_per_second, 1), **last}
                     if world.main:
                         append_record(run_dir, record("train", step, values, time=elapsed))
                         sink.scalars(step, values)
                     bar.set_postfix(_postfix(last, images_per_second))
-                    warning = trainer.watch(last) if hasattr(trainer, "watch") else None
+                    warning = trainer.watch(last)
                     if warning and warning not in warned:
                         warned.add(warning)
                         bar.write(f"warning at step {step}: {warning}")

@@ -349,3 +349,19 @@ def test_the_trainer_defaults_are_no_ops():
     assert trainer.log_extras() == {} and trainer.watch({"loss": 1.0}) is None
     assert trainer.batches_per_step == 1 and trainer.state_records == frozenset()
     assert trainer.evaluation_samples is None
+
+
+LONGEST_LOOP_FUNCTION = 60
+
+
+def test_the_training_loop_is_made_of_small_functions():
+    """Every function in training/loop.py (methods included) has a body under 60 lines."""
+    tree = ast.parse((SRC / "training" / "loop.py").read_text())
+    lengths = {
+        node.name: node.end_lineno - node.body[0].lineno + 1
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+    assert "run" in lengths and lengths["run"] > 10, lengths  # the parse found the loop
+    long = {name: n for name, n in lengths.items() if n >= LONGEST_LOOP_FUNCTION}
+    assert not long, long

@@ -139,7 +139,7 @@ def batches_for(prepared, trainer, channels_last: bool):
     cfg = prepared.config.train
     batches = Batches(on_device(prepared.images, device), labels, cfg.batch_size, cfg.seed, device)
     batches.channels_last = channels_last
-    batches.per_step = getattr(trainer, "batches_per_step", 1)
+    batches.per_step = trainer.batches_per_step
     return batches
 
 

@@ -48,6 +48,7 @@ from genforge.images import save_grid, to_uint8
 from genforge.losses import GAN_LOSSES, gradient_penalty, path_length_penalty, r1_penalty
 from genforge.models.gan import DCGANConfig, Discriminator, Generator, nearest_resolution
 from genforge.models.graphs import GeneratorGraph
+from genforge.training.api import Trainer
 from genforge.training.distributed import average, average_gradients, randn, share, step_module
 from genforge.training.precision import autocast, grad_scaler
 
@@ -200,7 +201,7 @@ def dcgan_generator(cfg: GANRunConfig) -> Generator:
     return Generator(cfg.model)
 
 
-class GANTrainer:
+class GANTrainer(Trainer):
     """Generator, discriminator, optional EMA generator, augmentation and optimizers, on one device.
 
     ``networks`` builds (G, D) from the run config: G(z, labels, generator=...) -> images and

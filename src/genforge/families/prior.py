@@ -50,6 +50,7 @@ from genforge.models.transformer import TransformerConfig, check_codes
 from genforge.models.vqvae import VQVAE
 from genforge.progress import Progress
 from genforge.runfolder import atomic_path, read_records
+from genforge.training.api import Trainer
 from genforge.training.distributed import share, step_module, step_rng
 from genforge.training.precision import autocast
 
@@ -118,7 +119,7 @@ def decode(vqvae: VQVAE | CodeDecoder, codes: torch.Tensor) -> torch.Tensor:
     return torch.cat([vqvae.decode_indices(c).float().clamp(-1, 1) for c in codes.split(256)])
 
 
-class PriorTrainer:
+class PriorTrainer(Trainer):
     def __init__(
         self,
         cfg: PriorRunConfig,

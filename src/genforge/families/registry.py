@@ -13,8 +13,9 @@ family it holds:
 
 plus optional hooks (extra ``train`` flags, the ``sample`` flags its models take, data the
 trainer needs made in the run folder, work after training, legacy-config migration, export
-graphs). ``register`` adds a spec; training, the CLI, sampling, evaluation and the report look
-families up with ``get``. See docs/architecture.md.
+graphs). ``Prepared`` and the ``Trainer`` base class live in ``training.api``, beside the loop
+that calls them (imported here too). ``register`` adds a spec; training, the CLI, sampling,
+evaluation and the report look families up with ``get``. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -37,38 +38,7 @@ from genforge.families.sampling import TunedSampling
 from genforge.images import to_uint8
 from genforge.metrics.evaluate import Reference, evaluate_features, extract
 from genforge.progress import track
-
-
-@dataclass
-class Prepared:
-    """What ``prepare`` found: the config completed from the data, and the training examples."""
-
-    config: Any
-    images: Any  # uint8 (N, H, W, C) images (or a packed dataset); None until ``training_data`` makes them
-    labels: np.ndarray | None
-    num_classes: int | None = None
-    data_config: DataConfig | None = None  # the real data samples are compared with (in-training evaluation)
-    extras: dict[str, Any] = field(default_factory=dict)  # family-specific (the prior's VQ-VAE, ...)
-    notes: list[str] = field(default_factory=list)  # one-line facts training prints at start (how data was fitted)
-
-
-class Trainer(Protocol):
-    """The training loop's view of a family: built over one device, stepped by the loop."""
-
-    device: torch.device
-    noise: torch.Generator  # the family's own random draws (checkpointed with the run)
-
-    def modules(self) -> dict[str, torch.nn.Module]: ...  # everything checkpointed, by name
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]: ...
-
-    def train_step(self, batch: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]: ...
-
-    def sample_grid(self, n: int, generator: torch.Generator) -> torch.Tensor: ...  # (n, C, H, W) in [-1, 1]
-
-    def extra_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]: ...
-
-    def load_extra_state(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None: ...
+from genforge.training.api import Prepared, Trainer  # defined where training calls them; re-exported here
 
 
 class Model(Protocol):

@@ -32,6 +32,7 @@ from genforge.models.perceptual import FeatureMaps, check_feature_maps, load_fea
 from genforge.models.quantizers import CodebookHealth, build_quantizer
 from genforge.models.vqvae import VQVAE, Decoder, VQVAEConfig, nearest_resolution
 from genforge.progress import track
+from genforge.training.api import Trainer
 from genforge.training.distributed import step_module
 from genforge.training.precision import autocast
 
@@ -89,7 +90,7 @@ VQVAE_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class VQVAETrainer:
+class VQVAETrainer(Trainer):
     def __init__(
         self,
         cfg: VQVAERunConfig,

@@ -71,7 +71,7 @@ def training_evaluator(trainer, prepared, progress: bool = True) -> Callable[[in
     Prints the choice in one line, and a warning when coverage or recall falls sharply against the
     best seen so far.
     """
-    if not hasattr(trainer, "evaluation_samples"):
+    if trainer.evaluation_samples is None:
         raise GenforgeError("train.eval_every applies to families that generate images; set it to 0 for this one")
     cfg = prepared.config.train
     data_cfg = prepared.data_config

@@ -1,6 +1,6 @@
 """The training loop shared by every family.
 
-A family's trainer (see ``families.registry.Trainer``) is a plain object over already-built
+A family's trainer (a ``training.api.Trainer``) is a plain object over already-built
 modules and optimizers; this loop owns everything around its step: batches, the step/time
 budget, progress, ``metrics.jsonl`` records, sample grids, checkpoints (periodic, on
 SIGINT/SIGTERM, at the end), the guard against divergence, and resuming from the newest
@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,9 @@ from genforge.images import make_grid, save_png, to_uint8
 from genforge.progress import Progress
 from genforge.runfolder import append_record, keep_records_until, record
 from genforge.training import distributed
+from genforge.training.api import Trainer
 from genforge.training.batches import Batches
+from genforge.training.payload import checkpoint_payload, restore_payload
 from genforge.training.tensorboard import EventSink, NullSink
 
 GRID_SCALE = 2  # sample grids are saved at twice their size, as images.save_grid does
@@ -51,107 +53,66 @@ class Diverged(GenforgeError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoint payloads
-# ---------------------------------------------------------------------------------------------
-
-
-def checkpoint_payload(trainer, noise: dict[str, torch.Generator]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors: dict[str, torch.Tensor] = {}
-    state: dict[str, Any] = {"optimizers": {}}
-    for name, module in trainer.modules().items():
-        tensors.update(ckpt.pack_module(f"model.{name}", module))
-    for name, opt in trainer.optimizers().items():
-        t, s = ckpt.pack_optimizer(f"optim.{name}", opt)
-        tensors.update(t)
-        state["optimizers"][name] = s
-    tensors["rng.torch"] = torch.get_rng_state()
-    for name, gen in noise.items():
-        tensors[f"rng.{name}"] = gen.get_state()
-    t, s = trainer.extra_state()
-    tensors.update({f"extra.{k}": v for k, v in t.items()})
-    state["extra"] = s
-    return tensors, state
-
-
-def check_payload(trainer, noise: dict[str, torch.Generator], c: ckpt.Checkpoint) -> None:
-    """Compare a checkpoint with what this trainer would write, before anything is restored.
-
-    Every tensor and state entry the family expects must be there, with the same shape; the
-    error names the first thing missing. (Optimizer moments exist only after a first step, so
-    they are checked for consistency instead: every parameter with state has all its entries.)
-    """
-    tensors, state = checkpoint_payload(trainer, noise)
-    where = f"{c.path}: incomplete or mismatched checkpoint"
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            continue
-        if name not in c.tensors:
-            raise GenforgeError(f"{where}: tensor '{name}' is missing")
-        if name.startswith(("model.", "extra.")) and tuple(c.tensors[name].shape) != tuple(value.shape):
-            shape = tuple(c.tensors[name].shape)
-            raise GenforgeError(f"{where}: tensor '{name}' has shape {shape}, the model has {tuple(value.shape)}")
-    unexpected = sorted(k for k in c.tensors if k.startswith("model.") and k not in tensors)
-    if unexpected:
-        raise GenforgeError(f"{where}: tensor '{unexpected[0]}' does not belong to this model")
-    records = getattr(trainer, "state_records", frozenset())
-    _check_entries(state["extra"], c.state.get("extra"), "state entry 'extra", where, records)
-    for name in state["optimizers"]:
-        saved = (c.state.get("optimizers") or {}).get(name)
-        if not isinstance(saved, dict) or not {"param_groups", "scalars"} <= set(saved):
-            raise GenforgeError(f"{where}: the state of optimizer '{name}' is missing")
-        prefix = f"optim.{name}.state."
-        entries: dict[str, set[str]] = {}
-        for key in c.tensors:
-            if key.startswith(prefix):
-                index, field_name = key[len(prefix) :].split(".", 1)
-                entries.setdefault(index, set()).add(field_name)
-        for key in saved["scalars"]:
-            index, field_name = key.split(".", 1)
-            entries.setdefault(index, set()).add(field_name)
-        fields = set().union(*entries.values()) if entries else set()
-        for index, present in sorted(entries.items()):
-            if present != fields:
-                missing = sorted(fields - present)[0]
-                raise GenforgeError(f"{where}: optimizer '{name}' entry {index}.{missing} is missing")
-    if "elapsed" not in c.state:
-        raise GenforgeError(f"{where}: state entry 'elapsed' is missing")
-
-
-def _check_entries(expected: Any, saved: Any, label: str, where: str, records: frozenset[str] = frozenset()) -> None:
-    """Every entry the trainer would write is in the saved state. Entries named in ``records``
-    are values (a config kept for the record, written in whatever words its version used):
-    they must be there, but their inside is not compared."""
-    if not isinstance(expected, dict):
-        return
-    if not isinstance(saved, dict):
-        raise GenforgeError(f"{where}: {label}' is missing")
-    for key, value in expected.items():
-        if key not in saved:
-            raise GenforgeError(f"{where}: {label}.{key}' is missing")
-        if key not in records:
-            _check_entries(value, saved[key], f"{label}.{key}", where)
-
-
-def restore_payload(trainer, noise: dict[str, torch.Generator], c: ckpt.Checkpoint) -> None:
-    check_payload(trainer, noise, c)
-    for name, module in trainer.modules().items():
-        ckpt.unpack_module(f"model.{name}", module, c.tensors)
-    for name, opt in trainer.optimizers().items():
-        ckpt.unpack_optimizer(f"optim.{name}", opt, c.tensors, c.state["optimizers"][name])
-    torch.set_rng_state(c.tensors["rng.torch"])
-    for name, gen in noise.items():
-        gen.set_state(c.tensors[f"rng.{name}"])
-    extra = {k[len("extra.") :]: v for k, v in c.tensors.items() if k.startswith("extra.")}
-    trainer.load_extra_state(extra, c.state.get("extra", {}))
-
-
-# ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass
+class LossWindow:
+    """The losses since the last log line, summed on the device (no host sync per step)."""
+
+    start: float  # perf_counter() when the window opened
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    steps: int = 0
+    images: int = 0  # over every rank
+
+    def add(self, losses: dict[str, torch.Tensor], images: int) -> None:
+        for k, v in losses.items():
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.detach().clone()
+        self.steps += 1
+        self.images += images
+
+    def restart(self, now: float) -> None:
+        self.sums, self.steps, self.images, self.start = {}, 0, 0, now
+
+
+@dataclass
+class LoopState:
+    """Where a training session stands: the loop advances it, its periodic parts read and update it."""
+
+    step: int  # steps trained, by every session of the run
+    elapsed: float  # seconds trained, by every session of the run
+    saved: int  # the step of the newest checkpoint on disk; -1 when there is none
+    session_start: float = field(default_factory=time.perf_counter)
+    session_steps: int = 0
+    window: LossWindow = field(default_factory=lambda: LossWindow(time.perf_counter()))
+    last: dict[str, float] = field(default_factory=dict)  # the latest logged window's losses (and extras)
+    images_per_second: float = 0.0  # over the latest logged window
+    interrupted: bool = False  # a signal or ``stop_after`` ended the session
+    time_up: bool = False  # the minute budget is spent
+
+
+@dataclass
+class Session:
+    """What stays fixed while a session runs: the trainer, its settings, and where its results go."""
+
+    trainer: Trainer
+    cfg: TrainConfig
+    run_dir: Path
+    world: distributed.World
+    sink: EventSink | NullSink
+    bar: Progress
+
+    def side_work(self, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Rank 0's evaluations and pictures: they draw from the random streams too, which must
+        not change what is trained (nor make rank 0's streams differ from the others')."""
+        devices = [self.trainer.device] if self.trainer.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            return work(*args, **kwargs)
+
+
 def run(
-    trainer,
+    trainer: Trainer,
     batches: Batches,
     cfg: TrainConfig,
     run_dir: Path,
@@ -179,8 +140,52 @@ def run(
     """
     run_dir = Path(run_dir)
     world = distributed.current()
-    sink = sink or NullSink()
     noise = {"noise": trainer.noise}
+    at = _start(trainer, noise, run_dir, world, resume_from, progress)
+    total_steps, budget = budget_of(cfg)
+    stop = Stop(total_steps, budget, stop_after)
+    _say(progress, describe_budget(cfg))
+    at.time_up = at.elapsed >= budget
+    bar = Progress(
+        total=total_steps,
+        initial=at.step,
+        enabled=progress and world.main,
+        unit="step",
+        eta=lambda: stop.time_left(at),  # asked for every progress line
+    )
+    session = Session(trainer, cfg, run_dir, world, sink or NullSink(), bar)
+    checkpoints = Checkpoints(session, noise, kind, config, state or {})
+    samples = Samples(session)
+    parts = (Log(session, total_steps), Evaluate(session, evaluate), samples, checkpoints)
+    try:
+        with stop.signals:
+            _train(session, batches, at, parts, stop)
+        if at.step != at.saved:
+            checkpoints.save(at)
+        samples.final(at)
+    except Exception as error:
+        lost = _lost_peer(error, world, at.saved)
+        if lost is not None:
+            raise lost from error
+        raise
+    finally:
+        bar.close()
+    if at.interrupted:
+        _say(
+            progress, f"interrupted ({stop.why()}) at step {at.step}; checkpoint saved; run the same command to resume"
+        )
+    return RunResult(at.step, at.interrupted, time.perf_counter() - at.session_start, at.images_per_second, at.last)
+
+
+def _start(
+    trainer: Trainer,
+    noise: dict[str, torch.Generator],
+    run_dir: Path,
+    world: distributed.World,
+    resume_from: ckpt.Checkpoint | None,
+    progress: bool,
+) -> LoopState:
+    """The state a session starts from: a new run's, or the checkpoint's it resumes from."""
     step, elapsed = 0, 0.0
     if resume_from is not None:
         restore_payload(trainer, noise, resume_from)
@@ -188,118 +193,183 @@ def run(
         _say(progress, f"resuming {run_dir} from step {step} ({elapsed / 60:.1f} min trained)")
     if world.main:
         keep_records_until(run_dir, step)  # what was logged after the checkpoint will be logged again
+    return LoopState(step, elapsed, saved=step if resume_from is not None else -1)
 
-    total_steps, budget = budget_of(cfg)
-    _say(progress, describe_budget(cfg))
-    stop = _SignalFlag()
 
-    def time_left() -> float | None:  # asked for every progress line; reads the loop's step and elapsed
-        return _time_left(step, total_steps, elapsed, budget)
+def _train(
+    session: Session, batches: Batches, at: LoopState, parts: tuple[Callable[[LoopState], None], ...], stop: Stop
+) -> None:
+    """Step until the budget is spent or a stop is asked for; after each step, each part in turn."""
+    base_elapsed = at.elapsed
+    while stop.more(at):
+        x, y = batches.get(at.step)
+        losses = session.trainer.train_step(x, y)
+        at.step += 1
+        at.session_steps += 1
+        at.window.add(losses, x.shape[0] * session.world.size)
+        at.elapsed = base_elapsed + time.perf_counter() - at.session_start
+        for part in parts:
+            part(at)
+        session.bar.update(1)
+        stop.check(at)
+        if at.interrupted:
+            break
 
-    bar = Progress(total=total_steps, initial=step, enabled=progress and world.main, unit="step", eta=time_left)
-    sums: dict[str, torch.Tensor] = {}
-    count, window_start, window_images = 0, time.perf_counter(), 0
-    session_start, session_steps = time.perf_counter(), 0
-    last: dict[str, float] = {}
-    images_per_second = 0.0
-    warned: set[str] = set()
-    saved = [step if resume_from is not None else -1]
 
-    def save() -> None:
-        _check_finite(distributed.average(sums), step, trainer, saved[0], parameters=True)  # the same on every rank
-        if world.main:
-            tensors, payload_state = checkpoint_payload(trainer, noise)
-            payload_state.update(state or {}, elapsed=elapsed)
-            ckpt.save(run_dir, step, kind, config, tensors, payload_state, keep=cfg.keep_checkpoints)
+class Log:
+    """Every ``log_every`` steps and at the last: the window's mean losses (over every rank) and
+    the family's extras -> a ``train`` record, TensorBoard scalars, the progress line, and the
+    family's warnings (each distinct one once)."""
+
+    def __init__(self, session: Session, total_steps: int | None):
+        self.session, self.total_steps = session, total_steps
+        self.warned: set[str] = set()
+
+    def __call__(self, at: LoopState) -> None:
+        if not (at.step % self.session.cfg.log_every == 0 or at.step == self.total_steps):
+            return
+        session, window = self.session, at.window
+        sums = distributed.average(window.sums)  # every rank logs (and checks) the global batch's losses
+        _check_finite(sums, at.step, session.trainer, at.saved)
+        now = time.perf_counter()
+        at.images_per_second = window.images / max(now - window.start, 1e-9)
+        at.last = {k: float(v) / window.steps for k, v in sums.items()}
+        at.last.update(session.trainer.log_extras())
+        values = {"images_per_s": round(at.images_per_second, 1), **at.last}
+        if session.world.main:
+            append_record(session.run_dir, record("train", at.step, values, time=at.elapsed))
+            session.sink.scalars(at.step, values)
+        session.bar.set_postfix(_postfix(at.last, at.images_per_second))
+        warning = session.trainer.watch(at.last)
+        if warning and warning not in self.warned:
+            self.warned.add(warning)
+            session.bar.write(f"warning at step {at.step}: {warning}")
+        window.restart(now)
+
+
+class Evaluate:
+    """Every ``eval_every`` steps: rank 0 scores samples (an ``eval`` record, the progress line's
+    description); the other ranks wait for it."""
+
+    SHOWN = ("fd", "recall", "classes_covered")
+
+    def __init__(self, session: Session, evaluate: Callable[[int], dict[str, float]] | None):
+        self.session, self.evaluate = session, evaluate
+
+    def __call__(self, at: LoopState) -> None:
+        every = self.session.cfg.eval_every
+        if not (every and at.step % every == 0 and (self.evaluate is not None or self.session.world.distributed)):
+            return
+        if self.evaluate is not None:
+            scores = self.session.side_work(self.evaluate, at.step)
+            append_record(self.session.run_dir, record("eval", at.step, scores, time=at.elapsed))
+            self.session.sink.evaluation(at.step, scores)
+            self.session.bar.set_description(" | ".join(f"{k} {scores[k]:.3g}" for k in self.SHOWN if k in scores))
+        distributed.barrier()  # evaluation runs once, on rank 0; the others wait for it
+
+
+class Samples:
+    """Every ``sample_every`` steps and at the end: rank 0 saves a grid of the trainer's samples."""
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def __call__(self, at: LoopState) -> None:
+        session = self.session
+        if not (session.cfg.sample_every and at.step % session.cfg.sample_every == 0):
+            return
+        # no grid of a diverged model (the global losses: the same verdict on every rank)
+        _check_finite(distributed.average(at.window.sums), at.step, session.trainer, at.saved)
+        if session.world.main:
+            session.side_work(_save_samples, session.trainer, session.run_dir, at.step, session.cfg, session.sink)
+
+    def final(self, at: LoopState) -> None:
+        if self.session.world.main:
+            self.session.side_work(
+                _save_samples,
+                self.session.trainer,
+                self.session.run_dir,
+                at.step,
+                self.session.cfg,
+                self.session.sink,
+                final=True,
+            )
+
+
+class Checkpoints:
+    """Every ``checkpoint_every`` steps and at the end: rank 0 writes the trainer's payload, the
+    run's ``state`` and the time trained, once every rank has found the model finite."""
+
+    def __init__(
+        self,
+        session: Session,
+        noise: dict[str, torch.Generator],
+        kind: str,
+        config: dict[str, Any],
+        state: dict[str, Any],
+    ):
+        self.session, self.noise, self.kind, self.config, self.state = session, noise, kind, config, state
+
+    def __call__(self, at: LoopState) -> None:
+        if at.step % self.session.cfg.checkpoint_every == 0:
+            self.save(at)
+
+    def save(self, at: LoopState) -> None:
+        session = self.session
+        _check_finite(distributed.average(at.window.sums), at.step, session.trainer, at.saved, parameters=True)
+        if session.world.main:
+            tensors, payload_state = checkpoint_payload(session.trainer, self.noise)
+            payload_state.update(self.state, elapsed=at.elapsed)
+            ckpt.save(
+                session.run_dir,
+                at.step,
+                self.kind,
+                self.config,
+                tensors,
+                payload_state,
+                keep=session.cfg.keep_checkpoints,
+            )
         distributed.barrier()  # nobody goes on until the checkpoint is on disk
-        saved[0] = step
-
-    def side_work(work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Rank 0's evaluations and pictures: they draw from the random streams too, which must
-        not change what is trained (nor make rank 0's streams differ from the others')."""
-        devices = [trainer.device] if trainer.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            return work(*args, **kwargs)
-
-    interrupted, time_up = False, elapsed >= budget
-    try:
-        with stop:
-            base_elapsed = elapsed
-            while (total_steps is None or step < total_steps) and not time_up:
-                x, y = batches.get(step)
-                losses = trainer.train_step(x, y)
-                step += 1
-                session_steps += 1
-                for k, v in losses.items():  # summed on the device: no host sync per step
-                    sums[k] = sums[k] + v if k in sums else v.detach().clone()
-                count += 1
-                window_images += x.shape[0] * world.size
-                elapsed = base_elapsed + time.perf_counter() - session_start
-
-                if step % cfg.log_every == 0 or (total_steps is not None and step == total_steps):
-                    sums = distributed.average(sums)  # every rank logs (and checks) the global batch's losses
-                    _check_finite(sums, step, trainer, saved[0])
-                    now = time.perf_counter()
-                    images_per_second = window_images / max(now - window_start, 1e-9)
-                    last = {k: float(v) / count for k, v in sums.items()}
-                    if hasattr(trainer, "log_extras"):
-                        last.update(trainer.log_extras())
-                    values = {"images_per_s": round(images_per_second, 1), **last}
-                    if world.main:
-                        append_record(run_dir, record("train", step, values, time=elapsed))
-                        sink.scalars(step, values)
-                    bar.set_postfix(_postfix(last, images_per_second))
-                    warning = trainer.watch(last) if hasattr(trainer, "watch") else None
-                    if warning and warning not in warned:
-                        warned.add(warning)
-                        bar.write(f"warning at step {step}: {warning}")
-                    sums, count, window_start, window_images = {}, 0, now, 0
-                if cfg.eval_every and step % cfg.eval_every == 0 and (evaluate is not None or world.distributed):
-                    if evaluate is not None:
-                        scores = side_work(evaluate, step)
-                        append_record(run_dir, record("eval", step, scores, time=elapsed))
-                        sink.evaluation(step, scores)
-                        shown = " | ".join(
-                            f"{k} {scores[k]:.3g}" for k in ("fd", "recall", "classes_covered") if k in scores
-                        )
-                        bar.set_description(shown)
-                    distributed.barrier()  # evaluation runs once, on rank 0; the others wait for it
-                if cfg.sample_every and step % cfg.sample_every == 0:
-                    # no grid of a diverged model (the global losses: the same verdict on every rank)
-                    _check_finite(distributed.average(sums), step, trainer, saved[0])
-                    if world.main:
-                        side_work(_save_samples, trainer, run_dir, step, cfg, sink)
-                if step % cfg.checkpoint_every == 0:
-                    save()
-                bar.update(1)
-                # One rank's signal or clock stops every rank, at the same step.
-                asked = stop.raised is not None or (stop_after is not None and session_steps >= stop_after)
-                interrupted, time_up = distributed.any_rank(asked, elapsed >= budget)
-                if interrupted:
-                    break
-        if step != saved[0]:
-            save()
-        if world.main:
-            side_work(_save_samples, trainer, run_dir, step, cfg, sink, final=True)
-    except Exception as error:
-        reason = distributed.lost_peer(error) if world.distributed else None
-        if reason is not None:
-            kept = f"the last checkpoint (step {saved[0]}) is intact" if saved[0] >= 0 else "no checkpoint was written"
-            raise GenforgeError(
-                f"{world.describe()}: another process of this job stopped or stopped answering ({reason}); "
-                f"{kept}; run the same command to resume"
-            ) from error
-        raise
-    finally:
-        bar.close()
-    if interrupted:
-        why = f"signal {stop.raised}" if stop.raised else "stop requested"
-        _say(progress, f"interrupted ({why}) at step {step}; checkpoint saved; run the same command to resume")
-    seconds = time.perf_counter() - session_start
-    return RunResult(step, interrupted, seconds, images_per_second, last)
+        at.saved = at.step
 
 
-def _check_finite(sums: dict[str, torch.Tensor], step: int, trainer, last_saved: int, parameters: bool = False) -> None:
+class Stop:
+    """What ends a session: the step or minute budget, SIGINT/SIGTERM, or ``stop_after`` steps.
+    One rank's signal or clock stops every rank, at the same step."""
+
+    def __init__(self, total_steps: int | None, budget: float, stop_after: int | None):
+        self.total_steps, self.budget, self.stop_after = total_steps, budget, stop_after
+        self.signals = _SignalFlag()
+
+    def more(self, at: LoopState) -> bool:
+        return (self.total_steps is None or at.step < self.total_steps) and not at.time_up
+
+    def check(self, at: LoopState) -> None:
+        asked = self.signals.raised is not None or (self.stop_after is not None and at.session_steps >= self.stop_after)
+        at.interrupted, at.time_up = distributed.any_rank(asked, at.elapsed >= self.budget)
+
+    def time_left(self, at: LoopState) -> float | None:
+        return _time_left(at.step, self.total_steps, at.elapsed, self.budget)
+
+    def why(self) -> str:
+        return f"signal {self.signals.raised}" if self.signals.raised else "stop requested"
+
+
+def _lost_peer(error: Exception, world: distributed.World, saved: int) -> GenforgeError | None:
+    """The one-line error for a torchrun job whose other process died or hung; None otherwise."""
+    reason = distributed.lost_peer(error) if world.distributed else None
+    if reason is None:
+        return None
+    kept = f"the last checkpoint (step {saved}) is intact" if saved >= 0 else "no checkpoint was written"
+    return GenforgeError(
+        f"{world.describe()}: another process of this job stopped or stopped answering ({reason}); "
+        f"{kept}; run the same command to resume"
+    )
+
+
+def _check_finite(
+    sums: dict[str, torch.Tensor], step: int, trainer: Trainer, last_saved: int, parameters: bool = False
+) -> None:
     """Stop on a NaN or infinite loss (summed since the last check, so none slips through) and,
     before a checkpoint, on a non-finite weight: a checkpoint never holds a diverged model."""
     bad = [k for k, v in sums.items() if not torch.isfinite(v).all()]
@@ -316,7 +386,7 @@ def _check_finite(sums: dict[str, torch.Tensor], step: int, trainer, last_saved:
 
 
 def _save_samples(
-    trainer, run_dir: Path, step: int, cfg: TrainConfig, sink: EventSink | NullSink, final: bool = False
+    trainer: Trainer, run_dir: Path, step: int, cfg: TrainConfig, sink: EventSink | NullSink, final: bool = False
 ) -> None:
     # A fixed generator: every grid of a run shows the same latent points, so progress is visible.
     g = torch.Generator(device=trainer.device).manual_seed(cfg.seed + 12345)

@@ -18,6 +18,7 @@ from genforge.config import TrainConfig, dump_yaml, to_dict
 from genforge.errors import GenforgeError
 from genforge.runfolder import RunLock, append_record, atomic_write, clean_temporary, inside, record
 from genforge.training import distributed, tensorboard
+from genforge.training.api import Family, Prepared
 from genforge.training.batches import Batches, on_device
 from genforge.training.evaluator import training_evaluator
 from genforge.training.loop import RunResult, run
@@ -47,7 +48,7 @@ TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
 
 def train(
-    spec,
+    spec: Family,
     config: Any,
     out: str | Path,
     *,
@@ -85,7 +86,17 @@ def train(
             return _train_locked(spec, prepared, out, device, saved, world, events, progress, stop_after)
 
 
-def _train_locked(spec, prepared, out: Path, device, saved, world, events: bool, progress: bool, stop_after):
+def _train_locked(
+    spec: Family,
+    prepared: Prepared,
+    out: Path,
+    device,
+    saved: ckpt.Checkpoint | None,
+    world: distributed.World,
+    events: bool,
+    progress: bool,
+    stop_after: int | None,
+) -> RunResult:
     config = prepared.config
     if world.main:
         clean_temporary(out)
@@ -106,7 +117,7 @@ def _train_locked(spec, prepared, out: Path, device, saved, world, events: bool,
     prepared.config = _with_choice(config, choice)  # what the trainer is built with
     trainer = spec.build(prepared, device, choice.dtype)
     batches.channels_last = choice.channels_last
-    batches.per_step = getattr(trainer, "batches_per_step", 1)
+    batches.per_step = trainer.batches_per_step
     processes = f", {world.size} processes x {train_cfg.batch_size // world.size} images" if world.distributed else ""
     _say(
         progress,
@@ -114,7 +125,7 @@ def _train_locked(spec, prepared, out: Path, device, saved, world, events: bool,
     )
     evaluate = None
     if train_cfg.eval_every:
-        if not hasattr(trainer, "evaluation_samples"):
+        if trainer.evaluation_samples is None:
             raise GenforgeError("train.eval_every applies to families that generate images; set it to 0 for this one")
         if world.main:  # evaluation runs once, on rank 0
             evaluate = training_evaluator(trainer, prepared, progress)
@@ -169,7 +180,7 @@ def _check_world(out: Path, saved: ckpt.Checkpoint | None, world) -> None:
         )
 
 
-def check_resume(out: Path, spec, config: dict[str, Any], found: str | None) -> ckpt.Checkpoint | None:
+def check_resume(out: Path, spec: Family, config: dict[str, Any], found: str | None) -> ckpt.Checkpoint | None:
     """If ``out`` holds a run (its checkpoint ``found``, see ``_found``), make sure it is of this
     family and trains the same thing."""
     if found is None:
@@ -211,7 +222,9 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, A
     return [] if old == new else [(prefix.rstrip("."), old, new)]
 
 
-def _precision(spec, prepared, device, saved: ckpt.Checkpoint | None, batches: Batches, progress: bool) -> Choice:
+def _precision(
+    spec: Family, prepared: Prepared, device, saved: ckpt.Checkpoint | None, batches: Batches, progress: bool
+) -> Choice:
     """A resumed run keeps the precision it started with (bit-identical resume); a new run
     takes the configured one or measures (cached per machine)."""
     if saved is not None and isinstance(saved.state.get("precision"), dict):

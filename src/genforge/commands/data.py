@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from genforge import data as gdata
-from genforge.commands.registry import Command
+from genforge.commands.registry import Command, count
 from genforge.config import FITS
 from genforge.errors import GenforgeError
-from genforge.families.registry import count  # argument types, shared with the families' flags
 from genforge.images import save_grid
 from genforge.progress import Progress
 

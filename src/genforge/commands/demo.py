@@ -17,12 +17,10 @@ from pathlib import Path
 from genforge import families
 from genforge.commands.compare import compare
 from genforge.commands.evaluate import evaluate, real_vs_real
-from genforge.commands.registry import Command, add_device
+from genforge.commands.registry import Command, add_device, add_features, count, number
 from genforge.data import load_dataset
 from genforge.errors import GenforgeError
 from genforge.families.prior import split_minutes
-from genforge.families.registry import count, number  # argument types, shared with the families' flags
-from genforge.metrics import extractors
 from genforge.metrics.extractors import REAL_N, get_extractor
 from genforge.training.precision import pick_device
 from genforge.training.runs import train
@@ -145,9 +143,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--data", default="fashion-mnist", help="named dataset or path (default fashion-mnist)")
     p.add_argument("--n", type=count(1), help="samples per evaluation (default 10000; 1000 with inception)")
-    p.add_argument(
-        "--features", choices=extractors.FEATURES, help="default: classifier for the MNIST family, else inception"
-    )
+    add_features(p, default=None, help="default: classifier for the MNIST family, else inception")
     add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
 

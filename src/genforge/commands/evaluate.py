@@ -17,16 +17,13 @@ import torch
 
 from genforge import checkpoint as ckpt
 from genforge import families
-from genforge.commands.registry import Command, add_device, seed
+from genforge.commands.registry import Command, add_device, add_features, count, seed
 from genforge.config import DataConfig
 from genforge.data import load_configured, load_dataset
 from genforge.errors import GenforgeError
-from genforge.families.registry import (
-    EvalContext,
-    count,  # argument types, shared with the families' flags
-)
+from genforge.families.registry import EvalContext
 from genforge.metrics.evaluate import evaluate_samples
-from genforge.metrics.extractors import FEATURES, REAL_N, get_extractor, reference
+from genforge.metrics.extractors import REAL_N, get_extractor, reference
 from genforge.runfolder import append_record, record
 from genforge.training.precision import pick_device
 
@@ -126,7 +123,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=Path, nargs="?", help="run folder, or a folder/.npz of images from any tool")
     p.add_argument("--data", help="real data to compare with (default: the run's own)")
     p.add_argument("--n", type=count(1), default=10_000, help="samples to generate and score (default 10000)")
-    p.add_argument("--features", default="classifier", choices=FEATURES, help="feature network (default classifier)")
+    add_features(p)
     p.add_argument("--real-vs-real", action="store_true", help="score a train subset against the test split: the floor")
     p.add_argument("--seed", type=seed, default=0, help="seed of the samples (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from genforge.commands.registry import Command, add_device
-from genforge.families.registry import count  # argument types, shared with the families' flags
+from genforge.commands.registry import Command, add_device, count
 from genforge.metrics.extractors import train_evaluator
 from genforge.training.precision import pick_device
 

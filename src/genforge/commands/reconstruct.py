@@ -9,9 +9,8 @@ import numpy as np
 import torch
 
 from genforge import checkpoint as ckpt
-from genforge.commands.registry import Command, add_device
+from genforge.commands.registry import Command, add_device, count
 from genforge.errors import GenforgeError
-from genforge.families.registry import count  # argument types, shared with the families' flags
 from genforge.families.vqvae import VQVAEModel, encode_images, reconstruct_images
 from genforge.images import save_grid
 from genforge.metrics.evaluate import reconstruction_metrics

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 
 from genforge.config import DEVICES
 from genforge.errors import GenforgeError
+from genforge.families.registry import count, number  # argument types, shared with the families' flags
+from genforge.metrics.extractors import FEATURES
+
+__all__ = ["Command", "add_device", "add_features", "commands", "count", "get", "number", "register", "seed"]
 
 
 @dataclass(frozen=True)
@@ -65,3 +69,8 @@ def seed(text: str) -> int:
 
 def add_device(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
     p.add_argument("--device", default=default, choices=DEVICES, help="auto picks CUDA, then MPS, then CPU")
+
+
+def add_features(p: argparse.ArgumentParser, default: str | None = "classifier", help: str = "") -> None:
+    help = help or f"feature network (default {default})"
+    p.add_argument("--features", default=default, choices=FEATURES, help=help)

@@ -13,15 +13,9 @@ import torch
 
 from genforge import checkpoint as ckpt
 from genforge import families
-from genforge.commands.registry import Command, add_device, seed
+from genforge.commands.registry import Command, add_device, count, seed
 from genforge.errors import GenforgeError
-from genforge.families.registry import (
-    Interpolator,
-    Model,
-    Reconstructor,
-    Sampler,
-    count,  # argument types, shared with the families' flags
-)
+from genforge.families.registry import Interpolator, Model, Reconstructor, Sampler
 from genforge.families.sampling import TunedSampling
 from genforge.images import save_grid, save_png, to_uint8
 from genforge.runfolder import atomic_path

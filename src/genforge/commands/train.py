@@ -8,10 +8,9 @@ import dataclasses
 from pathlib import Path
 
 from genforge import families
-from genforge.commands.registry import Command, add_device, seed
+from genforge.commands.registry import Command, add_device, count, number, seed
 from genforge.config import PRECISIONS, dump_yaml, merge, nest, parse_set, read_yaml
 from genforge.errors import GenforgeError
-from genforge.families.registry import count, number  # argument types, shared with the families' flags
 from genforge.training import distributed
 from genforge.training.loop import DEFAULT_MINUTES, describe_budget
 from genforge.training.runs import train

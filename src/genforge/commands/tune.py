@@ -26,15 +26,11 @@ import torch
 
 from genforge import checkpoint as ckpt
 from genforge import families
-from genforge.commands.registry import Command, add_device, seed
+from genforge.commands.registry import Command, add_device, add_features, count, seed
 from genforge.errors import GenforgeError
-from genforge.families.registry import (
-    EvalContext,
-    count,  # argument types, shared with the families' flags
-    score_generator,
-)
+from genforge.families.registry import EvalContext, score_generator
 from genforge.families.sampling import TunedSampling, best, run_folder, write_sampling
-from genforge.metrics.extractors import FEATURES, get_extractor, reference
+from genforge.metrics.extractors import get_extractor, reference
 from genforge.training.precision import pick_device
 
 # what each candidate keeps (the class accuracies: a conditional model scored with the classifier)
@@ -169,7 +165,7 @@ def _say(progress: bool, message: str) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=Path, help="a prior or GAN run folder")
     p.add_argument("--n", type=count(2), default=2000, help="samples per setting (default 2000)")
-    p.add_argument("--features", default="classifier", choices=FEATURES, help="feature network (default classifier)")
+    add_features(p)
     p.add_argument("--rounds", type=count(1), default=1, help="passes of the coordinate search (default 1)")
     p.add_argument("--seed", type=seed, default=TUNE_SEED, help=f"seed of every setting's draws (default {TUNE_SEED})")
     p.add_argument("--quiet", action="store_true", help="no progress output")

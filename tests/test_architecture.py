@@ -223,7 +223,7 @@ def test_a_command_defined_in_a_test_is_listed_and_runs(toy_command, tmp_path, c
 
 
 def test_the_built_in_commands_are_listed_in_their_order(capsys):
-    assert [c.name for c in commands.commands()] == BUILT_IN  # and no test's command is left behind
+    assert [c.name for c in commands.registered()] == BUILT_IN  # and no test's command is left behind
     assert "{" + ",".join(BUILT_IN) + "}" in top_level_help(capsys)
 
 

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="genforge", description="Train, sample, evaluate and compare GANs and VQ-VAEs.")
     parser.add_argument("--version", action="version", version=f"genforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in commands.commands():  # subparsers are Parsers too: argparse makes them of the parent's class
+    for command in commands.registered():  # subparsers are Parsers too: argparse makes them of the parent's class
         command.add_arguments(sub.add_parser(command.name, help=command.help))
     return parser
 

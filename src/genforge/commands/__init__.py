@@ -6,7 +6,7 @@ Importing this package registers the built-in commands, in the order ``genforge 
 """
 
 from genforge.commands import compare, data, demo, evaluate, evaluator, export, reconstruct, sample, train, tune
-from genforge.commands.registry import Command, commands, get, register
+from genforge.commands.registry import Command, get, register, registered
 
 for _command in (
     train.TRAIN,
@@ -24,4 +24,4 @@ for _command in (
 ):
     register(_command)
 
-__all__ = ["Command", "commands", "get", "register"]
+__all__ = ["Command", "get", "register", "registered"]

@@ -3,7 +3,7 @@
 A command is a ``Command``: the word on the command line, its one-line help for ``genforge --help``,
 a function that adds its arguments to the subparser the CLI made for it, and a function that runs
 it (the parsed arguments in, the exit status out; it prints what it has to say). ``register`` adds
-one; ``cli.py`` builds ``genforge``'s parser from ``commands()``, in registration order, and
+one; ``cli.py`` builds ``genforge``'s parser from ``registered()``, in registration order, and
 dispatches with ``get``. A ``GenforgeError`` a command raises becomes the CLI's one error line.
 See docs/architecture.md, "Adding a command".
 """
@@ -19,7 +19,7 @@ from genforge.errors import GenforgeError
 from genforge.families.registry import count, number  # argument types, shared with the families' flags
 from genforge.metrics.extractors import FEATURES
 
-__all__ = ["Command", "add_device", "add_features", "commands", "count", "get", "number", "register", "seed"]
+__all__ = ["Command", "add_device", "add_features", "count", "get", "number", "register", "registered", "seed"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def get(name: str) -> Command:
     return COMMANDS[name]
 
 
-def commands() -> list[Command]:
+def registered() -> list[Command]:
     return list(COMMANDS.values())
 
 

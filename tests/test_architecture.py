@@ -1,10 +1,13 @@
 """The architecture holds: a family defined here alone trains, resumes, samples, evaluates and
-appears in a compare report through the registry; genforge's modules import in layers, with no
-cycle; function-local imports are only for optional dependencies, each with its reason."""
+appears in a compare report through the registry; a command defined here alone appears in
+``genforge --help`` and runs; genforge's modules import in layers, with no cycle; function-local
+imports are only for optional dependencies, each with its reason."""
 
 from __future__ import annotations
 
+import argparse
 import ast
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +17,17 @@ import torch
 import torch.nn as nn
 
 from genforge import checkpoint as ckpt
+from genforge import cli as cli_module
+from genforge.commands import registry as commands
+from genforge.commands.registry import Command
 from genforge.config import DataConfig, TrainConfig, fill_from_data
 from genforge.data import load_configured
+from genforge.errors import GenforgeError
 from genforge.families import gan, prior, registry, vqvae
 from genforge.families.registry import FamilySpec, Prepared, register, score_generator
+from genforge.runfolder import append_record, read_records, record
 from genforge.training.api import Trainer
-from synthetic import cli, install_evaluator, is_png, records, write_npz
+from synthetic import cli, install_evaluator, is_png, one_error, records, write_npz
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "genforge"
 
@@ -151,6 +159,81 @@ def test_the_toy_family_is_the_one_in_the_docs():
     """docs/architecture.md shows the same class and function names as the family above."""
     doc = (SRC.parents[1] / "docs" / "architecture.md").read_text()
     for name in ("ToyRunConfig", "ToyTrainer", "ToyModel", "register(", "FamilySpec(", "score_generator"):
+        assert name in doc, name
+
+
+# ---------------------------------------------------------------------------------------------
+# The toy command of docs/architecture.md, defined in this file only
+# ---------------------------------------------------------------------------------------------
+
+
+def add_last_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="a run folder")
+    p.add_argument("--type", default="train", choices=["train", "eval", "evaluation"], help="which records")
+
+
+def run_last(args: argparse.Namespace) -> int:
+    found = [r for r in read_records(args.run) if r["type"] == args.type]
+    if not found:
+        raise GenforgeError(f"{args.run}: no {args.type} records")  # the CLI makes it one error line
+    print(json.dumps(found[-1]["values"]))
+    return 0
+
+
+LAST = Command("last", "the values of a run's last record", add_last_arguments, run_last)
+
+BUILT_IN = ["train", "reconstruct", "encode", "sample", "tune", "evaluate", "evaluator", "compare", "report", "demo"]
+BUILT_IN += ["export", "data"]
+
+
+@pytest.fixture
+def toy_command(monkeypatch):
+    monkeypatch.setattr(commands, "COMMANDS", dict(commands.COMMANDS))  # registered for this test only
+    return commands.register(LAST)
+
+
+def top_level_help(capsys) -> str:
+    with pytest.raises(SystemExit) as exit:
+        cli_module.main(["--help"])
+    assert exit.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_a_command_defined_in_a_test_is_listed_and_runs(toy_command, tmp_path, capsys):
+    page = top_level_help(capsys)
+    assert "{" + ",".join([*BUILT_IN, "last"]) + "}" in page
+    section = page.split("positional arguments:")[1].split("options:")[0]
+    listed = [line.split()[0] for line in section.splitlines() if line[:5].count(" ") == 4]  # not wrapped help
+    assert listed == [*BUILT_IN, "last"]  # the built-ins as they were, then the new one
+    assert "    last                the values of a run's last record" in page.splitlines()
+
+    append_record(tmp_path, record("train", 2, {"loss": 0.5}))
+    append_record(tmp_path, record("train", 4, {"loss": 0.25}))
+    code, out, err = cli("last", tmp_path)
+    assert (code, out, err) == (0, '{"loss": 0.25}\n', "")
+    code, out, err = cli("last", tmp_path, "--type", "eval")  # its GenforgeError: one line, status 2
+    assert code == 2 and one_error(err) == f"genforge: error: {tmp_path}: no eval records" and out == ""
+    code, _, err = cli("last")  # argparse's complaint about its arguments, the same way
+    assert code == 2 and one_error(err) == "genforge: error: genforge last: the following arguments are required: run"
+
+
+def test_the_built_in_commands_are_listed_in_their_order(capsys):
+    assert [c.name for c in commands.registered()] == BUILT_IN  # and no test's command is left behind
+    assert "{" + ",".join(BUILT_IN) + "}" in top_level_help(capsys)
+
+
+def test_two_commands_cannot_share_a_name(monkeypatch):
+    monkeypatch.setattr(commands, "COMMANDS", dict(commands.COMMANDS))
+    assert commands.register(LAST) is commands.register(LAST)  # registering the same one twice is harmless
+    with pytest.raises(GenforgeError, match="two commands are named 'train'"):
+        commands.register(Command("train", "another train", add_last_arguments, run_last))
+    with pytest.raises(GenforgeError, match="unknown command 'nope'"):
+        commands.get("nope")
+
+
+def test_the_toy_command_is_the_one_in_the_docs():
+    doc = (SRC.parents[1] / "docs" / "architecture.md").read_text()
+    for name in ("def add_last_arguments(", "def run_last(", 'register(Command("last"'):
         assert name in doc, name
 
 

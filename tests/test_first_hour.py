@@ -22,6 +22,7 @@ from PIL import Image
 
 from genforge import cli as cli_module
 from genforge import families, runfolder
+from genforge.commands import demo
 from genforge.commands.demo import default_out
 from genforge.data import load_dataset
 from genforge.errors import GenforgeError
@@ -194,7 +195,7 @@ def test_demo_writes_into_a_folder_per_dataset(monkeypatch, capsys):
     assert default_out("emoji") == Path("runs/demo-emoji")
     assert default_out("/data/my photos/") == Path("runs/demo-my-photos")
     asked = []
-    monkeypatch.setattr(cli_module, "run_demo", lambda out, *a, **k: asked.append(out) or SimpleNamespace(report="r"))
+    monkeypatch.setattr(demo, "run_demo", lambda out, *a, **k: asked.append(out) or SimpleNamespace(report="r"))
     assert cli_module.main(["demo", "--data", "emoji"]) == 0
     assert cli_module.main(["demo"]) == 0
     assert cli_module.main(["demo", "--data", "emoji", "--out", "elsewhere"]) == 0

@@ -7,6 +7,7 @@ Running it again resumes whatever did not finish.
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from genforge import families
 from genforge.commands.compare import compare
 from genforge.commands.evaluate import evaluate, real_vs_real
+from genforge.commands.registry import Command, add_device, add_features, count, number
 from genforge.data import load_dataset
 from genforge.errors import GenforgeError
 from genforge.families.prior import split_minutes
@@ -129,3 +131,32 @@ def run_demo(
     print(f" vqvae: test PSNR {s['psnr']:.2f} dB, codebook usage {s['codebook_usage']:.1%}", file=sys.stderr)
     print(f"report: {path}", file=sys.stderr)
     return DemoResult(path, scores)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: genforge demo
+# ---------------------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--minutes", type=number, default=15.0, help="total time budget (default 15)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="folder of the three runs and the report (default runs/demo, runs/demo-DATA for other data)",
+    )
+    p.add_argument("--data", default="fashion-mnist", help="named dataset or path (default fashion-mnist)")
+    p.add_argument("--n", type=count(1), help="samples per evaluation (default 10000; 1000 with inception)")
+    add_features(p, default=None, help="default: classifier if labelled, but emoji: inception")
+    add_device(p)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out if args.out is not None else default_out(args.data)
+    result = run_demo(out, args.minutes, args.data, args.n, args.device, not args.quiet, features=args.features)
+    print(f"wrote {result.report}")
+    return 0
+
+
+DEMO = Command("demo", "the main job: GAN vs VQ-VAE + prior, same budget, one report", add_arguments, run)

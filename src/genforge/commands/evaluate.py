@@ -7,6 +7,8 @@ the result in the run's ``metrics.jsonl``.
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +18,7 @@ import torch
 
 from genforge import checkpoint as ckpt
 from genforge import families
+from genforge.commands.registry import Command, add_device, add_features, count, seed
 from genforge.config import DataConfig
 from genforge.data import load_configured, load_dataset
 from genforge.errors import GenforgeError
@@ -23,6 +26,7 @@ from genforge.families.registry import EvalContext
 from genforge.metrics.evaluate import evaluate_samples
 from genforge.metrics.extractors import REAL_N, choose_features, get_extractor, reference, reference_images
 from genforge.runfolder import append_record, record
+from genforge.training.precision import pick_device
 
 
 def is_run(path: Path) -> bool:
@@ -142,3 +146,45 @@ def table(scores: dict[str, Any]) -> str:
             name = f"{key} (n={scores['n']:,}{real})"
         lines.append(f"{name:>26}: {value:.4f}" if isinstance(value, float) else f"{name:>26}: {value}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: genforge evaluate
+# ---------------------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, nargs="?", help="run folder, or a folder/.npz of images from any tool")
+    p.add_argument("--data", help="real data to compare with (default: the run's own)")
+    p.add_argument("--n", type=count(1), default=10_000, help="samples to generate and score (default 10000)")
+    add_features(p, default=None, help="default: classifier if the data has labels, else inception")
+    p.add_argument("--real-vs-real", action="store_true", help="score a train subset against the test split: the floor")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the samples (default 0)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--no-record", action="store_true", help="do not append the result to the run's metrics.jsonl")
+    add_device(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    device = pick_device(args.device)
+    if args.real_vs_real:
+        if args.data is None:
+            raise GenforgeError("--real-vs-real needs --data NAME")
+        scores = real_vs_real(args.data, n=args.n, features=args.features, device=device)
+    elif args.run is None:
+        raise GenforgeError("evaluate needs a RUN (or --real-vs-real --data NAME)")
+    else:
+        scores = evaluate(
+            args.run,
+            data=args.data,
+            n=args.n,
+            features=args.features,
+            device=device,
+            seed=args.seed,
+            record_result=not args.no_record,
+        )
+    print(json.dumps(scores) if args.json else table(scores))
+    return 0
+
+
+EVALUATE = Command("evaluate", "score a run (or a folder/.npz of images) against real data", add_arguments, run)

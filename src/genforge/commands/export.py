@@ -25,6 +25,7 @@ pass unnoticed.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -39,6 +40,7 @@ import torch.nn as nn
 
 from genforge import __version__, families
 from genforge import checkpoint as ckpt
+from genforge.commands.registry import Command
 from genforge.config import to_dict
 from genforge.errors import GenforgeError
 from genforge.models.graphs import DecoderGraph, EncoderGraph, GeneratorGraph
@@ -244,3 +246,26 @@ def export(
     config = json.dumps(to_dict(spec.config_of(c)))
     path = export_graph(graph, out, {"config": config, "kind": c.kind, "step": str(c.step)})
     return path, part, verify(path, graph) if check else {}
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: genforge export
+# ---------------------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="a run folder or checkpoint")
+    p.add_argument("--format", default="onnx", choices=FORMATS, help="file format (default onnx)")
+    p.add_argument("--out", type=Path, required=True, help="the file to write, e.g. generator.onnx")
+    p.add_argument("--part", help="what to export (GAN: generator; VQ-VAE: decoder or encoder); default the first")
+    p.add_argument("--no-check", action="store_true", help="skip running the file in onnxruntime beside PyTorch")
+
+
+def run(args: argparse.Namespace) -> int:
+    path, part, worst = export(args.run, args.out, fmt=args.format, part=args.part, check=not args.no_check)
+    checked = ", ".join(f"{name} max |onnxruntime - torch| {value:.2e}" for name, value in worst.items())
+    print(f"wrote the {part} of {args.run} to {path}" + (f" ({checked})" if checked else ""))
+    return 0
+
+
+EXPORT = Command("export", "a run's generator (or VQ-VAE encoder/decoder) as an ONNX file", add_arguments, run)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from genforge import checkpoint as ckpt
+from genforge.commands.registry import Command, add_device, count
 from genforge.errors import GenforgeError
 from genforge.families.vqvae import VQVAEModel, encode_images, reconstruct_images
 from genforge.images import save_grid
 from genforge.metrics.evaluate import reconstruction_metrics
 from genforge.runfolder import atomic_path
+from genforge.training.precision import pick_device
 
 
 def _model(run: str | Path, device: torch.device) -> VQVAEModel:
@@ -64,3 +67,41 @@ def encode(
     with atomic_path(out, suffix=".npz") as tmp:
         np.savez_compressed(tmp, **arrays)
     return len(codes), model.vqvae.grid_size
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: genforge reconstruct, genforge encode
+# ---------------------------------------------------------------------------------------------
+
+
+def _add_arguments(p: argparse.ArgumentParser, default_n: int) -> None:
+    p.add_argument("run", type=Path, help="a VQ-VAE run folder or checkpoint")
+    p.add_argument("--data", help="dataset (default: the run's own)")
+    p.add_argument("--split", default="test", choices=["train", "test", "all"], help="which split (default test)")
+    p.add_argument("--out", type=Path, required=True, help="the file to write")
+    p.add_argument("--n", type=count(0), default=default_n, help=f"images to use (0 = all; default {default_n})")
+    add_device(p)
+
+
+def run_reconstruct(args: argparse.Namespace) -> int:
+    where = dict(data=args.data, split=args.split, device=pick_device(args.device))
+    scores = reconstruct(args.run, args.out, n=args.n, **where)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+    print(f"wrote originals | reconstructions to {args.out}; {shown}")
+    return 0
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    where = dict(data=args.data, split=args.split, device=pick_device(args.device))
+    n, grid = encode(args.run, args.out, n=args.n, **where)
+    print(f"wrote {n} code grids of {grid[0]}x{grid[1]} to {args.out}")
+    return 0
+
+
+RECONSTRUCT = Command(
+    "reconstruct",
+    "originals beside their VQ-VAE reconstructions",
+    lambda p: _add_arguments(p, default_n=32),
+    run_reconstruct,
+)
+ENCODE = Command("encode", "code indices of a dataset (.npz)", lambda p: _add_arguments(p, default_n=0), run_encode)

@@ -18,6 +18,7 @@ was tuned on.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import torch
 
 from genforge import checkpoint as ckpt
 from genforge import families
+from genforge.commands.registry import Command, add_device, add_features, count, seed
 from genforge.errors import GenforgeError
 from genforge.families.registry import EvalContext, score_generator
 from genforge.families.sampling import TunedSampling, best, run_folder, write_sampling
@@ -39,6 +41,7 @@ from genforge.metrics.extractors import (
     reference_images,
     reference_indices,
 )
+from genforge.training.precision import pick_device
 
 # what each candidate keeps (the class accuracies: a conditional model scored with the classifier)
 SCORES = (
@@ -173,3 +176,42 @@ def _line(entry: dict[str, Any]) -> str:
 def _say(progress: bool, message: str) -> None:
     if progress:
         print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: genforge tune
+# ---------------------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="a prior or GAN run folder")
+    p.add_argument("--n", type=count(2), default=2000, help="samples per setting (default 2000)")
+    add_features(p, default=None, help="default: classifier if the data has labels, else inception")
+    p.add_argument("--rounds", type=count(1), default=1, help="passes of the coordinate search (default 1)")
+    p.add_argument("--seed", type=seed, default=TUNE_SEED, help=f"seed of every setting's draws (default {TUNE_SEED})")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_device(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = tune(
+        args.run,
+        n=args.n,
+        features=args.features,
+        seed=args.seed,
+        rounds=args.rounds,
+        device=pick_device(args.device),
+        progress=not args.quiet,
+    )
+    print(table(result))
+    chosen = ", ".join(f"{k} {'off' if v is None else v}" for k, v in result.chosen.items())
+    print(f"chosen: {chosen}; wrote {result.path} (sample and evaluate use it; --untuned ignores it)")
+    return 0
+
+
+TUNE = Command(
+    "tune",
+    "choose a prior's or a GAN's sampling settings by measurement (writes RUN/sampling.json)",
+    add_arguments,
+    run,
+)

@@ -14,7 +14,10 @@ import torch
 
 from genforge import checkpoint as ckpt
 from genforge import families
-from genforge.config import TrainConfig
+from genforge.config import TrainConfig, from_dict
+from genforge.families.prior import PriorRunConfig, PriorTrainer
+from genforge.families.vqvae import VQVAERunConfig, VQVAETrainer
+from genforge.models.vqvae import VQVAE, VQVAEConfig
 from genforge.training import precision
 from genforge.training.precision import Choice, candidates, choose
 from synthetic import TINY_GAN, cli, sets, write_npz
@@ -265,3 +268,48 @@ def test_emulated_arithmetic_is_ruled_out_by_a_matmul_screen(tmp_path, monkeypat
 def test_kernel_slowdown_measures_this_machine():
     assert MEASURE_SLOWDOWN(CPU, torch.float32) == 1.0
     assert MEASURE_SLOWDOWN(CPU, torch.bfloat16) > 0
+
+
+def test_vqvae_and_prior_train_fp16_with_a_grad_scaler_and_resume_its_state():
+    """fp16 is a candidate on CUDA for every family: each scales its losses (autocast fp16 runs on
+    CPU too, which is where this test runs it)."""
+    half = torch.float16
+    vq_cfg = from_dict(VQVAERunConfig, {"model": {"channels": 1, "resolution": 8, "width": 4, "latent_dim": 4}})
+    vq_cfg.model.quantizer.kmeans_init = False
+    prior_cfg = from_dict(PriorRunConfig, {"model": {"vocab_size": 16, "grid_h": 2, "grid_w": 2}})
+    prior_cfg.model.n_layer, prior_cfg.model.n_embd, prior_cfg.model.n_head = 1, 8, 2
+    prior_cfg.optim.grad_clip = 1.0
+    x = torch.rand(4, 1, 8, 8).mul(2).sub(1)
+    codes = torch.randint(0, 16, (4, 2, 2))
+
+    def build(which, dtype):
+        if which == "vqvae":
+            return VQVAETrainer(vq_cfg, CPU, dtype), x
+        vqvae = VQVAE(VQVAEConfig(channels=1, resolution=8, width=4, latent_dim=4))
+        return PriorTrainer(prior_cfg, vqvae, {}, CPU, dtype), codes
+
+    for which in ("vqvae", "prior"):
+        assert build(which, torch.float32)[0].scaler is None  # fp32 and bf16 need none
+        trainer, batch = build(which, half)
+        assert trainer.scaler is not None
+        before = [p.detach().clone() for p in trainer.opt.param_groups[0]["params"]]
+        for _ in range(3):
+            losses = trainer.train_step(batch, None)
+        assert torch.isfinite(losses["loss"])
+        assert trainer.scaler.state_dict()["_growth_tracker"] == 3  # three updates went through the scaler
+        moved = [p for p, b in zip(trainer.opt.param_groups[0]["params"], before) if not torch.equal(p, b)]
+        assert moved, which
+        tensors, state = trainer.extra_state()
+        again, _ = build(which, half)
+        again.load_extra_state(tensors, json.loads(json.dumps(state)))
+        assert again.scaler.state_dict() == trainer.scaler.state_dict()
+
+
+def test_update_unscales_before_clipping():
+    """With a scaler, clipping sees the true gradients, not the scaled ones."""
+    weight = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([weight], lr=1.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    precision.update(opt, scaler, (weight * torch.tensor([3.0, 0.0, 4.0])).sum(), ([weight], 1.0))
+    # gradient (3, 0, 4), norm 5, clipped to norm 1: the step is (0.6, 0, 0.8), whatever the scale
+    assert torch.allclose(weight.detach(), torch.tensor([0.4, 1.0, 0.2]))

@@ -73,6 +73,32 @@ def grad_scaler(device: torch.device, dtype: torch.dtype) -> torch.amp.GradScale
     return torch.amp.GradScaler(device.type)
 
 
+def update(
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    loss: torch.Tensor,
+    clip: tuple[list[torch.Tensor], float] | None = None,
+) -> None:
+    """One optimizer update from ``loss``: backward, gradient clipping (``(params, max_norm)``), step.
+
+    With a GradScaler (fp16) the loss is scaled so small gradients do not flush to zero, the
+    gradients are unscaled before clipping, and a step whose gradients overflowed is skipped.
+    """
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(*clip)
+    if scaler is None:
+        opt.step()
+    else:
+        scaler.step(opt)
+        scaler.update()
+
+
 # ---------------------------------------------------------------------------------------------
 # The probe
 # ---------------------------------------------------------------------------------------------

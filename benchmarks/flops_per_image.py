@@ -2,7 +2,8 @@
 
 ``torch.utils.flop_counter.FlopCounterMode`` counts the floating-point operations of matrix
 multiplies, convolutions and attention (forward and backward; elementwise work, normalisation and
-the optimizer are not counted) over ``--steps`` training steps after a first, uncounted one (which
+the optimizer are not counted; CPU attention kernels are counted with PyTorch's own attention
+formula) over ``--steps`` training steps after a first, uncounted one (which
 holds one-off work: the VQ k-means init, step 0's R1). 16 steps hold R1 (every 16 steps by default)
 and path-length regularisation at their usual rate. The figure is what docs/gpu.md turns into a
 paper estimate of GPU images/s; nothing here is timed.
@@ -18,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from common import machine, table
 from genforge import families
@@ -26,6 +27,36 @@ from genforge.training.batches import Batches, on_device
 from precision_probe import prepared_for
 
 CPU = torch.device("cpu")
+
+
+def _attention(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _attention_backward(grad_shape, query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_shape, query_shape, key_shape, value_shape)
+
+
+# On CPU, scaled_dot_product_attention runs kernels FlopCounterMode has no formula for: count them
+# as it counts the GPU's flash attention (the full T x T score matrix, no causal discount).
+aten = torch.ops.aten
+CPU_ATTENTION = {
+    aten._scaled_dot_product_flash_attention_for_cpu: _attention,
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: _attention_backward,
+}
+
+
+class _GlobalOnly:
+    """FlopCounterMode's per-module tracker hooks the backward pass, which breaks autograd.grad
+    (R1's and path-length's double backward); this one books every FLOP under "Global" alone."""
+
+    parents = frozenset({"Global"})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args) -> None:
+        pass
 
 
 def flops_per_image(spec, prepared, steps: int) -> float:
@@ -37,7 +68,9 @@ def flops_per_image(spec, prepared, steps: int) -> float:
     per_step = getattr(trainer, "batches_per_step", 1)
     batches = Batches(on_device(prepared.images, CPU), labels, train.batch_size, train.seed, per_step=per_step)
     trainer.train_step(*batches.get(0))
-    with FlopCounterMode(display=False) as counter:
+    counter = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION)
+    counter.mod_tracker = _GlobalOnly()
+    with counter:
         for step in range(1, steps + 1):
             trainer.train_step(*batches.get(step))
     return counter.get_total_flops() / (steps * train.batch_size)

@@ -7,7 +7,9 @@ pick the fastest, and cache the measurements per machine, so the next run on the
 starts at once. Every candidate is timed the same way: a fresh trainer, ``WARMUP_STEPS`` untimed
 steps (compile, kernel set-up, one-off first-step work), then the same number of timed steps on
 the same batch. bf16 autocast often pays on CPUs without AMX too (avx512_bf16) and sometimes not
-at all; only a measurement can tell.
+at all; only a measurement can tell. (fp16's scaler starts at a scale of 2**16 and skips the
+optimizer step wherever that overflows: such steps, cheaper than the rest, may fall among the
+first timed ones when the warm-up has not used them up.)
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 multiplies, convolutions and attention (forward and backward; elementwise work, normalisation and
 the optimizer are not counted; CPU attention kernels are counted with PyTorch's own attention
 formula) over ``--steps`` training steps after a first, uncounted one (which
-holds one-off work: the VQ k-means init, step 0's R1). 16 steps hold R1 (every 16 steps by default)
-and path-length regularisation at their usual rate. The figure is what docs/gpu.md turns into a
+holds one-off work: the VQ k-means init, step 0's R1). 16 steps hold StyleGAN2's R1 (every 16
+steps by default) at its usual rate. The figure is what docs/gpu.md turns into a
 paper estimate of GPU images/s; nothing here is timed.
 
     python benchmarks/flops_per_image.py [--families gan,stylegan2,vqvae,prior,maskgit] [--data fashion-mnist,emoji]
@@ -48,7 +48,7 @@ CPU_ATTENTION = {
 
 class _GlobalOnly:
     """FlopCounterMode's per-module tracker hooks the backward pass, which breaks autograd.grad
-    (R1's and path-length's double backward); this one books every FLOP under "Global" alone."""
+    (R1's double backward); this one books every FLOP under "Global" alone."""
 
     parents = frozenset({"Global"})
 

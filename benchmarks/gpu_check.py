@@ -4,8 +4,8 @@ fast, in how much memory, and does a killed run resume bit-identically?
 For every registered family (``genforge.families.names()``), through the real command line
 (``genforge.cli.main``, in this process, so that ``torch.cuda.max_memory_allocated`` sees it):
   - a short run (``--steps``, default 200) on Fashion-MNIST under each fixed setting: fp32, bf16
-    (where the GPU has it), fp16 + GradScaler, the fastest mixed precision + channels_last, and
-    the same + ``train.compile=true``;
+    (where the GPU has it), fp16 + GradScaler, bf16 (fp16 without bf16) + channels_last, and the
+    same + ``train.compile=true``;
   - one run with ``train.precision=auto`` on emoji (64x64 colour; Fashion-MNIST with --quick; a
     prior on its VQ-VAE's codes): the precision probe measured on the GPU (or read from this
     machine's probe cache);

@@ -28,7 +28,7 @@ MEASURE_SLOWDOWN = precision.kernel_slowdown  # the real one, before any test pa
 
 class SlowWhereTold:
     """A trainer whose step takes as long as the table says for its (precision, layout); it counts
-    its steps as a real trainer does (the R1 / path-length schedule hangs on that count)."""
+    its steps as a real trainer does (the R1 schedule hangs on that count)."""
 
     seconds = {("fp32", False): 0.02, ("fp32", True): 0.015, ("bf16", False): 0.01, ("bf16", True): 0.005}
     first_step: dict = {}  # (precision, layout) -> seconds of that candidate's first step, when it differs

@@ -306,7 +306,7 @@ def _time_steps(
     ``MIN_STEPS``), all on the same batch.
 
     Every candidate is built afresh, so its timed steps are the same steps of the training schedule
-    (R1, path-length and discriminator start fall on the same ones for all). With ``limit`` (the
+    (R1 and the VQ-GAN discriminator's start fall on the same ones for all). With ``limit`` (the
     best candidate's seconds for the same steps), timing stops as soon as this one has taken longer
     than that: its remaining steps could only add to its time, so it cannot win.
     """

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import gc
 import io
 import os
 import signal
@@ -137,6 +138,7 @@ class Check:
         if setting.compile:
             torch.compiler.reset()
         if self.cuda:
+            gc.collect()  # the previous run's trainer, so that its tensors do not count in this run's peak
             torch.cuda.reset_peak_memory_stats()
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # its one summary line; errors go to stderr
@@ -237,7 +239,8 @@ def same_checkpoint(a: Path, b: Path) -> bool:
 def header(device: str) -> str:
     """The machine, the software and the code a table was measured with."""
     if device == "cuda":
-        nccl = ".".join(map(str, torch.cuda.nccl.version())) if torch.distributed.is_nccl_available() else "none"
+        nccl = torch.cuda.nccl.version() if torch.distributed.is_nccl_available() else "none"
+        nccl = ".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl)  # a tuple in recent torch
         where = f"{torch.cuda.get_device_name()} | CUDA {torch.version.cuda} | NCCL {nccl}"
     else:
         where = "CPU (a dry run of the script, not a GPU figure)"

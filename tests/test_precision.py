@@ -313,3 +313,16 @@ def test_update_unscales_before_clipping():
     precision.update(opt, scaler, (weight * torch.tensor([3.0, 0.0, 4.0])).sum(), ([weight], 1.0))
     # gradient (3, 0, 4), norm 5, clipped to norm 1: the step is (0.6, 0, 0.8), whatever the scale
     assert torch.allclose(weight.detach(), torch.tensor([0.4, 1.0, 0.2]))
+
+
+def test_under_compile_each_candidate_compiles_afresh(tmp_path, monkeypatch):
+    """Compiled graphs of one candidate are not reused by the next: each pays its own compile in
+    its warm-up, as the real run will."""
+    monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path))
+    resets = []
+    monkeypatch.setattr(torch.compiler, "reset", lambda: resets.append(True))
+    choose(fake_spec([]), prepared(compile=True), CPU, batch)
+    assert len(resets) == 4
+    resets.clear()
+    choose(fake_spec([]), prepared(batch_size=16), CPU, batch)
+    assert resets == []

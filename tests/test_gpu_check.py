@@ -1,6 +1,7 @@
 """benchmarks/gpu_check.py, the first-day-on-a-GPU command: on a machine without CUDA it says so in
 one line and exits 0; its parts (the doc section it replaces, the bit-for-bit checkpoint comparison,
-the order families train in) are checked here on CPU."""
+the order families train in) are checked here on CPU. And benchmarks/flops_per_image.py, whose
+counts docs/gpu.md's estimate rests on, counts R1's double backward."""
 
 from __future__ import annotations
 
@@ -14,17 +15,24 @@ import pytest
 import torch
 
 from genforge import checkpoint as ckpt
+from genforge import families
+from synthetic import TINY_GAN, write_npz
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def gpu_check():
+def benchmarks():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        yield importlib.import_module("gpu_check")
+        yield importlib.import_module
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
+
+
+@pytest.fixture(scope="module")
+def gpu_check(benchmarks):
+    return benchmarks("gpu_check")
 
 
 def test_without_cuda_it_says_so_in_one_line_and_exits_0():
@@ -73,3 +81,17 @@ def test_every_setting_is_checked_on_cuda(gpu_check, monkeypatch):
     ]  # fmt: skip
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # a T4 / V100
     assert [s.precision for s in gpu_check.settings("cuda", quick=False)] == ["fp32", "fp16", "fp16", "fp16"]
+
+
+def test_flops_are_counted_through_r1s_double_backward(benchmarks, tmp_path):
+    flops_per_image = benchmarks("flops_per_image").flops_per_image
+    spec = families.get("gan")
+    data = {"data": {"source": str(write_npz(tmp_path / "d.npz", n=32))}}
+
+    def per_image(*values: str) -> float:
+        config = spec.resolve("default", None, [*TINY_GAN, "train.batch_size=8", *values], data)
+        return flops_per_image(spec, spec.prepare(config, False), steps=2)
+
+    plain = per_image("optim.r1_gamma=0")
+    with_r1 = per_image("optim.r1_gamma=1", "optim.r1_interval=1", "model.d_norm=spectral")
+    assert plain > 0 and with_r1 > plain  # R1's gradient of D, and its backward, are counted

@@ -2,8 +2,8 @@
 
 For each family's default config on Fashion-MNIST (emoji for the colour GANs with --colour), it
 runs the same probe training runs at start-up (fresh, not from the cache): each candidate
-(fp32 / bf16 autocast, channels_last off / on) timed on the family's own training step, and the
-choice it makes. The fixed settings are the table's rows: `--precision X --set train.channels_last=Y`.
+(fp32 / bf16 autocast, channels_last off / on) timed on the family's own training step (the same
+warm-up and number of timed steps for all), and the choice it makes. The fixed settings are the table's rows: `--precision X --set train.channels_last=Y`.
 
     python benchmarks/precision_probe.py [--seconds 4] [--families gan,stylegan2,vqvae,prior,maskgit]
 """
@@ -79,7 +79,10 @@ def main() -> None:
                 )
             print(f"{name}: {choice.describe()}", flush=True)
     print(f"\n# {machine()}")
-    print(f"# each candidate timed for {args.seconds:g} s on the family's own training step (after warm-up)")
+    print(
+        f"# the family's own training step, after warm-up: the first candidate timed for {args.seconds:g} s, "
+        "the others for as many steps"
+    )
     print(table(rows, ["family", "batch", "setting", "images/s", "note", "auto picks"]))
 
 

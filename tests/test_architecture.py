@@ -390,9 +390,6 @@ def test_the_families_inference_models_build_no_trainer_no_optimizer_and_do_not_
 # ---------------------------------------------------------------------------------------------
 
 CAPABILITY_PROBE = re.compile(r"\b(hasattr|getattr)\(\s*(trainer|spec)\b")
-# precision.py's probe of batches_per_step: the lead replaces it when the branches merge; then
-# this exception fails the test below and goes.
-PENDING = {("training/precision.py", 'per_step = getattr(trainer, "batches_per_step", 1)')}
 
 
 def test_training_and_the_families_never_probe_a_trainer_or_spec_for_a_capability():
@@ -402,8 +399,7 @@ def test_training_and_the_families_never_probe_a_trainer_or_spec_for_a_capabilit
         for line in path.read_text().splitlines():
             if CAPABILITY_PROBE.search(line):
                 found.add((str(path.relative_to(SRC)), line.strip()))
-    assert found - PENDING == set(), sorted(found - PENDING)
-    assert PENDING <= found, f"no longer there: remove {sorted(PENDING - found)} from PENDING"
+    assert found == set(), sorted(found)
 
 
 def test_the_probe_finder_finds_probes():

@@ -14,7 +14,10 @@ import torch
 
 from genforge import checkpoint as ckpt
 from genforge import families
-from genforge.config import TrainConfig
+from genforge.config import TrainConfig, from_dict
+from genforge.families.prior import PriorRunConfig, PriorTrainer
+from genforge.families.vqvae import VQVAERunConfig, VQVAETrainer
+from genforge.models.vqvae import VQVAE, VQVAEConfig
 from genforge.training import precision
 from genforge.training.precision import Choice, candidates, choose
 from synthetic import TINY_GAN, cli, sets, write_npz
@@ -24,15 +27,25 @@ MEASURE_SLOWDOWN = precision.kernel_slowdown  # the real one, before any test pa
 
 
 class SlowWhereTold:
-    """A trainer whose step takes as long as the table says for its (precision, layout)."""
+    """A trainer whose step takes as long as the table says for its (precision, layout); it counts
+    its steps as a real trainer does (the R1 schedule hangs on that count)."""
 
     seconds = {("fp32", False): 0.02, ("fp32", True): 0.015, ("bf16", False): 0.01, ("bf16", True): 0.005}
+    first_step: dict = {}  # (precision, layout) -> seconds of that candidate's first step, when it differs
+    steps_seen: dict = {}  # (precision, layout) -> the step counter at each of its calls
+    batches_per_step = 1  # as training.api.Trainer's default
 
     def __init__(self, config, dtype):
-        self.key = ("bf16" if dtype == torch.bfloat16 else "fp32", bool(config.train.channels_last))
+        name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+        self.key = (name, bool(config.train.channels_last))
+        self.steps_done = 0
+        self.steps_seen[self.key] = []
 
     def train_step(self, x, y):
-        time.sleep(self.seconds[self.key])
+        self.steps_seen[self.key].append(self.steps_done)
+        first = self.first_step.get(self.key) if self.steps_done == 0 else None
+        time.sleep(self.seconds[self.key] if first is None else first)
+        self.steps_done += 1
         return {}
 
 
@@ -68,6 +81,8 @@ def batch(per_step: int = 1):
 def arithmetic_at_par(monkeypatch):
     """The fake trainers' timings decide, whatever this CPU's bf16 matmul speed."""
     monkeypatch.setattr(precision, "kernel_slowdown", lambda device, dtype: 1.0)
+    monkeypatch.setattr(SlowWhereTold, "first_step", {})
+    monkeypatch.setattr(SlowWhereTold, "steps_seen", {})
 
 
 def test_candidates_are_what_the_config_leaves_open():
@@ -161,16 +176,83 @@ def test_every_family_builds_under_every_candidate(tmp_path):
             assert all(torch.isfinite(v).all() for v in losses.values())
 
 
-def test_a_hopeless_candidate_is_ruled_out_without_timing_it_in_full(tmp_path, monkeypatch):
-    """bf16 without hardware support is emulated, 30-100x slower: one screening step suffices."""
+def test_a_candidate_stops_being_timed_once_it_cannot_win(tmp_path, monkeypatch):
+    """After its warm-up, a candidate already slower than the best's whole measurement is not timed
+    further, and the cache records it as ruled out, not as an extrapolated speed."""
     monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path))
     monkeypatch.setitem(SlowWhereTold.seconds, ("bf16", False), 0.4)
     monkeypatch.setitem(SlowWhereTold.seconds, ("bf16", True), 0.4)
-    calls: list = []
-    started = time.perf_counter()
-    choice = choose(fake_spec(calls), prepared(), CPU, batch)
+    choice = choose(fake_spec([]), prepared(), CPU, batch)
     assert choice.precision == "fp32"
-    assert time.perf_counter() - started < 0.4 * 2 * 2  # each bf16 candidate: one step, not five
+    planned = choice.table[0]["steps"]
+    assert planned >= precision.MIN_STEPS
+    for key in (("bf16", False), ("bf16", True)):  # warm-up, then one timed step: 0.4 s > fp32's whole timing
+        assert SlowWhereTold.steps_seen[key] == list(range(precision.WARMUP_STEPS + 1))
+    ruled = {row["setting"]: row for row in choice.table if row["images_per_s"] is None}
+    assert set(ruled) == {"bf16", "bf16 + channels_last"}
+    assert ruled["bf16"]["ruled_out"] == f"slower than fp32 + channels_last after 1 of {planned} steps"
+    assert json.loads(choice.cache.read_text())["table"] == choice.table
+    assert f"bf16 ruled out (slower than fp32 + channels_last after 1 of {planned} steps)" in choice.describe()
+
+
+def test_a_slow_first_step_does_not_rule_out_the_fastest_candidate(tmp_path, monkeypatch):
+    """First steps carry compile, kernel set-up, k-means init and step 0's R1: a candidate whose
+    first step is 25x its later ones, and whose later ones are the fastest, wins."""
+    monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path))
+    monkeypatch.setitem(SlowWhereTold.first_step, ("bf16", True), 0.5)
+    choice = choose(fake_spec([]), prepared(), CPU, batch)
+    assert (choice.precision, choice.channels_last) == ("bf16", True)
+    assert all(row["images_per_s"] is not None for row in choice.table)
+
+
+def test_every_candidate_times_the_same_steps_of_the_schedule(tmp_path, monkeypatch):
+    """Same warm-up, same number of timed steps, one batch: every 4th step being slow (as R1 is
+    every r1_interval steps) weighs on every candidate alike."""
+    monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path))
+    batches_given = []
+
+    class Regularised(SlowWhereTold):
+        def train_step(self, x, y):
+            batches_given.append((self.key, x))
+            if self.steps_done % 4 == 0:
+                time.sleep(0.01)
+            return super().train_step(x, y)
+
+    spec = SimpleNamespace(name="regularised", build=lambda p, d, dtype: Regularised(p.config, dtype))
+    choice = choose(spec, prepared(), CPU, batch)
+    planned = choice.table[0]["steps"]
+    assert [row["steps"] for row in choice.table] == [planned] * 4
+    assert all(seen == list(range(precision.WARMUP_STEPS + planned)) for seen in SlowWhereTold.steps_seen.values())
+    first = {}
+    assert all(given is first.setdefault(key, given) for key, given in batches_given)  # one batch per candidate
+
+
+def test_a_cache_written_by_the_old_probe_is_measured_anew(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path))
+    first = choose(fake_spec([]), prepared(), CPU, batch)
+    entry = json.loads(first.cache.read_text())
+    first.cache.write_text(json.dumps({**entry, "version": 1}))  # version 1 stored extrapolated screens
+    calls: list = []
+    again = choose(fake_spec(calls), prepared(), CPU, batch)
+    assert again.how == "probe" and len(calls) == 4
+
+
+def test_cuda_candidates_include_fp16_and_bf16_only_where_supported(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # a T4 / V100
+    assert candidates(TrainConfig(channels_last=False), cuda) == [("fp32", False), ("fp16", False)]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # an A100 / H100
+    assert [p for p, _ in candidates(TrainConfig(channels_last=False), cuda)] == ["fp32", "bf16", "fp16"]
+    mps = torch.device("mps")
+    assert candidates(TrainConfig(channels_last=False), mps) == [("fp32", False)]
+
+
+def test_timings_on_mps_wait_for_the_device(monkeypatch):
+    waited = []
+    monkeypatch.setattr(torch.mps, "synchronize", lambda: waited.append("mps"))
+    precision._sync(torch.device("mps"))
+    precision._sync(CPU)
+    assert waited == ["mps"]
 
 
 def test_emulated_arithmetic_is_ruled_out_by_a_matmul_screen(tmp_path, monkeypatch):
@@ -187,3 +269,61 @@ def test_emulated_arithmetic_is_ruled_out_by_a_matmul_screen(tmp_path, monkeypat
 def test_kernel_slowdown_measures_this_machine():
     assert MEASURE_SLOWDOWN(CPU, torch.float32) == 1.0
     assert MEASURE_SLOWDOWN(CPU, torch.bfloat16) > 0
+
+
+def test_vqvae_and_prior_train_fp16_with_a_grad_scaler_and_resume_its_state():
+    """fp16 is a candidate on CUDA for every family: each scales its losses (autocast fp16 runs on
+    CPU too, which is where this test runs it)."""
+    half = torch.float16
+    vq_cfg = from_dict(VQVAERunConfig, {"model": {"channels": 1, "resolution": 8, "width": 4, "latent_dim": 4}})
+    vq_cfg.model.quantizer.kmeans_init = False
+    prior_cfg = from_dict(PriorRunConfig, {"model": {"vocab_size": 16, "grid_h": 2, "grid_w": 2}})
+    prior_cfg.model.n_layer, prior_cfg.model.n_embd, prior_cfg.model.n_head = 1, 8, 2
+    prior_cfg.optim.grad_clip = 1.0
+    x = torch.rand(4, 1, 8, 8).mul(2).sub(1)
+    codes = torch.randint(0, 16, (4, 2, 2))
+
+    def build(which, dtype):
+        if which == "vqvae":
+            return VQVAETrainer(vq_cfg, CPU, dtype), x
+        vqvae = VQVAE(VQVAEConfig(channels=1, resolution=8, width=4, latent_dim=4))
+        return PriorTrainer(prior_cfg, vqvae, {}, CPU, dtype), codes
+
+    for which in ("vqvae", "prior"):
+        assert build(which, torch.float32)[0].scaler is None  # fp32 and bf16 need none
+        trainer, batch = build(which, half)
+        assert trainer.scaler is not None
+        before = [p.detach().clone() for p in trainer.opt.param_groups[0]["params"]]
+        for _ in range(3):
+            losses = trainer.train_step(batch, None)
+        assert torch.isfinite(losses["loss"])
+        assert trainer.scaler.state_dict()["_growth_tracker"] == 3  # three updates went through the scaler
+        moved = [p for p, b in zip(trainer.opt.param_groups[0]["params"], before) if not torch.equal(p, b)]
+        assert moved, which
+        tensors, state = trainer.extra_state()
+        again, _ = build(which, half)
+        again.load_extra_state(tensors, json.loads(json.dumps(state)))
+        assert again.scaler.state_dict() == trainer.scaler.state_dict()
+
+
+def test_update_unscales_before_clipping():
+    """With a scaler, clipping sees the true gradients, not the scaled ones."""
+    weight = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([weight], lr=1.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    precision.update(opt, scaler, (weight * torch.tensor([3.0, 0.0, 4.0])).sum(), ([weight], 1.0))
+    # gradient (3, 0, 4), norm 5, clipped to norm 1: the step is (0.6, 0, 0.8), whatever the scale
+    assert torch.allclose(weight.detach(), torch.tensor([0.4, 1.0, 0.2]))
+
+
+def test_under_compile_each_candidate_compiles_afresh(tmp_path, monkeypatch):
+    """Compiled graphs of one candidate are not reused by the next: each pays its own compile in
+    its warm-up, as the real run will."""
+    monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path))
+    resets = []
+    monkeypatch.setattr(torch.compiler, "reset", lambda: resets.append(True))
+    choose(fake_spec([]), prepared(compile=True), CPU, batch)
+    assert len(resets) == 4
+    resets.clear()
+    choose(fake_spec([]), prepared(batch_size=16), CPU, batch)
+    assert resets == []

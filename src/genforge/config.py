@@ -55,10 +55,10 @@ class TrainConfig:
     # steps and minutes both 0: training.loop.DEFAULT_MINUTES (30), printed at start
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
-    # auto: measured on this machine at start-up (fp32 vs bf16 autocast, see training/precision.py)
+    # auto: measured on this machine at start-up (fp32, bf16 / fp16 autocast; see training/precision.py)
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (CUDA)
     channels_last: bool | None = None  # memory format for convolutions; null: measured with the precision
-    probe_seconds: float = 1.5  # timing per candidate setting when something is measured
+    probe_seconds: float = 1.5  # timing of the first candidate measured; the others take as many steps
     compile: bool = False  # torch.compile the step's modules
     log_every: int = 50
     sample_every: int = 500  # write samples/step-N.png (0 = only at the end)

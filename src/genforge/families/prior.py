@@ -52,7 +52,7 @@ from genforge.progress import Progress
 from genforge.runfolder import atomic_path, read_records
 from genforge.training.api import Trainer
 from genforge.training.distributed import share, step_module, step_rng
-from genforge.training.precision import autocast
+from genforge.training.precision import autocast, grad_scaler, update
 
 NETWORKS = ("ar", "maskgit")
 # Of a VQ-VAE + prior training budget (the demo's, the benchmarks'), the VQ-VAE's share; the prior
@@ -141,6 +141,7 @@ class PriorTrainer(Trainer):
             lr=o.lr,
             betas=(o.beta1, o.beta2),
         )
+        self.scaler = grad_scaler(device, dtype)  # fp16 only
         self.noise = torch.Generator(device=device).manual_seed(cfg.train.seed)
         self.draws = share(self.noise)  # masks and class drops: this rank's rows of the global batch's
         self.schedule = Schedule(o.lr_schedule, o.warmup_steps, o.lr_final_ratio, cfg.train.steps, cfg.train.minutes)
@@ -163,11 +164,15 @@ class PriorTrainer(Trainer):
         state: dict[str, Any] = {"steps_done": self.steps_done, "vqvae_config": self.vqvae_config}
         if self.schedule.state():  # only a cosine schedule has state; older runs resume as they were
             state["schedule"] = self.schedule.state()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         return {}, state
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         self.steps_done = int(state["steps_done"])
         self.schedule.load_state(state.get("schedule"))
+        if self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
 
     def _labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
         return labels if self.cfg.model.num_classes > 0 else None
@@ -180,11 +185,8 @@ class PriorTrainer(Trainer):
         # dropout draws from the global RNG: under torchrun, seeded per (seed, step, rank)
         with autocast(self.device, self.dtype), step_rng(self.cfg.train.seed, self.steps_done):
             loss, parts = self.step_net(codes, self._labels(labels), self.draws)
-        self.opt.zero_grad(set_to_none=True)
-        loss.float().backward()
-        if o.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), o.grad_clip)
-        self.opt.step()
+        clip = (list(self.net.parameters()), o.grad_clip) if o.grad_clip > 0 else None
+        update(self.opt, self.scaler, loss.float(), clip)
         self.steps_done += 1
         return {"loss": loss.detach().float(), **{k: v.float() for k, v in parts.items()}}
 

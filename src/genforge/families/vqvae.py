@@ -34,7 +34,7 @@ from genforge.models.vqvae import VQVAE, Decoder, VQVAEConfig, nearest_resolutio
 from genforge.progress import track
 from genforge.training.api import Trainer
 from genforge.training.distributed import step_module
-from genforge.training.precision import autocast
+from genforge.training.precision import autocast, grad_scaler, update
 
 
 @dataclass
@@ -116,6 +116,7 @@ class VQVAETrainer(Trainer):
         self.opt_d = None
         if self.disc is not None:
             self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=o.lr_d, betas=(0.5, 0.9))
+        self.scaler, self.scaler_d = grad_scaler(device, dtype), grad_scaler(device, dtype)  # fp16 only
         self.noise = torch.Generator(device=device).manual_seed(cfg.train.seed)
         self.health = CodebookHealth(self.model.num_codes, o.health_window, device)
         self.schedule = Schedule(o.lr_schedule, o.warmup_steps, o.lr_final_ratio, cfg.train.steps, cfg.train.minutes)
@@ -144,6 +145,8 @@ class VQVAETrainer(Trainer):
             state["schedule"] = self.schedule.state()
         if self.perceptual is not None:
             state["perceptual_net"] = self.perceptual.fingerprint()
+        if self.scaler is not None:
+            state["scaler"], state["scaler_d"] = self.scaler.state_dict(), self.scaler_d.state_dict()
         return {"health_counts": self.health.counts.cpu()}, state
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
@@ -153,6 +156,9 @@ class VQVAETrainer(Trainer):
         self.health.counts.copy_(tensors["health_counts"])
         self.health.batches = int(state["health_batches"])
         self.schedule.load_state(state.get("schedule"))
+        if self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
+            self.scaler_d.load_state_dict(state["scaler_d"])
         if self.perceptual is not None and state["perceptual_net"] != self.perceptual.fingerprint():
             raise GenforgeError(
                 f"the perceptual network ({self.cfg.optim.perceptual_net}) is not the one this run trained with "
@@ -192,17 +198,13 @@ class VQVAETrainer(Trainer):
             weight = o.disc_weight * adaptive_weight(loss, g_adv, self.model.decoder.last_layer.weight)
             loss = loss + weight * g_adv
             parts = {**parts, "g_adv": g_adv.detach(), "adv_weight": weight}
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        update(self.opt, self.scaler, loss)
         if adversarial:
             self.disc.requires_grad_(True)
             with autocast(self.device, self.dtype):
                 real_logits, fake_logits = self.step_disc(x).float(), self.step_disc(recon.detach()).float()
             d_loss, d_parts = d_hinge(real_logits, fake_logits)
-            self.opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.opt_d.step()
+            update(self.opt_d, self.scaler_d, d_loss)
             parts = {**parts, "d_loss": d_loss.detach()}
         self.health.update(q.indices)
         self.steps_done += 1

@@ -1,11 +1,15 @@
 """Device and precision, chosen once at start-up: by the user, or by measuring on this machine.
 
 ``train.precision: auto`` (and ``train.channels_last: null``) do not guess from CPU flags: they
-time a few steps of the family's own training step under each candidate (fp32 and bf16
-autocast, channels_last on and off) on the actual device, pick the fastest, and cache the choice
-with the probe's numbers per machine, so the next run on the same machine starts at once. bf16
-autocast often pays on CPUs without AMX too (avx512_bf16) and sometimes not at all; only a
-measurement can tell.
+time the family's own training step under each candidate (fp32; bf16 autocast where the device
+has it; fp16 autocast with a GradScaler on CUDA; channels_last on and off) on the actual device,
+pick the fastest, and cache the measurements per machine, so the next run on the same machine
+starts at once. Every candidate is timed the same way: a fresh trainer, ``WARMUP_STEPS`` untimed
+steps (compile, kernel set-up, one-off first-step work), then the same number of timed steps on
+the same batch. bf16 autocast often pays on CPUs without AMX too (avx512_bf16) and sometimes not
+at all; only a measurement can tell. (fp16's scaler starts at a scale of 2**16 and skips the
+optimizer step wherever that overflows: such steps, cheaper than the rest, may fall among the
+first timed ones when the warm-up has not used them up.)
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from genforge.runfolder import atomic_write
 from genforge.training import distributed
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-PROBE_VERSION = 1
+PROBE_VERSION = 2  # 2: every row is a warmed-up measurement of the same steps (1 held extrapolated screens)
 
 
 def pick_device(name: str) -> torch.device:
@@ -71,6 +75,32 @@ def grad_scaler(device: torch.device, dtype: torch.dtype) -> torch.amp.GradScale
     return torch.amp.GradScaler(device.type)
 
 
+def update(
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    loss: torch.Tensor,
+    clip: tuple[list[torch.Tensor], float] | None = None,
+) -> None:
+    """One optimizer update from ``loss``: backward, gradient clipping (``(params, max_norm)``), step.
+
+    With a GradScaler (fp16) the loss is scaled so small gradients do not flush to zero, the
+    gradients are unscaled before clipping, and a step whose gradients overflowed is skipped.
+    """
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(*clip)
+    if scaler is None:
+        opt.step()
+    else:
+        scaler.step(opt)
+        scaler.update()
+
+
 # ---------------------------------------------------------------------------------------------
 # The probe
 # ---------------------------------------------------------------------------------------------
@@ -102,12 +132,18 @@ class Choice:
 
 
 def candidates(train_cfg, device: torch.device) -> list[tuple[str, bool]]:
-    """(precision, channels_last) pairs to try: the product of whatever the config leaves open."""
+    """(precision, channels_last) pairs to try: the product of whatever the config leaves open.
+
+    ``auto`` tries fp32 everywhere; bf16 autocast on CPUs and on GPUs that support it; fp16
+    autocast with a GradScaler on every CUDA GPU (T4/V100-class GPUs have fp16 tensor cores but
+    no bf16). MPS is timed in fp32 only.
+    """
     if train_cfg.precision == "auto":
         precisions = ["fp32"]
-        bf16_ok = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
-        if bf16_ok:
+        if device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
             precisions.append("bf16")
+        if device.type == "cuda":
+            precisions.append("fp16")
     else:
         fixed_precision(train_cfg.precision, device)
         precisions = [train_cfg.precision]
@@ -157,7 +193,8 @@ def choose(spec, prepared, device: torch.device, batch, *, progress: bool = True
         return Choice(best["precision"], best["channels_last"], "cache", cached, path)
     if progress and main:
         print("measuring the fastest precision on this machine (cached for the next run)...", file=sys.stderr)
-    table, fastest = [], None
+    table: list[dict[str, Any]] = []
+    steps, fastest = None, None  # timed steps per candidate (the first one measured decides); the best so far
     slowdown = {p: distributed.from_main(kernel_slowdown(device, DTYPES[p])) for p in {p for p, _ in options}}
     for precision, channels_last in options:
         setting = precision + (" + channels_last" if channels_last else "")
@@ -165,11 +202,17 @@ def choose(spec, prepared, device: torch.device, batch, *, progress: bool = True
         if slowdown[precision] > HOPELESS:  # emulated arithmetic: not worth timing the step at all
             table.append({**row, "images_per_s": None, "ruled_out": f"matmul {slowdown[precision]:.0f}x slower"})
             continue
-        seconds_per_step = _time_steps(
-            spec, prepared, device, batch, precision, channels_last, train.probe_seconds, fastest
-        )
-        fastest = seconds_per_step if fastest is None else min(fastest, seconds_per_step)
-        table.append({**row, "images_per_s": round(train.batch_size / seconds_per_step, 1)})
+        limit = None if fastest is None else fastest["seconds"]
+        timing = _time_steps(spec, prepared, device, batch, precision, channels_last, train.probe_seconds, steps, limit)
+        steps = timing.planned
+        if timing.steps < timing.planned:  # already slower than the best over fewer steps: it cannot win
+            ruled_out = f"slower than {fastest['setting']} after {timing.steps} of {timing.planned} steps"
+            table.append({**row, "images_per_s": None, "ruled_out": ruled_out})
+            continue
+        measured = {**row, "images_per_s": round(train.batch_size * timing.steps / timing.seconds, 1), "steps": steps}
+        table.append(measured)
+        if fastest is None or timing.seconds < fastest["seconds"]:
+            fastest = {"setting": setting, "seconds": timing.seconds}
     table = distributed.from_main(table)
     best = _best(table)
     entry = {"version": PROBE_VERSION, "key": key, "table": table, "date": time.strftime("%Y-%m-%d %H:%M")}
@@ -231,50 +274,79 @@ def _read(path: Path, key: str) -> list[dict[str, Any]] | None:
     return entry.get("table")
 
 
-# A candidate whose step on a 1/SCREEN slice of the batch, scaled up, takes HOPELESS times the
-# fastest whole step so far is not timed further: bf16 without hardware support is emulated,
-# 30-100x slower, and timing it for seconds would tell nothing more. (A slice's step costs a
-# little more than its share, so the screen only ever errs towards timing a candidate in full.)
+# The screen before a candidate's step is timed: bf16 without hardware support is emulated, 30-100x
+# slower than fp32 (CPUs without AVX-512), and a matmul shows it in milliseconds.
 HOPELESS = 10.0
-SCREEN = 16
+# Untimed steps before each candidate's timed ones: they carry torch.compile, oneDNN/cuDNN set-up and
+# autotuning, the allocator's growth and one-off work in the step itself (VQ k-means init, step 0's R1).
+WARMUP_STEPS = 2
+MIN_STEPS = 3
+
+
+@dataclass
+class Timing:
+    seconds: float  # wall time of the timed steps (device synchronised at both ends)
+    steps: int  # timed steps taken
+    planned: int  # timed steps every candidate takes; fewer when stopped because it could no longer win
 
 
 def _time_steps(
-    spec, prepared, device, batch, precision: str, channels_last: bool, seconds: float, fastest: float | None
-) -> float:
-    """Seconds per training step of a throwaway trainer under one setting (after warm-up)."""
+    spec,
+    prepared,
+    device,
+    batch,
+    precision: str,
+    channels_last: bool,
+    seconds: float,
+    steps: int | None,
+    limit: float | None,
+) -> Timing:
+    """Time a throwaway trainer's steps under one setting: ``WARMUP_STEPS`` untimed, then ``steps``
+    timed ones (or, for the first candidate, ``steps=None``: as many as fit in ``seconds``, at least
+    ``MIN_STEPS``), all on the same batch.
+
+    Every candidate is built afresh, so its timed steps are the same steps of the training schedule
+    (R1 and the VQ-GAN discriminator's start fall on the same ones for all). With ``limit`` (the
+    best candidate's seconds for the same steps), timing stops as soon as this one has taken longer
+    than that: its remaining steps could only add to its time, so it cannot win.
+    """
     config = copy.deepcopy(prepared.config)
     config.train.precision, config.train.channels_last = precision, channels_last
     trial = copy.copy(prepared)
     trial.config = config
     rng = torch.get_rng_state()
     try:
+        if config.train.compile:  # each candidate compiles its own graphs, as the real run will
+            torch.compiler.reset()
         trainer = spec.build(trial, device, DTYPES[precision])
-        per_step = getattr(trainer, "batches_per_step", 1)
+        per_step = trainer.batches_per_step
         x, y = batch(per_step)
         x = x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x.contiguous()
-        if fastest is not None:  # screen on a sixteenth of the batch before timing the whole of it
-            rows = per_step * max(2, len(x) // per_step // SCREEN)
-            start = time.perf_counter()
-            trainer.train_step(x[:rows], None if y is None else y[:rows])
-            _sync(device)
-            estimate = (time.perf_counter() - start) * len(x) / rows
-            if distributed.from_main(estimate > HOPELESS * fastest):  # rank 0's verdict, so all stop together
-                return estimate  # enough to rule it out
-        for _ in range(2):  # warm-up: allocator, oneDNN primitive caches, autotuning
+        for _ in range(WARMUP_STEPS):
             trainer.train_step(x, y)
         _sync(device)
-        steps, start = 0, time.perf_counter()
-        # rank 0's clock decides when to stop, so that every rank takes the same (collective) steps
-        while distributed.from_main(steps < 3 or time.perf_counter() - start < seconds):
+        taken, start = 0, time.perf_counter()
+        while True:
+            # Rank 0's clock decides, so that every rank takes the same (collective) steps. No sync
+            # per step: the host's clock after k launched steps is a lower bound on their time.
+            elapsed = time.perf_counter() - start
+            if steps is None:
+                more = taken < MIN_STEPS or elapsed < seconds
+            else:
+                more = taken < steps and (limit is None or elapsed <= limit)
+            if not distributed.from_main(more):
+                break
             trainer.train_step(x, y)
-            steps += 1
+            taken += 1
         _sync(device)
-        return (time.perf_counter() - start) / steps
+        return Timing(time.perf_counter() - start, taken, taken if steps is None else steps)
     finally:
         torch.set_rng_state(rng)  # the probe must not change what the real run draws
 
 
 def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that the host's clock measures it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

@@ -66,7 +66,7 @@ class FastGANRunConfig:
 
 
 FASTGAN_PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},  # CPU-sized widths (ngf = ndf = 16, at most 256 wide), DiffAugment
+    "default": {},  # CPU-sized widths (ngf 16, ndf 8, at most 256 wide), DiffAugment
     # The paper's networks: ngf = ndf = 64 uncapped, nz = 256, batch 8 (train.py's defaults). For a GPU.
     "paper": {"model": {"ngf": 64, "ndf": 64, "max_width": 1024, "z_dim": 256}, "train": {"batch_size": 8}},
     "ada": {"augment": {"policy": "ada", "p": 0.0, "speed": 100_000}},

@@ -17,7 +17,16 @@ from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.families.fastgan import FastGANTrainer
 from genforge.losses import d_hinge, d_hinge_margins, fastgan_reconstruction
-from genforge.models.fastgan import SLE, Discriminator, FastGANConfig, Generator, g_sle_sources, with_fixed_weights
+from genforge.models.fastgan import (
+    SLE,
+    Discriminator,
+    FastGANConfig,
+    Generator,
+    d_width,
+    g_sle_sources,
+    g_width,
+    with_fixed_weights,
+)
 from genforge.training import runs
 from synthetic import COMMON, cli, install_evaluator, is_png, one_error, records, sets, write_npz
 
@@ -120,6 +129,25 @@ def test_shapes(resolution, channels):
     assert D(images).shape == (3, 50)
     low = min(resolution // 2, 128)
     assert all(r.shape == (3, channels, low, low) for r in D(images, part=0)[1].values())
+
+
+def test_the_paper_preset_has_the_papers_widths():
+    cfg = families.get("fastgan").resolve("paper", None, [], None).model
+    cfg.resolution, cfg.channels = 1024, 3
+    assert (cfg.ngf, cfg.ndf, cfg.z_dim) == (64, 64, 256)
+    # the reference's nfc tables at ngf = ndf = 64: G 1024 wide at 4x4, 8 at 1024x1024; D 512 at 8x8, 8 at 512x512
+    assert [g_width(cfg, s) for s in (4, 8, 16, 32, 64, 128, 256, 512, 1024)] == [
+        1024,
+        512,
+        256,
+        128,
+        128,
+        64,
+        32,
+        16,
+        8,
+    ]
+    assert [d_width(cfg, s) for s in (8, 16, 32, 64, 128, 256, 512)] == [512, 256, 128, 64, 32, 16, 8]
 
 
 def test_noise_modes_random_draws_from_the_generator_const_repeats_none_leaves_it_out():

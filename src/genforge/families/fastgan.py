@@ -12,8 +12,8 @@ Deviation: the reconstruction loss is MSE against the box-downscaled real image,
 (whose VGG weights and learned heads are downloads genforge does not make).
 Deviation: the EMA warms up as the GAN trainer's does (decay min(0.999, (1 + n) / (10 + n)) at
 step n); the reference averages at 0.999 from the first step.
-Deviation: the reference samples with its generator in training mode (batch statistics); genforge
-samples in eval mode (running statistics), as for DCGAN.
+Deviation: the reference's train.py draws its sample grids with the generator in training mode
+(batch statistics); genforge samples in eval mode (running statistics), as for DCGAN.
 """
 
 from __future__ import annotations

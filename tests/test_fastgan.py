@@ -191,6 +191,15 @@ def test_a_step_trains_both_networks_and_the_decoders_through_the_augmented_real
     assert any(not torch.equal(a, b) for a, b in zip(g_before, trainer.G.parameters()))
 
 
+@pytest.mark.parametrize("jitter", [0.2, 0.0])
+def test_hinge_margins_are_drawn_per_logit_in_one_minus_jitter_to_one(jitter):
+    cfg = families.get("fastgan").resolve("default", None, [*TINY, f"objective.margin_jitter={jitter}"])
+    cfg.model.resolution, cfg.model.channels = 32, 3
+    margins = FastGANTrainer(cfg, torch.device("cpu"))._margins(torch.zeros(16, 50))
+    assert margins.shape == (16, 50) and margins.min() >= 1 - jitter and margins.max() <= 1
+    assert (len(margins.unique()) > 400) if jitter else bool((margins == 1).all())  # one draw per logit
+
+
 def test_trains_the_losses_move_and_a_resumed_run_is_bit_identical(bars, tmp_path):
     values = ["train.log_every=2", "train.checkpoint_every=3"]
     whole = train(bars, tmp_path / "whole", *values, steps=6)

@@ -152,7 +152,8 @@ def build(prepared: Prepared, device: torch.device, dtype: torch.dtype) -> FastG
 
 
 class FastGANModel(GANModel):
-    """A trained FastGAN's EMA generator. Samples draw the injected noise from the caller's generator."""
+    """A trained FastGAN's sampling generator (the EMA copy when trained with one). Samples draw the
+    injected noise from the caller's generator; the exported graph uses the stored noise images."""
 
     def __init__(self, c: ckpt.Checkpoint, device: torch.device):
         super().__init__(c, device, spec=SPEC, networks=networks)

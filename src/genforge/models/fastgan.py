@@ -7,12 +7,12 @@ than shortcuts that merely separate them.
 Checked against odegeasslbc/FastGAN-pytorch (models.py: InitLayer, UpBlock/UpBlockComp, SEBlock,
 DownBlock/DownBlockComp, SimpleDecoder, Discriminator; train.py: the loss) and
 lucidrains/lightweight-gan (its LPIPS-free reconstruction). Widths follow the reference's tables
-of multipliers by side (``G_MULT``, ``D_WIDTH``), times ``ngf``/``ndf``. Every convolution is
+of multipliers by side (``G_MULT``, ``d_width``), times ``ngf``/``ndf``. Every convolution is
 spectrally normalised and initialised N(0, 0.02), as in the reference. The losses (hinge with
 jittered margins, the reconstruction) live in ``genforge.losses``.
 
-The reference is built for 256..1024 px with a fixed 128-px second scale. Here every resolution
-from 32 to 1024 is a power of two, and what the reference fixes at 128 px is ``min(R / 2, 128)``
+The reference is built for 256..1024 px with a fixed 128-px second scale. Here any power of two
+from 32 to 1024 works, and what the reference fixes at 128 px is ``min(R / 2, 128)``
 (``low_side``): the paper's sizes for 256..1024, scaled down with the data below that.
 
 Deviation: the generator also excites its 16x16 and 32x32 maps from the 4x4 one. The reference

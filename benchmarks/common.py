@@ -1,16 +1,23 @@
 """What every benchmark prints first: the machine (CPU model, cores, threads), torch, the date;
-and what several share: a markdown table, the evaluator classifier on the real test images."""
+and what several share: a markdown table, the evaluator classifier on the real test images, the
+small-data scores of a run (Inception FID/KID, precision/recall, nearest-neighbour ratio)."""
 
 from __future__ import annotations
 
 import datetime
 import os
 import platform
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from genforge.data import load_dataset
+from genforge import checkpoint as ckpt
+from genforge import families
+from genforge.commands.evaluate import evaluate
+from genforge.data import load_configured, load_dataset
+from genforge.families.registry import generate
+from genforge.metrics.core import nearest_neighbour_ratio
 from genforge.metrics.extractors import get_extractor
 from genforge.training.precision import machine_key
 
@@ -57,3 +64,30 @@ def real_class_accuracy(data: str, device: torch.device) -> tuple[float, list[fl
     predicted = get_extractor("classifier", data, device, progress=False).class_probs(test.images).argmax(axis=1)
     per_class = [float((predicted[labels == k] == k).mean()) for k in np.unique(labels)]
     return float((predicted == labels).mean()), per_class
+
+
+def small_data_scores(run: Path, n: int, device: torch.device, progress: bool = True) -> tuple[dict, np.ndarray]:
+    """A generator run scored as the small-data benchmarks score it, and its ``n`` samples (uint8).
+
+    Inception FID and KID of ``n`` samples against ``n`` of the images the run trained on (as it
+    saw them: its recorded data section), precision/recall, and a memorisation check: the mean
+    distance (pixels) from each sample to its nearest training image over the training set's own
+    mean nearest-neighbour distance (about 1 or more: as novel as the data; towards 0: copies).
+    """
+    c = ckpt.load(run, kind=tuple(families.names()), map_location=device)
+    spec = families.get(c.kind)
+    real = load_configured(spec.data_config(c))[0].images[:n]  # uint8 (n, H, W, C)
+    scores = evaluate(run, n=n, features="inception", device=device, reference_n=n, progress=progress)
+    fake, _, _ = generate(spec.load(c, device), n, seed=1, progress=False)
+    flat = lambda images: images.reshape(len(images), -1).astype(np.float64) / 255.0  # noqa: E731
+    row = {
+        "steps": c.step,
+        "FID": scores["fd"],
+        "KID": scores["kid"],
+        "KID std": scores["kid_std"],
+        "precision": scores["precision"],
+        "recall": scores["recall"],
+        "NN ratio": nearest_neighbour_ratio(flat(real), flat(fake)),
+        "reference_n": scores["reference_n"],  # the real images FID/KID compared with (not a column)
+    }
+    return row, fake

@@ -23,17 +23,12 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from common import machine, table
-from genforge import checkpoint as ckpt
+from common import machine, small_data_scores, table
 from genforge import families
-from genforge.commands.evaluate import evaluate
 from genforge.data import load_dataset
 from genforge.families.prior import VQVAE_SHARE
-from genforge.families.registry import generate
-from genforge.metrics.core import nearest_neighbour_ratio
 from genforge.training.runs import train
 from tuning import sampling_used, settle_sampling
 
@@ -92,34 +87,17 @@ def main() -> None:
     args = parser.parse_args()
     vq_share = VQVAE_SHARE if args.vq_share is None else args.vq_share
     device = torch.device("cpu")
-    real = load_dataset(DATA).images  # uint8 (3786, 64, 64, 3)
-    n = args.n or len(real)
-    real = real[:n]
-    flat_real = real.reshape(n, -1).astype(np.float64) / 255.0
+    n = args.n or len(load_dataset(DATA).images)  # 3,786
     results, reference_n = [], 0
     for arm in args.arms.split(","):
         started = time.perf_counter()
         run = train_arm(arm, args.minutes, args.out, vq_share)
         trained = time.perf_counter() - started
         settle_sampling(run, args.tune, args.tune_n, "classifier", device)
-        scores = evaluate(run, n=n, features="inception", device=device, reference_n=n)
-        reference_n = scores["reference_n"]
-        spec, model = families.load(run, device)
-        fake, _, _ = generate(model, n, seed=1, progress=False)
-        ratio = nearest_neighbour_ratio(flat_real, fake.reshape(n, -1).astype(np.float64) / 255.0)
-        steps = ckpt.load(run).step
-        row = {
-            "arm": NAMES[arm],
-            "steps": steps,
-            "train min": trained / 60,
-            "FID": scores["fd"],
-            "KID": scores["kid"],
-            "KID std": scores["kid_std"],
-            "precision": scores["precision"],
-            "recall": scores["recall"],
-            "NN ratio": ratio,
-            "sampling": sampling_used(run),
-        }
+        scores, _ = small_data_scores(run, n, device)
+        reference_n = scores.pop("reference_n")
+        row = {"arm": NAMES[arm], "steps": scores.pop("steps"), "train min": trained / 60, **scores}
+        row["sampling"] = sampling_used(run)
         results.append(row)
         print(json.dumps(row), flush=True)
 

@@ -14,13 +14,13 @@ import torch
 
 from genforge import families
 from genforge.commands.tune import tune
-from genforge.families.sampling import SAMPLING_FILE, read_sampling
+from genforge.families.sampling import SAMPLING_FILE, TunedSampling, read_sampling
 
 
 def settle_sampling(run: Path, tuned: bool, n: int, features: str | None, device: torch.device) -> None:
     """Tune ``run``'s sampling settings (when it has any), or make sure it has no tuned ones."""
     _, model = families.load(run, device)
-    if not hasattr(model, "sampling_space"):
+    if not isinstance(model, TunedSampling):
         return  # nothing to tune (a VQ-VAE): the same for every setting of the flag
     if tuned:
         tune(run, n=n, features=features, device=device)

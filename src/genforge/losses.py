@@ -222,3 +222,51 @@ def adaptive_weight(
     (g_grad,) = torch.autograd.grad(g_loss, last_layer_weight, retain_graph=True)
     weight = nll_grad.norm() / (g_grad.norm() + 1e-4)
     return weight.clamp(0.0, max_weight).detach()
+
+
+# ---------------------------------------------------------------------------------------------
+# FastGAN: hinge with jittered margins, and the discriminator's self-supervised reconstruction
+# ---------------------------------------------------------------------------------------------
+
+
+def d_hinge_margins(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, real_margin: torch.Tensor, fake_margin: torch.Tensor
+) -> tuple[torch.Tensor, Parts]:
+    """max(0, m_r - D(x)) + max(0, m_f + D(G(z))), margins drawn per logit (FastGAN's train.py:
+    ``F.relu(torch.rand_like(pred) * 0.2 + 0.8 - pred)``); margins of 1 make it ``d_hinge``."""
+    real = F.relu(real_margin - real_logits).mean()
+    fake = F.relu(fake_margin + fake_logits).mean()
+    return real + fake, {"d_real": real.detach(), "d_fake": fake.detach()}
+
+
+def quadrant(x: torch.Tensor, part: int) -> torch.Tensor:
+    """Quarter ``part`` of (B, C, H, W): 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right."""
+    h, w = x.shape[2] // 2, x.shape[3] // 2
+    top, left = (part // 2) * h, (part % 2) * w
+    return x[:, :, top : top + h, left : left + w]
+
+
+def downscale(x: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, side, side) by area averaging (a box filter for power-of-two factors)."""
+    return x if x.shape[-1] == side else F.interpolate(x, size=(side, side), mode="area")
+
+
+def fastgan_reconstruction(
+    recons: dict[str, torch.Tensor], real: torch.Tensor, part: int, weight: float = 1.0
+) -> tuple[torch.Tensor, Parts]:
+    """weight * (MSE(whole, real) + MSE(part, quadrant ``part`` of real) + MSE(small, real)), each
+    target the real batch D saw, box-downscaled to its reconstruction's side.
+
+    ``recons``: the discriminator's decoders' outputs, (B, C, s, s) each: ``whole`` from D's 8x8
+    features, ``part`` from quadrant ``part`` of its 16x16 features, ``small`` from the 8x8
+    features of its low-resolution branch. FastGAN sums LPIPS distances here; MSE is
+    lightweight-gan's offline stand-in.
+    """
+    targets = {"whole": real, "part": quadrant(real, part), "small": real}
+    parts: Parts = {}
+    total = real.new_zeros((), dtype=torch.float32)
+    for name, recon in recons.items():
+        term = F.mse_loss(recon.float(), downscale(targets[name], recon.shape[-1]).float())
+        parts[f"recon_{name}"] = term.detach()
+        total = total + term
+    return weight * total, parts

@@ -16,6 +16,9 @@ from genforge.errors import GenforgeError
 from genforge.training.api import Trainer
 
 
+CUDA_RNG = "rng.cuda"  # optional: a run started on the CPU may resume on a GPU, and the other way
+
+
 def checkpoint_payload(
     trainer: Trainer, noise: dict[str, torch.Generator]
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -28,6 +31,8 @@ def checkpoint_payload(
         tensors.update(t)
         state["optimizers"][name] = s
     tensors["rng.torch"] = torch.get_rng_state()
+    if trainer.device.type == "cuda":  # dropout on a GPU draws from the device's own generator
+        tensors[CUDA_RNG] = torch.cuda.get_rng_state(trainer.device)
     for name, gen in noise.items():
         tensors[f"rng.{name}"] = gen.get_state()
     t, s = trainer.extra_state()
@@ -46,7 +51,7 @@ def check_payload(trainer: Trainer, noise: dict[str, torch.Generator], c: ckpt.C
     tensors, state = checkpoint_payload(trainer, noise)
     where = f"{c.path}: incomplete or mismatched checkpoint"
     for name, value in tensors.items():
-        if name.startswith("optim."):
+        if name.startswith("optim.") or name == CUDA_RNG:
             continue
         if name not in c.tensors:
             raise GenforgeError(f"{where}: tensor '{name}' is missing")
@@ -102,6 +107,8 @@ def restore_payload(trainer: Trainer, noise: dict[str, torch.Generator], c: ckpt
     for name, opt in trainer.optimizers().items():
         ckpt.unpack_optimizer(f"optim.{name}", opt, c.tensors, c.state["optimizers"][name])
     torch.set_rng_state(c.tensors["rng.torch"])
+    if trainer.device.type == "cuda" and CUDA_RNG in c.tensors:
+        torch.cuda.set_rng_state(c.tensors[CUDA_RNG], trainer.device)
     for name, gen in noise.items():
         gen.set_state(c.tensors[f"rng.{name}"])
     extra = {k[len("extra.") :]: v for k, v in c.tensors.items() if k.startswith("extra.")}

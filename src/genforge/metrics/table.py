@@ -112,7 +112,8 @@ def register(metric: Metric) -> Metric:
     return metric
 
 
-def get(name: str) -> Metric | None:
+def find(name: str) -> Metric | None:
+    """The metric called ``name``, or None."""
     return METRICS.get(name)
 
 
@@ -210,7 +211,7 @@ for _metric in (
 
 def counted(name: str) -> bool:
     """Whether ``name``'s value depends on the sample count (shown with n)."""
-    metric = METRICS.get(name)
+    metric = find(name)
     return metric is not None and metric.counted
 
 

@@ -17,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 
 from genforge import checkpoint
 from genforge.errors import GenforgeError
-from genforge.metrics.table import METRICS, after_training
+from genforge.metrics.table import after_training, find
 from genforge.runfolder import read_records
 
 TRAIN_SPEED_LOGS = 5  # training images/s = mean over this many of the last logs
@@ -52,7 +52,7 @@ class RunSummary:
     def score(self, key: str) -> float | None:
         """A final-evaluation number, else the newest in-training evaluation's (a prior's held-out
         code loss is recorded at the end of training). Older runs' names are read too."""
-        metric = METRICS.get(key)
+        metric = find(key)
         recorded_by_training = key in after_training()
         for name in (key, *(metric.old_names if metric is not None else ())):
             if self.evaluation is not None and is_number(self.evaluation.get(name)):

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from genforge.metrics.table import METRICS, Metric, number_text, reported
+from genforge.metrics.table import Metric, find, number_text, reported
 from genforge.report.collect import RunSummary, is_number
 
 # ---------------------------------------------------------------------------------------------
@@ -152,5 +152,5 @@ def display(key: str, run: RunSummary, value: float | None, brief: bool = False)
         return f"{run.score('classes_covered'):.0f}/{run.score('num_classes'):.0f}"
     if key == "kid" and run.score("kid_std") is not None and not brief:
         return f"{number_text(value)} ± {number_text(run.score('kid_std'))}"
-    metric = METRICS.get(key)
+    metric = find(key)
     return metric.format(value) if metric is not None else number_text(value)

@@ -4,10 +4,10 @@ One row per metric, read by everything that lists scores: ``genforge evaluate`` 
 shown with their sample count), the in-training evaluation (which scores an ``eval`` record keeps)
 and the training progress line, ``genforge tune`` (which scores a candidate keeps, which one ranks
 the candidates and which break near-ties), the report (its rows, their labels, units, directions
-and formats) and the families that record scores at the end of training. A new metric is one
-``register(Metric(...))``; a metric whose ``compute`` is set is computed by every evaluation of
-samples (``metrics.evaluate.evaluate_features``) beside the built-in ones. docs/architecture.md,
-"Adding a metric", has an example.
+and formats), and the report and the prior's evaluation for the scores recorded as training ends.
+A new metric is one ``register(Metric(...))``; a metric whose ``compute`` is set is computed by
+every evaluation of samples (``metrics.evaluate.evaluate_features``) beside the built-in ones.
+docs/architecture.md, "Adding a metric", has an example.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@ it moves one option at a time through the values the network proposes (``samplin
 keeping the best, for ``rounds`` passes. Each setting draws ``n`` samples from the same seed (common random numbers:
 the settings are compared on the same draws of classes and noise) and is scored like
 ``genforge evaluate`` scores a run: Frechet distance against the real data in the chosen feature
-space, ties (``sampling.TIE``) going to the higher recall + coverage (the metric table's ranked and
-tie-break metrics, ``metrics/table.py``; what a candidate keeps is its ``tuning`` column too). Every candidate and the
-choice are written to the run's ``sampling.json``, which ``sample`` and ``evaluate`` then use.
+space, ties (``sampling.TIE``) going to the higher recall + coverage: the "ranked" and "tie-break"
+metrics of ``metrics/table.py``, whose ``tuning`` column also says what a candidate keeps. Every
+candidate and the choice are written to the run's ``sampling.json``, which ``sample`` and
+``evaluate`` then use.
 
 The seed differs from ``evaluate``'s default (0), so a later evaluation does not score the very
 samples the choice was made on, and the real images the settings are scored against are training

@@ -25,6 +25,7 @@ from genforge.errors import GenforgeError
 from genforge.families.registry import EvalContext
 from genforge.metrics.evaluate import evaluate_samples
 from genforge.metrics.extractors import REAL_N, choose_features, get_extractor, reference, reference_images
+from genforge.metrics.table import counted
 from genforge.runfolder import append_record, record
 from genforge.training.precision import pick_device
 
@@ -132,16 +133,13 @@ def _features(source: str, features: str | None, progress: bool) -> str:
     return features
 
 
-COUNTED = ("fd", "kid")  # scores whose value depends on the sample counts
-
-
 def table(scores: dict[str, Any]) -> str:
     """``evaluate``'s printed table: one ``key: value`` line each, the Frechet distance and KID
     with the counts they were measured on ("fd (n=1,000 vs 3,029 real)")."""
     lines = []
     for key, value in scores.items():
         name = key
-        if key in COUNTED and "n" in scores:
+        if counted(key) and "n" in scores:
             real = f" vs {scores['reference_n']:,} real" if "reference_n" in scores else ""
             name = f"{key} (n={scores['n']:,}{real})"
         lines.append(f"{name:>26}: {value:.4f}" if isinstance(value, float) else f"{name:>26}: {value}")

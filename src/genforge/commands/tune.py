@@ -6,8 +6,10 @@ it moves one option at a time through the values the network proposes (``samplin
 keeping the best, for ``rounds`` passes. Each setting draws ``n`` samples from the same seed (common random numbers:
 the settings are compared on the same draws of classes and noise) and is scored like
 ``genforge evaluate`` scores a run: Frechet distance against the real data in the chosen feature
-space, ties (``sampling.TIE``) going to the higher recall + coverage. Every candidate and the
-choice are written to the run's ``sampling.json``, which ``sample`` and ``evaluate`` then use.
+space, ties (``sampling.TIE``) going to the higher recall + coverage: the "ranked" and "tie-break"
+metrics of ``metrics/table.py``, whose ``tuning`` column also says what a candidate keeps. Every
+candidate and the choice are written to the run's ``sampling.json``, which ``sample`` and
+``evaluate`` then use.
 
 The seed differs from ``evaluate``'s default (0), so a later evaluation does not score the very
 samples the choice was made on, and the real images the settings are scored against are training
@@ -41,19 +43,9 @@ from genforge.metrics.extractors import (
     reference_images,
     reference_indices,
 )
+from genforge.metrics.table import shown_on, tune_ranked, tuned
 from genforge.training.precision import pick_device
 
-# what each candidate keeps (the class accuracies: a conditional model scored with the classifier)
-SCORES = (
-    "fd",
-    "precision",
-    "recall",
-    "coverage",
-    "classes_covered",
-    "class_kl",
-    "class_accuracy",
-    "class_accuracy_min",
-)
 TUNE_SEED = 1
 
 
@@ -105,6 +97,7 @@ def tune(
     ctx = EvalContext(extractor, ref, data_cfg, n, seed, device, progress=False, run_dir=run_dir)
 
     scored: dict[tuple, dict[str, Any]] = {}
+    kept = tuned()  # what each candidate keeps (metrics.table: ranked, tie-break and kept ones)
 
     def score(options: dict[str, Any]) -> dict[str, Any]:
         key = tuple(sorted(options.items()))
@@ -112,7 +105,7 @@ def tune(
             started = time.perf_counter()
             model.use(options)  # each candidate is drawn with exactly its options, whatever the file says
             values = score_generator(model, ctx)  # as evaluate scores it (and a conditional model's class accuracy)
-            entry = {"options": dict(options), **{k: values[k] for k in SCORES if k in values}}
+            entry = {"options": dict(options), **{k: values[k] for k in kept if k in values}}
             entry["seconds"] = round(time.perf_counter() - started, 2)
             scored[key] = entry
             _say(progress, f"  [{len(scored)}/{planned}] {_describe(options)}: {_line(entry)}")
@@ -146,9 +139,10 @@ def tune(
 
 def table(result: TuneResult) -> str:
     """The candidates as a markdown table, best first, the chosen one marked."""
-    rows = sorted(result.candidates, key=lambda c: c["fd"])
+    ranked = tune_ranked()
+    rows = sorted(result.candidates, key=lambda c: c[ranked.name], reverse=ranked.better == "higher")
     names = list(rows[0]["options"]) if rows else []
-    scores = [k for k in SCORES if rows and k in rows[0]]
+    scores = [k for k in tuned() if rows and k in rows[0]]
     lines = ["| " + " | ".join([*names, *scores, "seconds", ""]) + " |", "|" + "---|" * (len(names) + len(scores) + 2)]
     for row in rows:
         mark = " + ".join(
@@ -170,7 +164,7 @@ def _value(v: Any) -> str:
 
 
 def _line(entry: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {entry[k]:.4g}" for k in ("fd", "recall", "coverage", "class_accuracy") if k in entry)
+    return ", ".join(f"{k} {entry[k]:.4g}" for k in shown_on("tuning") if k in entry)
 
 
 def _say(progress: bool, message: str) -> None:

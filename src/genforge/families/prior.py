@@ -44,6 +44,7 @@ from genforge.families.vqvae import (
     load_vqvae,
 )
 from genforge.metrics.core import bits_per_dim
+from genforge.metrics.table import after_training
 from genforge.models.maskgit import MaskGIT, MaskGITConfig
 from genforge.models.prior import TransformerPrior
 from genforge.models.transformer import TransformerConfig, check_codes
@@ -395,16 +396,14 @@ def finish(run_dir: Path, prepared: Prepared, device: torch.device, progress: bo
     return scores
 
 
-HELD_OUT = ("code_nll", "code_bits_per_dim", "masked_code_ce")
-
-
 def evaluate(model: PriorModel, ctx: EvalContext) -> dict[str, Any]:
     """Samples scored like any generator's (with the run's tuned sampling settings, named in the
     result), with the held-out code loss training recorded."""
     scores = score_generator(model, ctx)  # with the "sampling" note of the settings used
+    recorded = after_training()  # the held-out code loss
     for entry in read_records(ctx.run_dir) if ctx.run_dir is not None else []:
         if entry["type"] == "eval":
-            scores.update({k: v for k, v in entry["values"].items() if k in HELD_OUT})
+            scores.update({k: v for k, v in entry["values"].items() if k in recorded})
     return scores
 
 

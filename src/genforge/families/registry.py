@@ -270,7 +270,7 @@ def score_generator(model: Sampler, ctx: EvalContext) -> dict[str, Any]:
     class_probs = None if hist is None else np.asarray(hist, np.float64) / np.sum(hist)
     fake, speed, asked = generate(model, ctx.n, ctx.seed, class_probs=class_probs, progress=ctx.progress)
     feats, probs = extract(fake, ctx.extractor, progress=ctx.progress, desc="sample features")
-    scores = evaluate_features(feats, probs, ctx.reference)
+    scores = evaluate_features(feats, probs, ctx.reference, images=fake)
     scores["sample_images_per_s"] = speed
     if isinstance(model, TunedSampling):
         scores["sampling"] = model.sampling_note()

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from genforge.errors import GenforgeError
+from genforge.metrics.table import tie_breaks, tune_ranked
 from genforge.runfolder import atomic_write
 
 SAMPLING_FILE = "sampling.json"
@@ -38,13 +39,17 @@ TIE = 0.01
 
 
 def best(candidates: list[dict[str, Any]]) -> dict[str, Any]:
-    """The candidate with the lowest ``fd``; among those within ``TIE`` of it, the one with the
-    highest recall + coverage (then the earliest, so the defaults win a full tie)."""
+    """The candidate best by the metric table's ranked metric (the lowest ``fd``); among those
+    within ``TIE`` of it, the one with the best sum of the tie-break metrics (the highest recall +
+    coverage), then the earliest, so the defaults win a full tie."""
     if not candidates:
         raise GenforgeError("no sampling candidates were scored")
-    low = min(c["fd"] for c in candidates)
-    ties = [c for c in candidates if c["fd"] <= low + TIE * abs(low)]
-    return max(ties, key=lambda c: (c.get("recall", 0.0) + c.get("coverage", 0.0), -candidates.index(c)))
+    ranked = tune_ranked()
+    sign = 1.0 if ranked.better == "lower" else -1.0  # ranked by sign * value, the lowest first
+    low = min(sign * c[ranked.name] for c in candidates)
+    ties = [c for c in candidates if sign * c[ranked.name] <= low + TIE * abs(low)]
+    breaks = [(m.name, 1.0 if m.better == "higher" else -1.0) for m in tie_breaks()]
+    return max(ties, key=lambda c: (sum(s * c.get(name, 0.0) for name, s in breaks), -candidates.index(c)))
 
 
 def write_sampling(run_dir: str | Path, result: dict[str, Any]) -> Path:

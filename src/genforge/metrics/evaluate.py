@@ -19,6 +19,7 @@ import numpy as np
 
 from genforge.errors import GenforgeError
 from genforge.metrics import core
+from genforge.metrics.table import computed
 from genforge.progress import track
 
 PR_K = 3  # neighbours for precision/recall (Kynkaanniemi et al.)
@@ -199,8 +200,11 @@ def evaluate_features(
     is_splits: int = 10,
     min_class_fraction: float = 0.1,
     seed: int = 0,
+    images: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """The metrics of ``evaluate_samples`` from already extracted features (N, D) and probs (N, K)."""
+    """The metrics of ``evaluate_samples`` from already extracted features (N, D) and probs (N, K),
+    then those of the registered metrics that have a ``compute`` (given the sample ``images`` too,
+    uint8 (N, H, W, C), where the caller has them)."""
     if fake_feats.shape[1:] != reference.features.shape[1:]:
         raise GenforgeError(
             f"sample features {fake_feats.shape[1:]} do not match the reference {reference.features.shape[1:]}"
@@ -232,6 +236,10 @@ def evaluate_features(
         result["classes_covered"] = float(core.classes_covered(fake_hist, min_class_fraction, real_hist))
         result["num_classes"] = float((real_hist > 0).sum())
         result["collapsed"] = float(core.is_collapsed(fake_hist, real_hist, min_class_fraction))
+    for metric in computed():
+        value = metric.compute(fake_feats, fake_probs, reference, images)
+        if value is not None:
+            result[metric.name] = float(value)
     return result
 
 
@@ -249,7 +257,8 @@ def evaluate_samples(
     """Score uint8 samples (N, H, W, C) against the reference.
 
     Keys: fd, kid, kid_std, precision, recall, density, coverage; with class probabilities
-    also is, is_std, class_kl, classes_covered, num_classes, collapsed (0 or 1).
+    also is, is_std, class_kl, classes_covered, num_classes, collapsed (0 or 1); then the
+    registered metrics that compute their own (``metrics.table``).
     """
     if extractor.name != reference.extractor:
         raise GenforgeError(
@@ -257,7 +266,7 @@ def evaluate_samples(
         )
     feats, probs = extract(fake_images, extractor, batch_size=batch_size, progress=progress, desc="sample features")
     return evaluate_features(
-        feats, probs, reference, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed
+        feats, probs, reference, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, images=fake_images
     )
 
 

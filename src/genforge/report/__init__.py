@@ -7,11 +7,9 @@ tensor shapes, ``metrics.jsonl``, sample grids) without building a model or unpi
 
 from genforge.report.collect import RunSummary, collect
 from genforge.report.render import curves_png, render, write_report
-from genforge.report.table import METRICS, Metric, labels, metric_table, notes, verdicts
+from genforge.report.table import labels, metric_table, notes, verdicts
 
 __all__ = [
-    "METRICS",
-    "Metric",
     "RunSummary",
     "collect",
     "curves_png",

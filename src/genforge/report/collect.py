@@ -17,11 +17,10 @@ from safetensors import SafetensorError, safe_open
 
 from genforge import checkpoint
 from genforge.errors import GenforgeError
+from genforge.metrics.table import after_training, find
 from genforge.runfolder import read_records
 
 TRAIN_SPEED_LOGS = 5  # training images/s = mean over this many of the last logs
-END_OF_TRAINING = ("code_nll", "code_bits_per_dim", "masked_code_ce")  # recorded by training, not evaluate
-LEGACY_KEYS = {"code_nll": ("test_nll_nats_per_code",), "code_bits_per_dim": ("test_bits_per_dim",)}
 
 
 @dataclass
@@ -53,10 +52,12 @@ class RunSummary:
     def score(self, key: str) -> float | None:
         """A final-evaluation number, else the newest in-training evaluation's (a prior's held-out
         code loss is recorded at the end of training). Older runs' names are read too."""
-        for name in (key, *LEGACY_KEYS.get(key, ())):
+        metric = find(key)
+        recorded_by_training = key in after_training()
+        for name in (key, *(metric.old_names if metric is not None else ())):
             if self.evaluation is not None and is_number(self.evaluation.get(name)):
                 return float(self.evaluation[name])
-            if key in END_OF_TRAINING:
+            if recorded_by_training:
                 for entry in reversed(self.evals):
                     if is_number(entry.get(name)):
                         return float(entry[name])

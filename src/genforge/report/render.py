@@ -19,8 +19,9 @@ from matplotlib.figure import Figure
 
 from genforge import families
 from genforge.errors import GenforgeError
+from genforge.metrics.table import count_text
 from genforge.report.collect import RunSummary, is_number
-from genforge.report.table import count_text, labels, metric_table, notes, verdicts
+from genforge.report.table import labels, metric_table, notes, verdicts
 from genforge.runfolder import atomic_write
 
 STYLE = resources.files("genforge.report").joinpath("style.css").read_text(encoding="utf-8")

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from genforge.metrics.table import Metric, find, number_text, reported
 from genforge.report.collect import RunSummary, is_number
 
 # ---------------------------------------------------------------------------------------------
-# The metric table and verdicts
-
-
-@dataclass(frozen=True)
-class Metric:
-    key: str
-    name: str
-    unit: str
-    better: str | None  # "lower" | "higher" | None (a reference, nobody "leads")
-    value: Callable[[RunSummary], float | None]
-    always: bool = True  # shown even when no run has it (so a missing score reads as "—")
-    difference: bool = False  # compare by difference (fractions) rather than by ratio
+# The metric table and verdicts: the rows are metrics.table's reported metrics
 
 
 def _class_coverage(run: RunSummary) -> float | None:
@@ -33,63 +22,21 @@ def _last_log(key: str) -> Callable[[RunSummary], float | None]:
     return lambda run: next((float(r[key]) for r in reversed(run.logs) if is_number(r.get(key))), None)
 
 
-METRICS = [
-    Metric("fd", "Frechet distance", "", "lower", lambda r: r.score("fd")),
-    Metric("fd_floor", "real-vs-real floor", "", None, lambda r: r.score("fd_floor"), always=False),
-    Metric("kid", "KID", "", "lower", lambda r: r.score("kid")),
-    Metric("precision", "precision", "", "higher", lambda r: r.score("precision"), difference=True),
-    Metric("recall", "recall", "", "higher", lambda r: r.score("recall"), difference=True),
-    Metric("density", "density", "", "higher", lambda r: r.score("density"), difference=True),
-    Metric("coverage", "coverage", "", "higher", lambda r: r.score("coverage"), difference=True),
-    Metric("class_coverage", "class coverage", "classes", "higher", _class_coverage, difference=True),
-    Metric("class_kl", "class KL", "nats", "lower", lambda r: r.score("class_kl")),
-    Metric(
-        "class_accuracy",
-        "asked class found (conditional)",
-        "",
-        "higher",
-        lambda r: r.score("class_accuracy"),
-        always=False,
-        difference=True,
-    ),
-    # The Inception Score's formula over the evaluator classifier's classes. With Inception
-    # features there is none: the shipped FID weights have no classification head.
-    Metric("is", "classifier score (IS formula)", "", "higher", lambda r: r.score("is"), always=False),
-    # A prior's held-out loss measures its codes only, for its own VQ-VAE's codebook: it is no pixel
-    # likelihood, and two priors over different VQ-VAEs are not comparable, so nothing is ranked.
-    Metric("code_nll", "prior NLL of the codes", "nats/code", None, lambda r: r.score("code_nll"), always=False),
-    Metric(
-        "code_bits_per_dim",
-        "prior code bits per pixel dim (not a pixel likelihood)",
-        "bits",
-        None,
-        lambda r: r.score("code_bits_per_dim"),
-        always=False,
-    ),
-    Metric(
-        "masked_code_ce",
-        "MaskGIT masked-code cross-entropy (not a likelihood)",
-        "nats/code",
-        None,
-        lambda r: r.score("masked_code_ce"),
-        always=False,
-    ),
-    Metric("psnr", "reconstruction PSNR", "dB", "higher", lambda r: r.score("psnr"), always=False),
-    Metric("ssim", "reconstruction SSIM", "", "higher", lambda r: r.score("ssim"), always=False, difference=True),
-    Metric(
-        "codebook_usage", "codebook usage", "", "higher", _last_log("codebook_usage"), always=False, difference=True
-    ),
-    Metric("train_images_per_s", "training images/s", "img/s", "higher", lambda r: r.train_images_per_s),
-    Metric("sample_images_per_s", "sampling images/s", "img/s", "higher", lambda r: r.score("sample_images_per_s")),
-    Metric(
-        "wall_minutes",
-        "wall time",
-        "min",
-        "lower",
-        lambda r: r.wall_seconds / 60 if r.wall_seconds is not None else None,
-    ),
-    Metric("parameters", "parameters", "", "lower", lambda r: r.total_parameters),
-]
+# Rows whose value is not the run's score of the same name: computed from two scores, from the
+# training logs or from the checkpoint. Every other row reads ``run.score(name)``.
+VALUES: dict[str, Callable[[RunSummary], float | None]] = {
+    "class_coverage": _class_coverage,
+    "codebook_usage": _last_log("codebook_usage"),
+    "train_images_per_s": lambda r: r.train_images_per_s,
+    "wall_minutes": lambda r: r.wall_seconds / 60 if r.wall_seconds is not None else None,
+    "parameters": lambda r: r.total_parameters,
+}
+
+
+def value(metric: Metric, run: RunSummary) -> float | None:
+    """``run``'s value of a reported metric, or None."""
+    read = VALUES.get(metric.name)
+    return read(run) if read is not None else run.score(metric.name)
 
 
 def labels(runs: list[RunSummary]) -> list[str]:
@@ -104,18 +51,18 @@ def metric_table(runs: list[RunSummary]) -> list[dict[str, Any]]:
     display (formatted strings, "—" if missing) and leader (a run label, or None)."""
     names = labels(runs)
     rows = []
-    for m in METRICS:
-        values = [m.value(run) for run in runs]
-        if not m.always and all(v is None for v in values):
+    for m in reported():
+        values = [value(m, run) for run in runs]
+        if m.report != "always" and all(v is None for v in values):
             continue
         leader = _leader(values, m.better)
-        name, shown = m.name, [display(m.key, run, v) for run, v in zip(runs, values)]
-        if m.key in COUNTED:
-            name, shown = _with_counts(m.key, name, shown, runs)
+        name, shown = m.label, [display(m.name, run, v) for run, v in zip(runs, values)]
+        if m.counted:
+            name, shown = _with_counts(m.name, name, shown, runs)
         rows.append(
             {
                 "metric": name,
-                "key": m.key,
+                "key": m.name,
                 "unit": m.unit,
                 "better": m.better,
                 "values": values,
@@ -127,14 +74,11 @@ def metric_table(runs: list[RunSummary]) -> list[dict[str, Any]]:
     return rows
 
 
-# Scores whose value depends on how many samples were scored: shown with that count, the
-# Frechet distance named FID when every run was scored with Inception features.
-COUNTED = ("fd", "kid")
-
-
 def _with_counts(key: str, name: str, shown: list[str], runs: list[RunSummary]) -> tuple[str, list[str]]:
-    """The row's name and cells with the evaluations' sample counts: in the name ("FID (n=1,000)")
-    when the runs that have the score share one, else in each cell."""
+    """The row's name and cells with the evaluations' sample counts (a metric whose value depends on
+    how many samples were scored): in the name ("FID (n=1,000)") when the runs that have the score
+    share one, else in each cell. The Frechet distance is named FID when every run was scored with
+    Inception features."""
     scored = [(run.evaluation or {}) if text != "—" else {} for run, text in zip(runs, shown)]
     features = {e.get("features") for e in scored if e}
     if key == "fd" and features == {"inception"}:
@@ -159,7 +103,7 @@ def _leader(values: list[float | None], better: str | None) -> int | None:
 def verdicts(runs: list[RunSummary]) -> list[str]:
     """ "Frechet distance: gan leads (12.3 vs 45.6, 3.7x lower)", one per metric with a leader."""
     out = []
-    specs = {m.key: m for m in METRICS}
+    specs = {m.name: m for m in reported()}
     for row in metric_table(runs):
         i = row["leader_index"]
         if i is None:
@@ -168,7 +112,7 @@ def verdicts(runs: list[RunSummary]) -> list[str]:
         best_other, j = sorted(others, reverse=row["better"] == "higher")[0]
         lead = row["values"][i]
         if specs[row["key"]].difference or lead <= 0 or best_other <= 0:
-            margin = f"{_number(abs(lead - best_other))} {row['better']}"
+            margin = f"{number_text(abs(lead - best_other))} {row['better']}"
         else:
             margin = f"{max(lead, best_other) / min(lead, best_other):.1f}x {row['better']}"
         shown = [display(row["key"], runs[k], row["values"][k], brief=True) for k in (i, j)]
@@ -199,32 +143,14 @@ def notes(runs: list[RunSummary]) -> list[str]:
 # Formatting
 
 
-def _number(value: float) -> str:
-    if not math.isfinite(value):
-        return str(value)
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.4g}"
-
-
-def count_text(n: float) -> str:
-    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if n >= size:
-            return f"{n / size:.3g}{suffix}"
-    return f"{n:.0f}"
-
-
 def display(key: str, run: RunSummary, value: float | None, brief: bool = False) -> str:
+    """A cell: the metric's own format, but class coverage as "covered/classes" and KID with its
+    spread (unless ``brief``)."""
     if value is None:
         return "—"
     if key == "class_coverage":
         return f"{run.score('classes_covered'):.0f}/{run.score('num_classes'):.0f}"
     if key == "kid" and run.score("kid_std") is not None and not brief:
-        return f"{_number(value)} ± {_number(run.score('kid_std'))}"
-    if key == "parameters":
-        return count_text(value)
-    if key in ("train_images_per_s", "sample_images_per_s") and value >= 100:
-        return f"{value:,.0f}"
-    if key == "wall_minutes":
-        return f"{value:,.1f}"
-    return _number(value)
+        return f"{number_text(value)} ± {number_text(run.score('kid_std'))}"
+    metric = find(key)
+    return metric.format(value) if metric is not None else number_text(value)

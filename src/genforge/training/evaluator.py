@@ -23,8 +23,8 @@ from genforge.errors import GenforgeError
 from genforge.images import to_uint8
 from genforge.metrics.evaluate import DC_K, collapse_warning, evaluate_samples
 from genforge.metrics.extractors import choose_features, get_extractor, reference
+from genforge.metrics.table import during_training
 
-SCORES = ("fd", "precision", "recall", "coverage", "classes_covered", "class_kl")
 INCEPTION_SHARE = 0.1  # of a time budget that in-training Inception scoring may take
 INCEPTION_SECONDS = 60.0  # at most per evaluation (and for the reference), budget or not
 ASSUMED_EVALUATIONS = 10  # a run limited by minutes alone: how many evaluations its budget is split over
@@ -94,7 +94,7 @@ def training_evaluator(trainer, prepared, progress: bool = True) -> Callable[[in
         g = torch.Generator(device=trainer.device).manual_seed(step)
         chunks = [to_uint8(trainer.evaluation_samples(min(500, n - i), g)) for i in range(0, n, 500)]
         scores = evaluate_samples(np.concatenate(chunks), ref, extractor, kid_subsets=10, progress=False)
-        keep = {k: float(scores[k]) for k in SCORES if k in scores}
+        keep = {k: float(scores[k]) for k in during_training() if k in scores}
         warning = collapse_warning(history, keep)
         if warning and progress:
             print(f"\nwarning at step {step}: {warning}", file=sys.stderr, flush=True)

@@ -25,6 +25,7 @@ from genforge import checkpoint as ckpt
 from genforge.config import TrainConfig
 from genforge.errors import GenforgeError
 from genforge.images import make_grid, save_png, to_uint8
+from genforge.metrics.table import shown_on
 from genforge.progress import Progress
 from genforge.runfolder import append_record, keep_records_until, record
 from genforge.training import distributed
@@ -251,8 +252,6 @@ class Evaluate:
     """Every ``eval_every`` steps: rank 0 scores samples (an ``eval`` record, the progress line's
     description); the other ranks wait for it."""
 
-    SHOWN = ("fd", "recall", "classes_covered")
-
     def __init__(self, session: Session, evaluate: Callable[[int], dict[str, float]] | None):
         self.session, self.evaluate = session, evaluate
 
@@ -264,7 +263,9 @@ class Evaluate:
             scores = self.session.side_work(self.evaluate, at.step)
             append_record(self.session.run_dir, record("eval", at.step, scores, time=at.elapsed))
             self.session.sink.evaluation(at.step, scores)
-            self.session.bar.set_description(" | ".join(f"{k} {scores[k]:.3g}" for k in self.SHOWN if k in scores))
+            self.session.bar.set_description(
+                " | ".join(f"{k} {scores[k]:.3g}" for k in shown_on("training") if k in scores)
+            )
         distributed.barrier()  # evaluation runs once, on rank 0; the others wait for it
 
 

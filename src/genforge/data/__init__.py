@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from genforge.data.cache import cached_images
 from genforge.data.named import NAMED_DATASETS, fetch, read_named
 from genforge.data.pack import pack_dataset
 from genforge.data.packed import CHUNK_BYTES, PackedImages, PackWriter, draw_batch, is_packed, rank_indices
-from genforge.data.readers import read_path
+from genforge.data.readers import is_image_files, read_path
 from genforge.data.result import RaggedImages
 from genforge.data.transforms import FITS, check_options, convert_channels, fit_images
 from genforge.errors import GenforgeError
@@ -111,15 +112,21 @@ def load_dataset(
     fit: str = "none",
     channels: int | None = None,
     limit: int | None = None,
+    progress: bool = True,
 ) -> ImageData:
     """Read ``source``'s ``split`` ('train', 'test' or 'all'), keep the first ``limit`` images,
     fit them to ``resolution`` x ``resolution`` (fit: none | resize | center-crop | pad) and
     convert to ``channels`` (1 grey, 3 RGB, None as stored). A packed dataset is read into
-    memory: its first ``limit`` images, or all of them if they fit ``in_memory_limit()``."""
+    memory: its first ``limit`` images, or all of them if they fit ``in_memory_limit()``. An
+    image folder or zip is decoded once into a cache (data/cache.py; a bar shows the first
+    decoding when ``progress``) and read from there."""
     source = str(source)
     _check_request(split, limit, resolution, fit, channels)
     if (packed_folder := _packed_path(source)) is not None:
         return _materialize(_open_packed(packed_folder, split, resolution, channels), limit)
+    if (files := _image_files_path(source)) is not None:
+        cached = cached_images(files, split, resolution, fit, channels, limit, progress)
+        return ImageData(cached.read(0, len(cached)), cached.labels, cached.class_names, source)
     if source in NAMED_DATASETS:
         (images, labels, class_names), folder = read_named(source, split)
         where = f"{source} ({folder})"
@@ -216,13 +223,17 @@ def open_dataset(
     fit: str = "none",
     channels: int | None = None,
     limit: int | None = None,
+    progress: bool = True,
 ) -> ImageData | PackedImages:
     """Like load_dataset, but a packed dataset (without a ``limit``) comes back as a PackedImages
-    handle that reads images only when asked (take, chunks): the training loop's entry point."""
+    handle that reads images only when asked (take, chunks): the training loop's entry point.
+    So does an image folder or zip, as a handle on its cache (decoded once, see data/cache.py)."""
     source = str(source)
     _check_request(split, limit, resolution, fit, channels)
     if limit is None and (packed_folder := _packed_path(source)) is not None:
         return _open_packed(packed_folder, split, resolution, channels)
+    if (files := _image_files_path(source)) is not None:
+        return cached_images(files, split, resolution, fit, channels, limit, progress)
     return load_dataset(source, split=split, resolution=resolution, fit=fit, channels=channels, limit=limit)
 
 
@@ -239,6 +250,13 @@ def _packed_path(source: str) -> Path | None:
     """The folder, if ``source`` is a packed dataset (a bare dataset name never is)."""
     path = Path(source).expanduser()
     return path if source not in NAMED_DATASETS and is_packed(path) else None
+
+
+def _image_files_path(source: str) -> Path | None:
+    """The path, if ``source`` is an image folder or zip (read through the folder cache)."""
+    path = Path(source).expanduser()
+    image_files = path.exists() and not is_packed(path) and is_image_files(path)
+    return path if source not in NAMED_DATASETS and image_files else None
 
 
 def _open_packed(path: Path, split: str, resolution: int | None, channels: int | None) -> PackedImages:

@@ -21,6 +21,7 @@ Precision is fp32 and the memory format fixed, so no start measures the precisio
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -74,7 +75,7 @@ def worker(args) -> None:
         trainer.train_step = train_step
         return trainer
 
-    gan.build = timed_build
+    gan = dataclasses.replace(gan, build=timed_build)
     sets = [*SETTINGS, f"train.steps={args.steps}", f"train.log_every={args.log_every}", f"train.device={args.device}"]
     config = gan.resolve("default", None, sets, {"data": {"source": args.source}})
     result = runs.train(gan, config, args.out, progress=False)

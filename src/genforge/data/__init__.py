@@ -162,15 +162,16 @@ def load_configured(
         preferred = named.preferred_fit if named is not None else None
         if resolution == 0 and preferred is not None:
             resolution = preferred[0]
+        native = None if preferred is not None else _native_size(cfg.source, split)  # read once: it lists a folder
         if resolution == 0:
-            height, width = _native_size(cfg.source, split)
+            height, width = native
             side = min(height, width)
             resolution = nearest(side) if nearest is not None else side
         if fit == "auto":
             if preferred is not None and resolution == preferred[0]:
                 fit = preferred[1]
             else:
-                native = _native_size(cfg.source, split)
+                native = native or _native_size(cfg.source, split)
                 fit = (
                     "none"
                     if native == (resolution, resolution)

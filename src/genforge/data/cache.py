@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import sys
@@ -76,8 +77,9 @@ def fingerprint(path: Path, files: ImageFiles, options: dict) -> str:
     head = {"version": VERSION, "path": str(path.resolve()), "options": options, "classes": files.class_names}
     digest.update(json.dumps(head, sort_keys=True).encode())
     if path.is_dir():
+        root = str(path)
         for name in files.names:
-            stat = (path / name).stat()
+            stat = os.stat(os.path.join(root, name))
             digest.update(f"\n{name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     else:  # a zip: its members change only with the archive
         stat = path.stat()

@@ -83,21 +83,26 @@ class Batches:
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This rank's examples of step ``step``: ``per_step`` batches, one after another."""
+        done = False
         if isinstance(self.examples, torch.Tensor):  # on the device already: indexed there
             index, flips = self._choose(step, self.per_step)
             x = self.examples[index.to(self.examples.device)].to(self.device, non_blocking=True)
-        else:
-            index, flips, x = self._read(step)
-            x = x.to(self.device, non_blocking=True)
+        else:  # prepared by the read-ahead thread: on the CPU completely, else up to the copy
+            index, flips, x, done = self._read(step)
+            x = x if done else x.to(self.device, non_blocking=True)
         y = self.labels[index.to(self.labels.device)] if self.labels is not None else None
-        if x.dtype != torch.uint8:  # code grids for priors: (B, h, w) integers, as they are
-            return x.long(), y
+        return x if done else self._prepare(x, flips), y
+
+    def _prepare(self, x: torch.Tensor, flips: torch.Tensor | None) -> torch.Tensor:
+        """uint8 (B, H, W, C) -> float (B, C, H, W) in [-1, 1], mirrored where ``flips`` says;
+        code grids (B, h, w) -> long, as they are."""
+        if x.dtype != torch.uint8:
+            return x.long()
         if flips is not None:  # (B, H, W, C): W is dim 2
             flips = flips.to(x.device, non_blocking=True)[:, None, None, None]
             x = torch.where(flips, x.flip(2), x)
         x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # (B, C, H, W) in [-1, 1]
-        x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-        return x, y
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
     def _choose(self, step: int, per_step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The indices of step ``step`` and, with ``mirror``, its flips as a bool tensor."""
@@ -106,24 +111,32 @@ class Batches:
         flips = torch.from_numpy(np.concatenate([self.flips(n) for n in numbers])) if self.mirror else None
         return index, flips
 
-    def _host_batch(self, step: int, per_step: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Indices, flips and the examples of a step read from host memory or disk (in the thread)."""
+    def _host_batch(self, step: int, per_step: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, bool]:
+        """Indices, flips and the examples of a step read from host memory or disk (in the thread),
+        and whether the examples are ready for the model (on the CPU they are)."""
         index, flips = self._choose(step, per_step)
         rows = index.numpy()
         taken = self.examples[rows] if isinstance(self.examples, np.ndarray) else self.examples.take(rows)
         x = torch.from_numpy(np.ascontiguousarray(taken))
-        if self.device.type == "cuda":  # pinned: the copy to the GPU runs beside the model
-            x = x.pin_memory()
+        if self.device.type == "cpu":  # the conversion too runs beside the model's step
+            return index, None, self._prepare(x, flips), True
+        if self.device.type == "cuda":  # pinned: the copy to the GPU runs beside the model, and
+            x = x.pin_memory()  # uint8 is a quarter of the bytes: the conversion is done there
             flips = None if flips is None else flips.pin_memory()
-        return index, flips, x
+        return index, flips, x, False
 
-    def _read(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def _read(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, bool]:
         if self.ahead <= 0:
             return self._host_batch(step, self.per_step)
-        if self._reader is None or self._reader.next != (step, self.per_step):
-            self.close()  # asked out of order (the precision probe, a resume): start again from here
+        if self._reader is None or self._reader.next != (step, self.per_step) or self._reader.key != self._key():
+            self.close()  # asked out of order, or the probe changed a setting: start again from here
             self._reader = _ReadAhead(self._host_batch, step, self.per_step, self.ahead)
+            self._reader.key = self._key()
         return self._reader.take()
+
+    def _key(self) -> tuple:
+        """The settings a prepared batch depends on besides its step (changed by the precision probe)."""
+        return self.channels_last, self.mirror, self.device
 
     def close(self) -> None:
         """Stop the read-ahead thread (get() starts another if asked again)."""
@@ -146,6 +159,7 @@ class _ReadAhead:
 
     def __init__(self, make: Callable[[int, int], Any], start: int, per_step: int, depth: int):
         self.next = (start, per_step)
+        self.key: tuple = ()
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import genforge.data.cache as folder_cache
 import genforge.data.imagefiles as imagefiles
 from genforge.data import PackedImages, load_dataset, open_dataset
 from genforge.data.cache import folder_cache_dir
@@ -111,6 +112,8 @@ def test_a_touched_or_added_file_rebuilds_it_and_drops_the_old_cache(tmp_path, c
     # another request (size, limit) is a cache of its own, beside the first
     assert len(load_dataset(str(folder), resolution=4, fit="resize", limit=3)) == 3
     assert decodes.count == 25 and len(caches()) == 2
+    assert len(load_dataset(str(folder), resolution=6, fit="resize", limit=100)) == 8  # all: the first cache
+    assert decodes.count == 25 and len(caches()) == 2
 
 
 def test_a_killed_build_leaves_no_cache_and_a_bad_file_is_one_error(tmp_path, cache, monkeypatch):
@@ -158,3 +161,18 @@ def test_a_zip_is_cached_too(tmp_path, cache, monkeypatch):
     assert decodes.count == 7
     np.testing.assert_array_equal(first.images, load_dataset(str(folder), resolution=6, fit="resize").images)
     np.testing.assert_array_equal(second.images, first.images)
+
+
+def test_a_cache_finished_by_another_process_meanwhile_is_used(tmp_path, cache, monkeypatch):
+    folder = photo_folder(tmp_path)
+    pack = folder_cache.pack_files
+    builds = []
+
+    def racing(files, out, options, **kwargs):
+        pack(files, out, options, source="the other rank")  # another rank of the job wins the race ...
+        builds.append(out)
+        return pack(files, out, options, **kwargs)  # ... and this one finds the cache there at its end
+
+    monkeypatch.setattr(folder_cache, "pack_files", racing)
+    data = load_dataset(str(folder), resolution=6, fit="resize")
+    assert len(builds) == 1 and len(data) == 7 and len(caches()) == 1

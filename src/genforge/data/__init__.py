@@ -11,7 +11,8 @@ Sources: a named dataset (see NAMED_DATASETS; a bare name wins over a folder of 
 working directory, write ./mnist for the folder) or a path: image folder or .zip (class
 sub-folders give labels), IDX files of the MNIST family, CIFAR-10/100 python batches (folder or
 .tar.gz), .npz, or a packed dataset. Fitting and channel conversion happen once here (or once
-when packing), never in the training loop.
+when packing), never in the training loop. An image folder or zip is decoded once into a packed
+cache under genforge's cache root (data/cache.py), which later loads read.
 """
 
 from __future__ import annotations

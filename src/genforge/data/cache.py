@@ -56,7 +56,9 @@ def cached_images(
     require_whole(path, split)
     options = {"split": split, "resolution": resolution, "fit": fit, "channels": channels}
     with list_image_files(path) as files:
-        count = len(files) if limit is None else min(limit, len(files))
+        if limit is not None and limit >= len(files):
+            limit = None  # all of them: the same cache as without a limit (evaluation asks for n)
+        count = len(files) if limit is None else limit
         used = replace(files, names=files.names[:count], labels=None if files.labels is None else files.labels[:count])
         digest = fingerprint(path, used, options)
         prefix = _request_name(path, options, limit)
@@ -113,7 +115,7 @@ def _build(files: ImageFiles, folder: Path, options: dict, path: Path, progress:
     with bar:
         try:
             pack_files(files, folder, options, source=str(path), progress=lambda done, _: bar.update(done - bar.n))
-        except GenforgeError:
+        except (GenforgeError, OSError):  # OSError: the rename lost a race to another writer
             if not is_packed(folder):
                 raise
             # another process (a rank of the same torchrun job) finished the same cache first

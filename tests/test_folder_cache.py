@@ -116,7 +116,7 @@ def test_a_touched_or_added_file_rebuilds_it_and_drops_the_old_cache(tmp_path, c
     assert decodes.count == 25 and len(caches()) == 2
 
 
-def test_a_killed_build_leaves_no_cache_and_a_bad_file_is_one_error(tmp_path, cache, monkeypatch):
+def test_a_killed_build_leaves_no_cache_and_a_bad_file_is_one_error(tmp_path, cache, monkeypatch, capsys):
     folder = photo_folder(tmp_path)
     original = imagefiles.decode_image
     seen = []
@@ -133,9 +133,10 @@ def test_a_killed_build_leaves_no_cache_and_a_bad_file_is_one_error(tmp_path, ca
     assert caches() == []  # not even a hidden temporary: the writer cleaned up
     monkeypatch.setattr(imagefiles, "decode_image", original)
     (folder / "dog" / "2.png").write_bytes(b"\x89PNG broken")
+    capsys.readouterr()
     with pytest.raises(GenforgeError, match="dog/2.png: not a readable image"):
         load_dataset(str(folder), resolution=6, fit="resize")
-    assert caches() == []
+    assert caches() == [] and capsys.readouterr().err == ""  # no progress line before the error's
     (folder / "dog" / "2.png").unlink()
     assert len(load_dataset(str(folder), resolution=6, fit="resize")) == 6 and len(caches()) == 1
 

@@ -146,7 +146,7 @@ def load_dataset(
 
 
 def load_configured(
-    cfg, split: str = "train", nearest=None, lazy: bool = False
+    cfg, split: str = "train", nearest=None, lazy: bool = False, progress: bool = True
 ) -> tuple[ImageData | PackedImages, object]:
     """A run's data section -> (the images, the section with resolution and fit made concrete).
 
@@ -155,7 +155,8 @@ def load_configured(
     model supports; a named dataset may prefer its own (Fashion-MNIST: 32, padded). ``fit`` "auto"
     resizes square images and centre-crops others. The returned section is what the run records,
     so resuming and evaluating load exactly the same pixels. ``lazy`` returns a packed dataset as
-    a handle that reads batches from disk (see ``open_dataset``).
+    a handle that reads batches from disk (see ``open_dataset``). ``progress`` shows the first
+    decoding of an image folder into its cache.
     """
     resolution, fit = cfg.resolution, cfg.fit
     if resolution == 0 or fit == "auto":
@@ -188,6 +189,7 @@ def load_configured(
         fit=fit,
         channels=cfg.channels or None,
         limit=cfg.limit or None,
+        progress=progress,
     )
     return data, replace(cfg, resolution=resolution, fit=fit)
 

@@ -112,13 +112,18 @@ def _open(folder: Path) -> PackedImages | None:
 
 def _build(files: ImageFiles, folder: Path, options: dict, path: Path, progress: bool) -> PackedImages:
     bar = Progress(total=len(files), desc=f"decoding {path} once (cache)", enabled=progress, unit="image")
-    with bar:
-        try:
-            pack_files(files, folder, options, source=str(path), progress=lambda done, _: bar.update(done - bar.n))
-        except (GenforgeError, OSError):  # OSError: the rename lost a race to another writer
-            if not is_packed(folder):
-                raise
-            # another process (a rank of the same torchrun job) finished the same cache first
+    try:
+        pack_files(files, folder, options, source=str(path), progress=lambda done, _: bar.update(done - bar.n))
+    except (GenforgeError, OSError):  # OSError: the rename lost a race to another writer
+        if not is_packed(folder):
+            bar.enabled = False  # no closing line: a bad file is one error line
+            raise
+        # another process (a rank of the same torchrun job) finished the same cache first
+    except BaseException:
+        bar.enabled = False
+        raise
+    finally:
+        bar.close()
     if progress:
         print(f"data: cached in {folder}", file=sys.stderr, flush=True)
     packed = _open(folder)

@@ -519,10 +519,10 @@ def fit_to_data(config, resolution: int, channels: int, num_classes: int = 0):
     return config
 
 
-def load_for(config, nearest: Callable[[int], int]) -> Prepared:
+def load_for(config, nearest: Callable[[int], int], progress: bool = True) -> Prepared:
     """The data of a GAN run, fitted to a resolution its networks support; fills the config."""
     asked = config.data
-    data, config.data = load_configured(config.data, nearest=nearest, lazy=True)  # packed data stays on disk
+    data, config.data = load_configured(config.data, nearest=nearest, lazy=True, progress=progress)  # packed: on disk
     notes = [note] if (note := fit_note(asked, config.data)) else []
     num_classes = 0
     if config.conditional:
@@ -542,7 +542,7 @@ def load_for(config, nearest: Callable[[int], int]) -> Prepared:
 
 
 def prepare(config: GANRunConfig, progress: bool = True) -> Prepared:
-    return load_for(config, nearest_resolution)
+    return load_for(config, nearest_resolution, progress)
 
 
 def build(prepared: Prepared, device: torch.device, dtype: torch.dtype) -> GANTrainer:

@@ -72,7 +72,7 @@ def nearest_resolution(side: int) -> int:
 
 
 def prepare(config: StyleGAN2RunConfig, progress: bool = True) -> Prepared:
-    return load_for(config, nearest_resolution)
+    return load_for(config, nearest_resolution, progress)
 
 
 def build(prepared: Prepared, device: torch.device, dtype: torch.dtype) -> GANTrainer:

@@ -303,7 +303,7 @@ def fit_to_data(config: VQVAERunConfig, resolution: int, channels: int) -> VQVAE
 def prepare(config: VQVAERunConfig, progress: bool = True) -> Prepared:
     downsample, asked = config.model.downsample, config.data
     nearest = lambda side: nearest_resolution(side, downsample)  # noqa: E731
-    data, config.data = load_configured(config.data, nearest=nearest, lazy=True)  # packed data stays on disk
+    data, config.data = load_configured(config.data, nearest=nearest, lazy=True, progress=progress)  # packed: on disk
     fit_to_data(config, data.resolution, data.channels)
     if config.optim.perceptual_weight > 0:  # refused now, before the run folder is touched
         check_feature_maps(config.optim.perceptual_net, labelled=data.labels is not None)

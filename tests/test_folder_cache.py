@@ -116,6 +116,19 @@ def test_a_touched_or_added_file_rebuilds_it_and_drops_the_old_cache(tmp_path, c
     assert decodes.count == 25 and len(caches()) == 2
 
 
+def test_fit_none_shares_one_cache_whatever_the_resolution_asked(tmp_path, cache, monkeypatch):
+    folder = tmp_path / "same"
+    images = RNG.integers(0, 256, (3, 5, 5, 1), dtype=np.uint8)
+    for i, image in enumerate(images):
+        save(folder / f"{i}.png", image)
+    decodes = Decodes(monkeypatch)
+    np.testing.assert_array_equal(load_dataset(str(folder)).images, images)
+    np.testing.assert_array_equal(load_dataset(str(folder), resolution=5, fit="none").images, images)
+    with pytest.raises(GenforgeError, match="images are 5x5 but resolution 8 was asked; pass fit"):
+        load_dataset(str(folder), resolution=8, fit="none")
+    assert decodes.count == 3 and len(caches()) == 1
+
+
 def test_a_killed_build_leaves_no_cache_and_a_bad_file_is_one_error(tmp_path, cache, monkeypatch, capsys):
     folder = photo_folder(tmp_path)
     original = imagefiles.decode_image

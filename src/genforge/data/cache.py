@@ -29,6 +29,7 @@ from genforge.data.imagefiles import ImageFiles, list_image_files
 from genforge.data.pack import pack_files
 from genforge.data.packed import PackedImages, is_packed
 from genforge.data.readers import require_whole
+from genforge.data.transforms import fit_images
 from genforge.errors import GenforgeError
 from genforge.paths import cache_root
 from genforge.progress import Progress
@@ -54,7 +55,10 @@ def cached_images(
     converted as asked, as a handle on their cache; built first if the files changed or it is
     missing. The handle's ``source`` is ``path``, not the cache."""
     require_whole(path, split)
-    options = {"split": split, "resolution": resolution, "fit": fit, "channels": channels}
+    # fit 'none' keeps the pixels as they are, whatever resolution is asked (it is only checked):
+    # one cache serves both, e.g. `genforge data info` and a run at the folder's own size
+    stored = None if fit == "none" else resolution
+    options = {"split": split, "resolution": stored, "fit": fit, "channels": channels}
     with list_image_files(path) as files:
         if limit is not None and limit >= len(files):
             limit = None  # all of them: the same cache as without a limit (evaluation asks for n)
@@ -69,6 +73,8 @@ def cached_images(
             for stale in folder.parent.glob(f"{prefix}.*"):  # this request's caches of older files
                 if stale != folder and stale.is_dir():
                     shutil.rmtree(stale, ignore_errors=True)
+    if fit == "none" and resolution is not None:
+        fit_images(packed.read(0, 1), resolution, fit)  # the same error as a direct decode when the size differs
     packed.source = str(path)
     return packed
 

@@ -11,7 +11,12 @@ Makes a folder of ``--n`` synthetic ``--size`` x ``--size`` JPEGs (in a temporar
     is under 3 s;
 (b) training images/s of ``genforge train gan`` (a small model, ``--steps`` steps) from the
     folder (its cache, read ahead batch by batch) vs from the same images in an .npz (one array
-    in memory), alternating ``--rounds`` times; the goal is within 5%.
+    in memory), alternating ``--rounds`` times; the goal is within 5%;
+(c) the same comparison with one trainer in one process, drawing 10 steps from each source in
+    turn: the data path alone. On a CPU two processes of the same run can differ by ~10% in
+    images/s whatever their data (measured on the 2-core development machine: the same trainer
+    fed the same tensors ran 10-13% slower in one process than in another), so (c) is the
+    number that says what the folder path costs.
 
     python benchmarks/folder_start.py [--n 20000] [--size 64] [--steps 150] [--rounds 2] [--dir DIR] [--device cpu]
     python benchmarks/folder_start.py --n 2000 --steps 20          # a quick check
@@ -89,6 +94,42 @@ def worker(args) -> None:
     )
 
 
+def alternate(args) -> None:
+    """One trainer, one process, batches drawn in turn from the folder's cache (read ahead) and
+    from the .npz's array: the data path's cost alone, without the run-to-run differences of two
+    processes (on a CPU the same run's images/s moves by several percent between processes)."""
+    import torch  # noqa: PLC0415 (the worker's imports)
+
+    from genforge import families  # noqa: PLC0415
+    from genforge.data import load_dataset, open_dataset  # noqa: PLC0415
+    from genforge.training.batches import Batches, on_device  # noqa: PLC0415
+
+    gan = families.get("gan")
+    sets = [*SETTINGS, f"train.device={args.device}"]
+    prepared = gan.prepare(gan.resolve("default", None, sets, {"data": {"source": args.source}}), False)
+    device = torch.device(args.device)
+    trainer = gan.build(prepared, device, torch.float32)
+    sources = {
+        "folder": Batches(open_dataset(args.source, progress=False), None, 64, 0, device),
+        "npz": Batches(on_device(load_dataset(args.npz), device), None, 64, 0, device),
+    }
+    seconds = {name: 0.0 for name in sources}
+    step = 0
+    for round_ in range(args.rounds + 1):  # the first round warms up
+        for name, batches in sources.items():
+            began = time.perf_counter()
+            for _ in range(10):
+                x, y = batches.get(step)
+                trainer.train_step(x, y)
+                step += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds[name] += (time.perf_counter() - began) if round_ else 0.0
+    for batches in sources.values():
+        batches.close()
+    print(json.dumps({name: args.rounds * 10 * 64 / s for name, s in seconds.items()}))
+
+
 def start(source: str, out: Path, steps: int, log_every: int, device: str, env: dict) -> dict:
     shutil.rmtree(out, ignore_errors=True)  # a new run, never a resumed one (--dir may be reused)
     began = time.time()
@@ -134,12 +175,16 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help="where the folder, the .npz and the runs go (default: a temp dir)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--alternate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--npz", help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--log-every", type=int, default=10, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
+    if args.alternate:
+        return alternate(args)
 
     sys.path.insert(0, str(REPO / "src"))
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -181,6 +226,14 @@ def main() -> None:
                 speeds[name] += timing["images_per_s"]
                 print(f"round {round_ + 1} {name}: {np.mean(timing['images_per_s']):.0f} img/s", file=sys.stderr)
 
+        alternation = max(2, args.steps // 20)
+        command = [sys.executable, __file__, "--alternate", "--source", str(folder), "--npz", str(npz)]
+        command += ["--rounds", str(alternation), "--device", args.device]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"worker failed:\n{done.stderr}")
+        same = json.loads(done.stdout.strip().splitlines()[-1])
+
     folder_speed, npz_speed = float(np.median(speeds["folder"])), float(np.median(speeds["npz"]))
     print(f"\n{machine()} | git {git_commit()} | device {args.device}\n")
     print(
@@ -199,6 +252,16 @@ def main() -> None:
         {"data": "same images in an .npz (in memory)", "images/s": npz_speed, "vs npz": ""},
     ]
     print(table(speed_rows, ["data", "images/s", "vs npz"]))
+    print(f"\nThe same trainer in one process, 10 steps from each source in turn, {alternation} rounds:\n")
+    alternating = [
+        {
+            "data": "folder (cache, read ahead)",
+            "images/s": same["folder"],
+            "vs npz": f"{same['folder'] / same['npz'] - 1:+.1%}",
+        },
+        {"data": "same images in an .npz (in memory)", "images/s": same["npz"], "vs npz": ""},
+    ]
+    print(table(alternating, ["data", "images/s", "vs npz"]))
 
 
 if __name__ == "__main__":

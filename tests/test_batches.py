@@ -159,3 +159,12 @@ def test_a_run_from_an_image_folder_with_the_mirror_resumes_bit_identically(tmp_
     for name in a.tensors:
         assert torch.equal(a.tensors[name], b.tensors[name]), name
     assert a.config["augment"]["mirror"] is True and len(list((tmp_path / "cache" / "folders").iterdir())) == 1
+
+
+@pytest.mark.parametrize("family", ["gan", "stylegan2", "vqvae"])
+def test_augment_mirror_reaches_the_batches_of_every_image_family(tmp_path, family):
+    np.savez(tmp_path / "d.npz", images=IMAGES[:, :4, :4])
+    spec = families.get(family)
+    for sets, mirror in (([], False), (["augment.mirror=true"], True)):
+        config = spec.resolve("default", None, sets, {"data": {"source": str(tmp_path / "d.npz")}})
+        assert spec.prepare(config, False).mirror is mirror

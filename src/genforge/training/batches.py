@@ -32,7 +32,7 @@ from genforge.data import ImageData
 from genforge.errors import GenforgeError
 
 DEVICE_BYTES = 1 << 30  # in-memory data up to 1 GiB lives on the accelerator; larger stays on the host
-AHEAD = 4  # host batches prepared ahead of the model
+AHEAD = 2  # host batches prepared ahead of the model (each a step of time ahead; a float batch on the CPU)
 _MIRROR_STREAM = 0x6D6972  # keeps the mirror's coins apart from every other use of the seed
 
 

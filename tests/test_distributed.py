@@ -521,7 +521,8 @@ def test_each_rank_reads_only_its_share_of_each_packed_batch(tmp_path):
             return packed.take(indices)
 
     whole = Batches(packed, None, 8, seed=3)
-    shares = [Batches(Recording(r), None, 8, seed=3, rank=r, world_size=WORLD) for r in range(WORLD)]
+    # read when asked (ahead=0), so that what one step reads can be counted
+    shares = [Batches(Recording(r), None, 8, seed=3, rank=r, world_size=WORLD, ahead=0) for r in range(WORLD)]
     for step in range(12):  # across epoch boundaries (5 batches an epoch)
         read[0].clear(), read[1].clear()
         x, _ = whole.get(step)

@@ -11,7 +11,8 @@ Sources: a named dataset (see NAMED_DATASETS; a bare name wins over a folder of 
 working directory, write ./mnist for the folder) or a path: image folder or .zip (class
 sub-folders give labels), IDX files of the MNIST family, CIFAR-10/100 python batches (folder or
 .tar.gz), .npz, or a packed dataset. Fitting and channel conversion happen once here (or once
-when packing), never in the training loop.
+when packing), never in the training loop. An image folder or zip is decoded once into a packed
+cache under genforge's cache root (data/cache.py), which later loads read.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from genforge.data.cache import cached_images
 from genforge.data.named import NAMED_DATASETS, fetch, read_named
 from genforge.data.pack import pack_dataset
 from genforge.data.packed import CHUNK_BYTES, PackedImages, PackWriter, draw_batch, is_packed, rank_indices
-from genforge.data.readers import read_path
+from genforge.data.readers import is_image_files, read_path
 from genforge.data.result import RaggedImages
 from genforge.data.transforms import FITS, check_options, convert_channels, fit_images
 from genforge.errors import GenforgeError
@@ -111,15 +113,21 @@ def load_dataset(
     fit: str = "none",
     channels: int | None = None,
     limit: int | None = None,
+    progress: bool = True,
 ) -> ImageData:
     """Read ``source``'s ``split`` ('train', 'test' or 'all'), keep the first ``limit`` images,
     fit them to ``resolution`` x ``resolution`` (fit: none | resize | center-crop | pad) and
     convert to ``channels`` (1 grey, 3 RGB, None as stored). A packed dataset is read into
-    memory: its first ``limit`` images, or all of them if they fit ``in_memory_limit()``."""
+    memory: its first ``limit`` images, or all of them if they fit ``in_memory_limit()``. An
+    image folder or zip is decoded once into a cache (data/cache.py; a bar shows the first
+    decoding when ``progress``) and read from there."""
     source = str(source)
     _check_request(split, limit, resolution, fit, channels)
     if (packed_folder := _packed_path(source)) is not None:
         return _materialize(_open_packed(packed_folder, split, resolution, channels), limit)
+    if (files := _image_files_path(source)) is not None:
+        cached = cached_images(files, split, resolution, fit, channels, limit, progress)
+        return ImageData(cached.read(0, len(cached)), cached.labels, cached.class_names, source)
     if source in NAMED_DATASETS:
         (images, labels, class_names), folder = read_named(source, split)
         where = f"{source} ({folder})"
@@ -138,7 +146,7 @@ def load_dataset(
 
 
 def load_configured(
-    cfg, split: str = "train", nearest=None, lazy: bool = False
+    cfg, split: str = "train", nearest=None, lazy: bool = False, progress: bool = True
 ) -> tuple[ImageData | PackedImages, object]:
     """A run's data section -> (the images, the section with resolution and fit made concrete).
 
@@ -147,7 +155,8 @@ def load_configured(
     model supports; a named dataset may prefer its own (Fashion-MNIST: 32, padded). ``fit`` "auto"
     resizes square images and centre-crops others. The returned section is what the run records,
     so resuming and evaluating load exactly the same pixels. ``lazy`` returns a packed dataset as
-    a handle that reads batches from disk (see ``open_dataset``).
+    a handle that reads batches from disk (see ``open_dataset``). ``progress`` shows the first
+    decoding of an image folder into its cache.
     """
     resolution, fit = cfg.resolution, cfg.fit
     if resolution == 0 or fit == "auto":
@@ -155,15 +164,16 @@ def load_configured(
         preferred = named.preferred_fit if named is not None else None
         if resolution == 0 and preferred is not None:
             resolution = preferred[0]
+        native = None if preferred is not None else _native_size(cfg.source, split)  # read once: it lists a folder
         if resolution == 0:
-            height, width = _native_size(cfg.source, split)
+            height, width = native
             side = min(height, width)
             resolution = nearest(side) if nearest is not None else side
         if fit == "auto":
             if preferred is not None and resolution == preferred[0]:
                 fit = preferred[1]
             else:
-                native = _native_size(cfg.source, split)
+                native = native or _native_size(cfg.source, split)
                 fit = (
                     "none"
                     if native == (resolution, resolution)
@@ -179,6 +189,7 @@ def load_configured(
         fit=fit,
         channels=cfg.channels or None,
         limit=cfg.limit or None,
+        progress=progress,
     )
     return data, replace(cfg, resolution=resolution, fit=fit)
 
@@ -218,13 +229,17 @@ def open_dataset(
     fit: str = "none",
     channels: int | None = None,
     limit: int | None = None,
+    progress: bool = True,
 ) -> ImageData | PackedImages:
     """Like load_dataset, but a packed dataset (without a ``limit``) comes back as a PackedImages
-    handle that reads images only when asked (take, chunks): the training loop's entry point."""
+    handle that reads images only when asked (take, chunks): the training loop's entry point.
+    So does an image folder or zip, as a handle on its cache (decoded once, see data/cache.py)."""
     source = str(source)
     _check_request(split, limit, resolution, fit, channels)
     if limit is None and (packed_folder := _packed_path(source)) is not None:
         return _open_packed(packed_folder, split, resolution, channels)
+    if (files := _image_files_path(source)) is not None:
+        return cached_images(files, split, resolution, fit, channels, limit, progress)
     return load_dataset(source, split=split, resolution=resolution, fit=fit, channels=channels, limit=limit)
 
 
@@ -241,6 +256,13 @@ def _packed_path(source: str) -> Path | None:
     """The folder, if ``source`` is a packed dataset (a bare dataset name never is)."""
     path = Path(source).expanduser()
     return path if source not in NAMED_DATASETS and is_packed(path) else None
+
+
+def _image_files_path(source: str) -> Path | None:
+    """The path, if ``source`` is an image folder or zip (read through the folder cache)."""
+    path = Path(source).expanduser()
+    image_files = path.exists() and not is_packed(path) and is_image_files(path)
+    return path if source not in NAMED_DATASETS and image_files else None
 
 
 def _open_packed(path: Path, split: str, resolution: int | None, channels: int | None) -> PackedImages:

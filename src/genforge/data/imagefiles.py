@@ -8,9 +8,10 @@ walks ``ImageFiles`` a chunk at a time, so a folder larger than memory never sit
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -123,9 +124,20 @@ def _labelled(names: list[str], source: str) -> tuple[np.ndarray | None, list[st
     return np.array([index[f] for f in folders], np.int64), class_names
 
 
+def _files_under(folder: str, prefix: str = "") -> Iterator[str]:
+    """'/'-separated paths of the files under ``folder``, as ``Path.rglob`` finds them (symbolic
+    links to files followed, to folders not), with os.scandir: a tenth of rglob's time, which
+    matters on every start of a run over a folder of many thousand images."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _files_under(entry.path, f"{prefix}{entry.name}/")
+            elif entry.is_file():
+                yield prefix + entry.name
+
+
 def list_image_folder(folder: Path) -> ImageFiles:
-    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    names = [n for n in names if _is_image_name(n)]
+    names = sorted(n for n in _files_under(str(folder)) if _is_image_name(n))
     labels, class_names = _labelled(names, str(folder))
     return ImageFiles(str(folder), names, labels, class_names, lambda n: (folder / n).open("rb"))
 

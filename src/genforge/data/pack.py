@@ -64,22 +64,30 @@ def pack_dataset(
     elif is_image_files(path):
         require_whole(path, split)
         with list_image_files(path) as files:
-            # without a channel count asked for, a colour image anywhere makes the whole set RGB
-            colour = channels is None and files.colour()
-            return _write(
-                _file_chunks(files, colour, chunk),
-                out,
-                files.class_names,
-                len(files),
-                source,
-                options,
-                overwrite,
-                progress,
-            )
+            return pack_files(files, out, options, source=source, chunk=chunk, overwrite=overwrite, progress=progress)
     else:
         images, labels, class_names = read_path(path, split)
         chunks, total = _array_chunks(images, labels, source, chunk), len(images)
     return _write(chunks, out, class_names, total, source, options, overwrite, progress)
+
+
+def pack_files(
+    files: ImageFiles,
+    out: Path,
+    options: dict,
+    *,
+    source: str,
+    chunk: int = 1024,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Decode a listed image folder or zip ``chunk`` files at a time into the packed dataset
+    ``out``; ``options`` holds split, resolution, fit and channels (the folder cache calls this
+    too, with its own list of files)."""
+    # without a channel count asked for, a colour image anywhere makes the whole set RGB
+    colour = options["channels"] is None and files.colour()
+    chunks = _file_chunks(files, colour, chunk)
+    return _write(chunks, out, files.class_names, len(files), source, options, overwrite, progress)
 
 
 def _write(

@@ -115,6 +115,9 @@ class AugmentConfig:
     target: float = 0.6  # ada: the r_t = E[sign(D(real))] it holds
     interval: int = 4  # ada: steps between adjustments
     speed: int = 500_000  # ada: images for p to move from 0 to 1 (ADA's ada_kimg = 500)
+    # x-flip each real image with probability 0.5 when drawn (stylegan2-ada's --mirror), for D and
+    # for every loss on reals; only for data whose mirror image is as real (not text, not digits)
+    mirror: bool = False
 
     def __post_init__(self):
         one_of(self, "policy", AUGMENT_POLICIES)
@@ -650,10 +653,10 @@ def fit_to_data(config, resolution: int, channels: int, num_classes: int = 0):
     return config
 
 
-def load_for(config, nearest: Callable[[int], int]) -> Prepared:
+def load_for(config, nearest: Callable[[int], int], progress: bool = True) -> Prepared:
     """The data of a GAN run, fitted to a resolution its networks support; fills the config."""
     asked = config.data
-    data, config.data = load_configured(config.data, nearest=nearest, lazy=True)  # packed data stays on disk
+    data, config.data = load_configured(config.data, nearest=nearest, lazy=True, progress=progress)  # packed: on disk
     notes = [note] if (note := fit_note(asked, config.data)) else []
     num_classes = 0
     if config.conditional:
@@ -661,11 +664,19 @@ def load_for(config, nearest: Callable[[int], int]) -> Prepared:
             raise GenforgeError(f"conditional: true needs class labels, and {config.data.source} has none")
         num_classes = data.num_classes
     fit_to_data(config, data.resolution, data.channels, num_classes)
-    return Prepared(config, data, data.labels, num_classes=num_classes, data_config=config.data, notes=notes)
+    return Prepared(
+        config,
+        data,
+        data.labels,
+        num_classes=num_classes,
+        data_config=config.data,
+        notes=notes,
+        mirror=config.augment.mirror,
+    )
 
 
 def prepare(config: GANRunConfig, progress: bool = True) -> Prepared:
-    return load_for(config, nearest_resolution)
+    return load_for(config, nearest_resolution, progress)
 
 
 def build(prepared: Prepared, device: torch.device, dtype: torch.dtype) -> GANTrainer:

@@ -207,7 +207,7 @@ def nearest_resolution(side: int) -> int:
 
 
 def prepare(config: StyleGAN2RunConfig, progress: bool = True) -> Prepared:
-    prepared = load_for(config, nearest_resolution)
+    prepared = load_for(config, nearest_resolution, progress)
     device = pick_device(prepared.config.train.device)
     prepared.config, note = apply_scale(prepared.config, device.type, from_environment().size)
     prepared.notes.append(note)

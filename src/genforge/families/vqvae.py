@@ -68,11 +68,20 @@ class VQVAEOptimConfig:
 
 
 @dataclass
+class VQVAEAugmentConfig:
+    """What the training images go through when drawn (the GAN families' augment section has
+    the same key)."""
+
+    mirror: bool = False  # x-flip each image with probability 0.5 when drawn (stylegan2-ada's --mirror)
+
+
+@dataclass
 class VQVAERunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: VQVAEConfig = field(default_factory=VQVAEConfig)
     discriminator: PatchGANConfig = field(default_factory=PatchGANConfig)
     optim: VQVAEOptimConfig = field(default_factory=VQVAEOptimConfig)
+    augment: VQVAEAugmentConfig = field(default_factory=VQVAEAugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -336,13 +345,21 @@ def fit_to_data(config: VQVAERunConfig, resolution: int, channels: int) -> VQVAE
 def prepare(config: VQVAERunConfig, progress: bool = True) -> Prepared:
     downsample, asked = config.model.downsample, config.data
     nearest = lambda side: nearest_resolution(side, downsample)  # noqa: E731
-    data, config.data = load_configured(config.data, nearest=nearest, lazy=True)  # packed data stays on disk
+    data, config.data = load_configured(config.data, nearest=nearest, lazy=True, progress=progress)  # packed: on disk
     fit_to_data(config, data.resolution, data.channels)
     if config.optim.perceptual_weight > 0:  # refused now, before the run folder is touched
         check_feature_maps(config.optim.perceptual_net, labelled=data.labels is not None)
     grid = to_float(data.take(np.arange(min(len(data), config.train.grid_images // 2))))
     notes = [note] if (note := fit_note(asked, config.data)) else []
-    return Prepared(config, data, data.labels, extras={"grid_images": grid}, data_config=config.data, notes=notes)
+    return Prepared(
+        config,
+        data,
+        data.labels,
+        extras={"grid_images": grid},
+        data_config=config.data,
+        notes=notes,
+        mirror=config.augment.mirror,
+    )
 
 
 def training_data(prepared: Prepared, run_dir, device: torch.device, progress: bool) -> None:

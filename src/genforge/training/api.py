@@ -34,6 +34,7 @@ class Prepared:
     data_config: DataConfig | None = None  # the real data samples are compared with (in-training evaluation)
     extras: dict[str, Any] = field(default_factory=dict)  # family-specific (the prior's VQ-VAE, ...)
     notes: list[str] = field(default_factory=list)  # one-line facts training prints at start (how data was fitted)
+    mirror: bool = False  # x-flip each real image with probability 0.5 when drawn (the config's augment.mirror)
 
 
 class Trainer(ABC):

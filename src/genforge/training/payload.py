@@ -15,7 +15,6 @@ from genforge import checkpoint as ckpt
 from genforge.errors import GenforgeError
 from genforge.training.api import Trainer
 
-
 CUDA_RNG = "rng.cuda"  # optional: a run started on the CPU may resume on a GPU, and the other way
 
 

@@ -109,8 +109,22 @@ def _train_locked(
     labels = on_device(prepared.labels, device) if prepared.labels is not None else None
     train_cfg = config.train
     batches = Batches(
-        examples, labels, train_cfg.batch_size, train_cfg.seed, device, rank=world.rank, world_size=world.size
+        examples,
+        labels,
+        train_cfg.batch_size,
+        train_cfg.seed,
+        device,
+        rank=world.rank,
+        world_size=world.size,
+        mirror=prepared.mirror,
     )
+    with batches:  # stops the thread that reads batches ahead, however training ends
+        return _train_batches(spec, prepared, out, device, saved, world, events, progress, stop_after, batches)
+
+
+def _train_batches(spec, prepared, out: Path, device, saved, world, events: bool, progress: bool, stop_after, batches):
+    config = prepared.config
+    train_cfg = config.train
     choice = _precision(spec, prepared, device, saved, batches, progress)
     if world.main:
         atomic_write(out / "config.yaml", dump_yaml(config))

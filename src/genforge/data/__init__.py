@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from genforge.data.cache import cached_images
+from genforge.data.imagefiles import list_image_files
 from genforge.data.named import NAMED_DATASETS, fetch, read_named
 from genforge.data.pack import pack_dataset
 from genforge.data.packed import CHUNK_BYTES, PackedImages, PackWriter, draw_batch, is_packed, rank_indices
@@ -49,6 +50,7 @@ __all__ = [
     "draw_batch",
     "fetch",
     "fit_note",
+    "labels_of",
     "load_configured",
     "load_dataset",
     "open_dataset",
@@ -153,7 +155,8 @@ def load_configured(
     ``cfg`` is a ``config.DataConfig``. With ``resolution`` 0 the images keep their own size, or,
     when ``nearest`` (a model's ``side -> supported side``) is given, go to the nearest size the
     model supports; a named dataset may prefer its own (Fashion-MNIST: 32, padded). ``fit`` "auto"
-    resizes square images and centre-crops others. The returned section is what the run records,
+    centre-crops and resizes the images of a folder or zip (they may mix sizes), and of other
+    sources resizes square images and centre-crops others. The returned section is what the run records,
     so resuming and evaluating load exactly the same pixels. ``lazy`` returns a packed dataset as
     a handle that reads batches from disk (see ``open_dataset``). ``progress`` shows the first
     decoding of an image folder into its cache.
@@ -174,13 +177,18 @@ def load_configured(
                 fit = preferred[1]
             else:
                 native = native or _native_size(cfg.source, split)
-                fit = (
-                    "none"
-                    if native == (resolution, resolution)
-                    else "resize"
-                    if native[0] == native[1]
-                    else "center-crop"
-                )
+                if _image_files_path(str(cfg.source)) is not None:
+                    # a folder or zip of the user's own images may mix sizes and shapes: every image
+                    # is centre-cropped to a square and resized (no-ops for images already that size)
+                    fit = "center-crop"
+                else:
+                    fit = (
+                        "none"
+                        if native == (resolution, resolution)
+                        else "resize"
+                        if native[0] == native[1]
+                        else "center-crop"
+                    )
     read = open_dataset if lazy else load_dataset
     data = read(
         cfg.source,
@@ -205,6 +213,15 @@ def fit_note(asked, chosen, split: str = "train") -> str | None:
         return None
     why = "as asked" if asked.resolution else "the nearest size the model supports"
     return f"data: {width}x{height} -> {chosen.resolution}x{chosen.resolution} ({chosen.fit}), {why}"
+
+
+def labels_of(source: str, split: str = "train") -> np.ndarray | None:
+    """The labels of a source's split (None: unlabelled); an image folder or zip is only listed
+    (its class sub-folders are its labels), not decoded, so images of mixed sizes are no obstacle."""
+    if (files := _image_files_path(str(source))) is not None:
+        with list_image_files(files) as listed:
+            return listed.labels
+    return load_dataset(source, split=split).labels
 
 
 def _native_size(source: str, split: str) -> tuple[int, int]:

@@ -45,7 +45,7 @@ def fit_images(images: Images, resolution: int | None, fit: str) -> np.ndarray:
             other = next(i for i, s in enumerate(sizes) if s != sizes[0])
             raise GenforgeError(
                 f"images differ in size ({images.names[0]} is {_size(sizes[0])}, {images.names[other]} is "
-                f"{_size(sizes[other])}); pass a resolution and fit 'resize', 'center-crop' or 'pad' (--fit)"
+                f"{_size(sizes[other])}); pass a resolution and fit 'resize', 'center-crop' or 'pad' (--set data.fit=...)"
             )
         return _fit_ragged(images, resolution, fit)
     assert images.ndim == 4 and images.dtype == np.uint8, (
@@ -56,7 +56,7 @@ def fit_images(images: Images, resolution: int | None, fit: str) -> np.ndarray:
         if resolution is not None and (height, width) != (resolution, resolution):
             raise GenforgeError(
                 f"images are {width}x{height} but resolution {resolution} was asked; "
-                f"pass fit 'resize', 'center-crop' or 'pad' (--fit)"
+                f"pass fit 'resize', 'center-crop' or 'pad' (--set data.fit=...)"
             )
         return images
     if fit == "resize":

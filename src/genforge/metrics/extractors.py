@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from genforge.config import DataConfig
-from genforge.data import ImageData, dataset_key, load_configured, load_dataset
+from genforge.data import ImageData, dataset_key, labels_of, load_configured, load_dataset
 from genforge.errors import GenforgeError
 from genforge.metrics.classifier import INFO_FILE, ClassifierExtractor, load_or_train_classifier
 from genforge.metrics.evaluate import Reference, reference_stats
@@ -45,7 +45,7 @@ def choose_features(source: str, features: str | None = None) -> tuple[str, str]
     key = dataset_key(source, "train", None, "none", None)
     if (cache_root() / "evaluators" / key / INFO_FILE).is_file():
         return "classifier", "the data has labels; its classifier is cached"
-    labels = load_dataset(source, split="train").labels
+    labels = labels_of(source, split="train")
     if labels is None:
         return "inception", "the data has no labels"
     if len(np.unique(labels)) < 2:

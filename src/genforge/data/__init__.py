@@ -155,8 +155,8 @@ def load_configured(
     ``cfg`` is a ``config.DataConfig``. With ``resolution`` 0 the images keep their own size, or,
     when ``nearest`` (a model's ``side -> supported side``) is given, go to the nearest size the
     model supports; a named dataset may prefer its own (Fashion-MNIST: 32, padded). ``fit`` "auto"
-    centre-crops and resizes the images of a folder or zip (they may mix sizes), and of other
-    sources resizes square images and centre-crops others. The returned section is what the run records,
+    centre-crops and resizes the images of a folder or zip that mixes sizes, and otherwise
+    resizes square images and centre-crops others. The returned section is what the run records,
     so resuming and evaluating load exactly the same pixels. ``lazy`` returns a packed dataset as
     a handle that reads batches from disk (see ``open_dataset``). ``progress`` shows the first
     decoding of an image folder into its cache.
@@ -177,7 +177,7 @@ def load_configured(
                 fit = preferred[1]
             else:
                 native = native or _native_size(cfg.source, split)
-                if _image_files_path(str(cfg.source)) is not None:
+                if _mixed_sizes(cfg.source, split):
                     # a folder or zip of the user's own images may mix sizes and shapes: every image
                     # is centre-cropped to a square and resized (no-ops for images already that size)
                     fit = "center-crop"
@@ -222,6 +222,14 @@ def labels_of(source: str, split: str = "train") -> np.ndarray | None:
         with list_image_files(files) as listed:
             return listed.labels
     return load_dataset(source, split=split).labels
+
+
+def _mixed_sizes(source: str, split: str) -> bool:
+    """Whether an image folder or zip holds images of more than one size (among the first 64)."""
+    if _image_files_path(str(source)) is None:
+        return False
+    images, _, _ = read_path(Path(source).expanduser(), split, 64)
+    return isinstance(images, RaggedImages) and len({im.shape[:2] for im in images}) > 1
 
 
 def _native_size(source: str, split: str) -> tuple[int, int]:

@@ -26,13 +26,13 @@ import torch
 from genforge import checkpoint as ckpt
 from genforge.config import DataConfig, TrainConfig, check, non_negative
 from genforge.data import fit_note, load_configured
+from genforge.draws import rand
 from genforge.errors import GenforgeError
 from genforge.families.gan import AugmentConfig, GANModel, GANOptimConfig, GANTrainer, fit_to_data
 from genforge.families.registry import FamilySpec, Prepared, register, score_generator
 from genforge.losses import d_hinge_margins, fastgan_reconstruction
 from genforge.models.fastgan import RESOLUTIONS, Discriminator, FastGANConfig, Generator, with_fixed_weights
 from genforge.models.graphs import GeneratorGraph
-from genforge.training.distributed import current
 from genforge.training.precision import autocast
 
 
@@ -96,12 +96,9 @@ class FastGANTrainer(GANTrainer):
 
     def _margins(self, logits: torch.Tensor) -> torch.Tensor:
         """Hinge margins in [1 - jitter, 1], one per logit: this rank's rows of one global draw, so
-        every rank's generator stays in step (as ``distributed.randn``)."""
-        world, jitter = current(), self.cfg.objective.margin_jitter
-        rows = logits.shape[0]
-        u = torch.rand(rows * world.size, *logits.shape[1:], generator=self.noise, device=self.noise.device)
-        u = u[world.rank * rows : (world.rank + 1) * rows].to(logits.device)
-        return 1 - jitter + jitter * u
+        every rank's generator stays in step (``draws.Share``)."""
+        jitter = self.cfg.objective.margin_jitter
+        return 1 - jitter + jitter * rand(tuple(logits.shape), self.draws, logits.device)
 
     def _part(self) -> int:
         """Which quarter of D's 16x16 map (and of the image) is reconstructed this step; the same on every rank."""
@@ -112,7 +109,7 @@ class FastGANTrainer(GANTrainer):
         self.D.requires_grad_(True)
         part = self._part()
         with autocast(self.device, self.dtype):
-            fake = self.step_g(self._z(b), None, generator=self.noise)  # (B, C, R, R)
+            fake = self.step_g(self._z(b), None, generator=self.draws)  # (B, C, R, R)
             seen = self._augment(real)  # the reals D judges and reconstructs
             real_logits, recons = self.step_d(seen, None, part=part)  # (B, 50), 3 x (B, C, s, s)
             fake_logits = self.step_d(self._augment(fake.detach()), None)

@@ -416,7 +416,7 @@ class GANTrainer(Trainer):
         n = max(1, b // o.pl_batch_shrink)
         z, y = self._z(n), (None if y is None else y[:n])
         with autocast(self.device, self.dtype):
-            images, ws = self.G.images_and_ws(z, y, generator=self.noise)  # (n, C, H, W), (n, num_ws, w_dim)
+            images, ws = self.G.images_and_ws(z, y, generator=self.draws)  # (n, C, H, W), (n, num_ws, w_dim)
         _, _, H, W = images.shape
         noise = randn(n, *images.shape[1:], generator=self.noise, device=self.device) / math.sqrt(H * W)
         penalty, parts = path_length_penalty(images.float(), ws, noise, self.pl_mean, o.pl_weight, o.pl_decay)

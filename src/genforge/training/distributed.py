@@ -45,6 +45,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
+from genforge import draws
 from genforge.config import TrainConfig
 from genforge.draws import Share
 from genforge.errors import GenforgeError
@@ -237,9 +238,7 @@ def randn(rows: int, *shape: int, generator: torch.Generator, device: torch.devi
     own slice: together the ranks use exactly the noise one process with the whole batch would,
     and no two ranks share a row. For one process this is ``torch.randn(rows, *shape)``.
     """
-    world = current()
-    z = torch.randn(rows * world.size, *shape, generator=generator, device=device)
-    return z[world.rank * rows : (world.rank + 1) * rows]
+    return draws.randn((rows, *shape), share(generator), device)
 
 
 def share(generator: torch.Generator) -> Share:

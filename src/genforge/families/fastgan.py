@@ -33,7 +33,7 @@ from genforge.families.registry import FamilySpec, Prepared, register, score_gen
 from genforge.losses import d_hinge_margins, fastgan_reconstruction
 from genforge.models.fastgan import RESOLUTIONS, Discriminator, FastGANConfig, Generator, with_fixed_weights
 from genforge.models.graphs import GeneratorGraph
-from genforge.training.precision import autocast
+from genforge.training.precision import autocast, update
 
 
 @dataclass
@@ -119,14 +119,14 @@ class FastGANTrainer(GANTrainer):
         d_loss = d_adv + recon
         if self.ada is not None:
             self.ada.observe(real_logits)
-        self._update(self.opt_d, self.scaler_d, d_loss)
+        update(self.opt_d, self.scaler_d, d_loss)
         logs = {"d_loss": d_loss.detach(), **parts, **recon_parts}
 
         self.D.requires_grad_(False)  # G's update: D's weights need no gradient
         with autocast(self.device, self.dtype):
             g_logits = self.step_d(self._augment(fake), None).float()
         g_loss, parts = self.g_loss_fn(g_logits)
-        self._update(self.opt_g, self.scaler_g, g_loss)
+        update(self.opt_g, self.scaler_g, g_loss)
         logs.update(parts, g_loss=g_loss.detach())
         self.steps_done += 1
         if self.ada is not None:

@@ -49,8 +49,8 @@ from genforge.losses import GAN_LOSSES, gradient_penalty, path_length_penalty, r
 from genforge.models.gan import DCGANConfig, Discriminator, Generator, nearest_resolution
 from genforge.models.graphs import GeneratorGraph
 from genforge.training.api import Trainer
-from genforge.training.distributed import average, average_gradients, randn, share, step_module
-from genforge.training.precision import autocast, grad_scaler
+from genforge.training.distributed import average, randn, share, step_module
+from genforge.training.precision import autocast, grad_scaler, update
 
 AUGMENT_POLICIES = ("none", "diffaugment", "ada")
 
@@ -357,14 +357,14 @@ class GANTrainer(Trainer):
                 critic = lambda t, y=y: self._eager_logits(t, y)[1]
                 penalty, p = gradient_penalty(critic, x, fake, o.gp_weight, self.draws)
                 d_loss, parts = d_loss + penalty, {**parts, **p}
-            self._update(self.opt_d, self.scaler_d, d_loss)
+            update(self.opt_d, self.scaler_d, d_loss)
         logs["d_loss"] = d_loss.detach()
         logs.update(parts)
         if self.r1_separate and self.steps_done % o.r1_interval == 0:  # Dreg: lazy R1, a D step of its own
             # on the last real batch, augmented anew. Deviation: ADA observes the main steps' logits
             # only (the reference also counts this forward's).
             penalty, p = r1_penalty(*self._eager_logits(x, y, augment_first=True), o.r1_gamma)
-            self._update(self.opt_d, self.scaler_d, o.r1_interval * penalty, average=self.D)
+            update(self.opt_d, self.scaler_d, o.r1_interval * penalty, average=self.D)
             logs.update(p)
 
         # Generator: reuse the last fake batch; D's weights need no gradient for this update.
@@ -383,11 +383,11 @@ class GANTrainer(Trainer):
             penalty, p = self._path_length(b, y)
             g_loss = g_loss + penalty
             logs.update(p)
-        self._update(self.opt_g, self.scaler_g, g_loss)
+        update(self.opt_g, self.scaler_g, g_loss)
         logs["g_loss"] = g_loss.detach()
         if self.pl_separate and self.steps_done % o.pl_interval == 0:  # Greg: a G step of its own
             penalty, p = self._path_length(b, y)
-            self._update(self.opt_g, self.scaler_g, o.pl_interval * penalty, average=self.G)
+            update(self.opt_g, self.scaler_g, o.pl_interval * penalty, average=self.G)
             logs.update(p)
         self.steps_done += 1
         if self.ada is not None:
@@ -424,23 +424,6 @@ class GANTrainer(Trainer):
         # running mean is the ranks' average, the same on every rank, so a resume continues it exactly.
         self.pl_mean.copy_(average({"pl_mean": parts["pl_mean"]})["pl_mean"])
         return penalty, parts
-
-    @staticmethod
-    def _update(opt: torch.optim.Optimizer, scaler, loss: torch.Tensor, average: torch.nn.Module | None = None) -> None:
-        """One optimizer step on ``loss``. ``average``: the module whose gradients are averaged over the
-        ranks here, for a regularisation step that ran through the module itself (not DDP's wrapper)."""
-        opt.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            if average is not None:
-                average_gradients(average)
-            opt.step()
-        else:  # fp16: scale the loss so small gradients do not flush to zero, skip steps that overflow
-            scaler.scale(loss).backward()
-            if average is not None:
-                average_gradients(average)
-            scaler.step(opt)
-            scaler.update()
 
     @torch.no_grad()
     def _update_ema(self) -> None:

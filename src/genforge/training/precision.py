@@ -80,11 +80,14 @@ def update(
     scaler: torch.amp.GradScaler | None,
     loss: torch.Tensor,
     clip: tuple[list[torch.Tensor], float] | None = None,
+    average: torch.nn.Module | None = None,
 ) -> None:
     """One optimizer update from ``loss``: backward, gradient clipping (``(params, max_norm)``), step.
 
     With a GradScaler (fp16) the loss is scaled so small gradients do not flush to zero, the
     gradients are unscaled before clipping, and a step whose gradients overflowed is skipped.
+    ``average``: a module whose gradients are averaged over the ranks here, for a step that ran
+    through the module itself rather than DDP's wrapper (a GAN's lazy regularisation steps).
     """
     opt.zero_grad(set_to_none=True)
     if scaler is None:
@@ -92,6 +95,8 @@ def update(
     else:
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
+    if average is not None:
+        distributed.average_gradients(average)
     if clip is not None:
         torch.nn.utils.clip_grad_norm_(*clip)
     if scaler is None:

@@ -369,19 +369,17 @@ class Generator(nn.Module):
 
     def forward(self, z, labels=None, truncation_psi=1.0, noise_mode="random", generator=None) -> torch.Tensor:
         """z (B, z_dim), labels (B,) class ids -> images (B, C, R, R); ``generator`` drives every random draw."""
+        return self.images_and_ws(z, labels, truncation_psi, noise_mode, generator)[0]
+
+    def images_and_ws(
+        self, z, labels=None, truncation_psi=1.0, noise_mode="random", generator=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward, returning the ws (B, num_ws, w_dim) too (after style mixing, as the
+        reference's run_G): path length regularisation differentiates the images with respect to them."""
         ws = self.mapping(z, labels, truncation_psi)  # (B, num_ws, w_dim)
         if self.training and self.cfg.style_mixing > 0:
             ws = self.mix_styles(ws, labels, generator)
-        return self.synthesis(ws, noise_mode, generator)
-
-    def images_and_ws(self, z, labels=None, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The forward above with random noise and psi 1, returning the ws (B, num_ws, w_dim) too (after
-        style mixing, as the reference's run_G): path length regularisation differentiates the images
-        with respect to them."""
-        ws = self.mapping(z, labels)
-        if self.training and self.cfg.style_mixing > 0:
-            ws = self.mix_styles(ws, labels, generator)
-        return self.synthesis(ws, "random", generator), ws
+        return self.synthesis(ws, noise_mode, generator), ws
 
     def mix_styles(self, ws, labels, generator) -> torch.Tensor:
         """Style mixing regularization: from a random layer on, a sample takes the styles of a second z,

@@ -167,7 +167,8 @@ def load_configured(
         preferred = named.preferred_fit if named is not None else None
         if resolution == 0 and preferred is not None:
             resolution = preferred[0]
-        native = None if preferred is not None else _native_size(cfg.source, split)  # read once: it lists a folder
+        sizes = None if preferred is not None else _native_sizes(cfg.source, split)  # read once: it lists a folder
+        native = None if sizes is None else _native_size(cfg.source, split, sizes)
         if resolution == 0:
             height, width = native
             side = min(height, width)
@@ -176,8 +177,9 @@ def load_configured(
             if preferred is not None and resolution == preferred[0]:
                 fit = preferred[1]
             else:
-                native = native or _native_size(cfg.source, split)
-                if _mixed_sizes(cfg.source, split):
+                sizes = sizes or _native_sizes(cfg.source, split)
+                native = _native_size(cfg.source, split, sizes)
+                if len(set(sizes)) > 1:
                     # a folder or zip of the user's own images may mix sizes and shapes: every image
                     # is centre-cropped to a square and resized (no-ops for images already that size)
                     fit = "center-crop"
@@ -224,26 +226,24 @@ def labels_of(source: str, split: str = "train") -> np.ndarray | None:
     return load_dataset(source, split=split).labels
 
 
-def _mixed_sizes(source: str, split: str) -> bool:
-    """Whether an image folder or zip holds images of more than one size (among the first 64)."""
-    if _image_files_path(str(source)) is None:
-        return False
-    images, _, _ = read_path(Path(source).expanduser(), split, 64)
-    return isinstance(images, RaggedImages) and len({im.shape[:2] for im in images}) > 1
-
-
-def _native_size(source: str, split: str) -> tuple[int, int]:
-    """(height, width) of the first image of a source (the most common size in a mixed folder)."""
+def _native_sizes(source: str, split: str) -> list[tuple[int, int]]:
+    """(height, width) of a source's images: every size among the first 64 of an image folder or
+    zip (they may differ), the one size of any other source."""
     if (packed := _packed_path(str(source))) is not None:
-        return PackedImages(packed).shape[1:3]
+        return [PackedImages(packed).shape[1:3]]
     if str(source) in NAMED_DATASETS:
         (images, _, _), _ = read_named(str(source), split)
     else:
         images, _, _ = read_path(Path(source).expanduser(), split, 64)
     if isinstance(images, RaggedImages):
-        sizes = [im.shape[:2] for im in images]
-        return max(set(sizes), key=sizes.count)
-    return images.shape[1], images.shape[2]
+        return [im.shape[:2] for im in images]
+    return [(images.shape[1], images.shape[2])]
+
+
+def _native_size(source: str, split: str, sizes: list[tuple[int, int]] | None = None) -> tuple[int, int]:
+    """(height, width) of a source's images (the most common size in a mixed folder)."""
+    sizes = sizes or _native_sizes(source, split)
+    return max(set(sizes), key=sizes.count)
 
 
 def open_dataset(

@@ -100,6 +100,15 @@ def test_mirror_flips_half_the_reals_deterministically_and_off_is_identity():
     assert np.array_equal(np.concatenate([r.flips(7) for r in ranks]), mirrored.flips(7))
 
 
+def test_data_smaller_than_a_batch_is_mirrored_image_by_image():
+    for source in (torch.from_numpy(IMAGES), IMAGES):  # indexed where it lies, or read ahead
+        x, _ = Batches(source, None, 64, seed=1, mirror=True).get(0)  # 50 images: one short batch
+        plain, _ = Batches(source, None, 64, seed=1).get(0)
+        mirrored = (x == plain.flip(3)).flatten(1).all(1)
+        assert len(x) == len(IMAGES) and bool((mirrored | (x == plain).flatten(1).all(1)).all())
+        assert 0 < int(mirrored.sum()) < len(IMAGES)
+
+
 def test_code_grids_are_never_mirrored():
     codes = torch.arange(40 * 3 * 4).reshape(40, 3, 4)
     x, _ = Batches(codes, None, 8, seed=0, mirror=True).get(0)
@@ -116,12 +125,28 @@ def test_large_in_memory_data_stays_on_the_host(monkeypatch):
     assert isinstance(cpu, torch.Tensor) and cpu.data_ptr() == IMAGES.__array_interface__["data"][0]
 
 
-def test_configs_without_the_mirror_key_are_unchanged():
-    for config_class in (GANRunConfig, VQVAERunConfig):
-        old = to_dict(config_class())
-        del old["augment"]["mirror"]  # a config written before the key existed
-        config = from_dict(config_class, old)
-        assert config.augment.mirror is False and to_dict(config) == to_dict(config_class())
+def test_small_packed_data_is_read_whole_and_large_stays_on_disk(tmp_path, monkeypatch):
+    data = packed(tmp_path)
+    for device in (torch.device("cpu"), torch.device("meta")):
+        whole = on_device(data, device)
+        assert isinstance(whole, torch.Tensor) and whole.device == device and whole.shape == IMAGES.shape
+    assert torch.equal(on_device(data, torch.device("cpu")), torch.from_numpy(IMAGES))
+    monkeypatch.setattr(batches_module, "DEVICE_BYTES", IMAGES.nbytes - 1)
+    assert on_device(data, torch.device("cpu")) is data  # read batch by batch, ahead of the model
+
+
+@pytest.mark.parametrize("family", ["gan", "stylegan2", "fastgan", "vqvae"])
+def test_stored_configs_without_the_mirror_key_trained_without_it(family):
+    spec = families.get(family)
+    old = to_dict(spec.config_class())
+    del old["augment"]["mirror"]  # a run folder's config written before the key existed
+    assert from_dict(spec.config_class, old).augment.mirror is None  # today: decided by the data
+    migrated = from_dict(spec.config_class, spec.migrate(old))
+    assert migrated.augment.mirror is False  # what that run trained with
+    assert {**to_dict(migrated), "augment": None} == {**to_dict(spec.config_class()), "augment": None}
+    kept = to_dict(spec.config_class())
+    kept["augment"]["mirror"] = True
+    assert from_dict(spec.config_class, spec.migrate(kept)).augment.mirror is True
     with pytest.raises(GenforgeError, match="augment.mirror"):
         from_dict(GANRunConfig, {"augment": {"mirror": "yes"}})
 
@@ -161,10 +186,22 @@ def test_a_run_from_an_image_folder_with_the_mirror_resumes_bit_identically(tmp_
     assert a.config["augment"]["mirror"] is True and len(list((tmp_path / "cache" / "folders").iterdir())) == 1
 
 
-@pytest.mark.parametrize("family", ["gan", "stylegan2", "vqvae"])
+@pytest.mark.parametrize("family", ["gan", "stylegan2", "fastgan", "vqvae"])
 def test_augment_mirror_reaches_the_batches_of_every_image_family(tmp_path, family):
-    np.savez(tmp_path / "d.npz", images=IMAGES[:, :4, :4])
+    """Set, it is what it says; left unset, it is on for data without labels and off for labelled
+    data, and training says so when it turns it on."""
+    side = 32 if family == "fastgan" else 4  # FastGAN's smallest side
+    images = np.resize(IMAGES, (len(IMAGES), side, side, 3))
+    np.savez(tmp_path / "plain.npz", images=images)
+    np.savez(tmp_path / "labelled.npz", images=images, labels=np.arange(len(images)) % 2)
     spec = families.get(family)
-    for sets, mirror in (([], False), (["augment.mirror=true"], True)):
-        config = spec.resolve("default", None, sets, {"data": {"source": str(tmp_path / "d.npz")}})
-        assert spec.prepare(config, False).mirror is mirror
+    for source, sets, mirror in (
+        ("plain", [], True),
+        ("labelled", [], False),
+        ("plain", ["augment.mirror=false"], False),
+        ("labelled", ["augment.mirror=true"], True),
+    ):
+        config = spec.resolve("default", None, sets, {"data": {"source": str(tmp_path / f"{source}.npz")}})
+        prepared = spec.prepare(config, False)
+        assert prepared.mirror is mirror and prepared.config.augment.mirror is mirror
+        assert any(note.startswith("augment.mirror: on") for note in prepared.notes) is (mirror and not sets)

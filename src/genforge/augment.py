@@ -33,6 +33,23 @@ from genforge.errors import GenforgeError
 Probability = float | torch.Tensor  # a 0-dim tensor can change without recompiling a compiled step
 
 
+MIRROR_NOTE = (
+    "augment.mirror: on (the data has no labels: each real image is x-flipped with probability 0.5 "
+    "when drawn; --set augment.mirror=false turns it off)"
+)
+
+
+def default_mirror(section, labelled: bool) -> list[str]:
+    """Fill ``section.mirror`` (an augment config section) where it is null, the default: on for
+    data without labels (a folder of one's own photos), off for labelled data (digits, clothes,
+    emoji by category). The emoji-32 table measured it on: 0.80x the KID of plain DCGAN, recall
+    0.10 -> 0.29. Returns the note training prints when it turned the mirror on."""
+    if section.mirror is not None:
+        return []
+    section.mirror = not labelled
+    return [MIRROR_NOTE] if section.mirror else []
+
+
 def _per_sample(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(B,) -> (B, 1, 1, 1) in x's dtype, to broadcast over an image batch."""
     return values.to(x.dtype).reshape(-1, 1, 1, 1)

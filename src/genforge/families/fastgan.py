@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from genforge import checkpoint as ckpt
+from genforge.augment import default_mirror
 from genforge.config import DataConfig, TrainConfig, check, non_negative
 from genforge.data import fit_note, load_configured
 from genforge.draws import rand
@@ -141,7 +142,10 @@ def prepare(config: FastGANRunConfig, progress: bool = True) -> Prepared:
     data, config.data = load_configured(config.data, nearest=nearest_resolution, lazy=True)
     notes = [note] if (note := fit_note(asked, config.data)) else []
     fit_to_data(config, data.resolution, data.channels)
-    return Prepared(config, data, None, num_classes=0, data_config=config.data, notes=notes)
+    notes += default_mirror(config.augment, labelled=data.labels is not None)
+    return Prepared(
+        config, data, None, num_classes=0, data_config=config.data, notes=notes, mirror=config.augment.mirror
+    )
 
 
 def build(prepared: Prepared, device: torch.device, dtype: torch.dtype) -> FastGANTrainer:
@@ -156,6 +160,11 @@ class FastGANModel(GANModel):
         super().__init__(c, device, spec=SPEC, networks=networks, generator=lambda cfg: Generator(cfg.model))
 
 
+def migrate(config: dict[str, Any]) -> dict[str, Any]:
+    """Runs from before FastGAN read `augment.mirror` trained without it."""
+    return {**config, "augment": {"mirror": False, **config.get("augment", {})}}
+
+
 SPEC = register(
     FamilySpec(
         name="fastgan",
@@ -166,6 +175,7 @@ SPEC = register(
         build=build,
         load=FastGANModel,
         evaluate=score_generator,
+        migrate=migrate,
         exports={  # the stored noise images (noise_mode const), spectral norm's weights fixed
             "generator": lambda model: GeneratorGraph(
                 with_fixed_weights(model.net), model.config.model.z_dim, noise_mode="const"

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from genforge import checkpoint as ckpt
-from genforge.augment import AUGMENTS, PIPELINES, AdaptiveAugment
+from genforge.augment import AUGMENTS, PIPELINES, AdaptiveAugment, default_mirror
 from genforge.config import (
     DataConfig,
     TrainConfig,
@@ -116,8 +116,9 @@ class AugmentConfig:
     interval: int = 4  # ada: steps between adjustments
     speed: int = 500_000  # ada: images for p to move from 0 to 1 (ADA's ada_kimg = 500)
     # x-flip each real image with probability 0.5 when drawn (stylegan2-ada's --mirror), for D and
-    # for every loss on reals; only for data whose mirror image is as real (not text, not digits)
-    mirror: bool = False
+    # for every loss on reals; only for data whose mirror image is as real (not text, not digits).
+    # null: on for data without labels, off for labelled data (augment.default_mirror)
+    mirror: bool | None = None
 
     def __post_init__(self):
         one_of(self, "policy", AUGMENT_POLICIES)
@@ -647,6 +648,7 @@ def load_for(config, nearest: Callable[[int], int], progress: bool = True) -> Pr
             raise GenforgeError(f"conditional: true needs class labels, and {config.data.source} has none")
         num_classes = data.num_classes
     fit_to_data(config, data.resolution, data.channels, num_classes)
+    notes += default_mirror(config.augment, labelled=data.labels is not None)
     return Prepared(
         config,
         data,
@@ -688,7 +690,8 @@ def evaluate(model: GANModel, ctx: EvalContext) -> dict[str, Any]:
 
 def migrate(config: dict[str, Any]) -> dict[str, Any]:
     """genforge 0.1 GAN configs named widths `*_channels`. Runs with ADA from before ADA's own
-    pipeline (no `augment.pipeline`) augmented with DiffAugment's ops."""
+    pipeline (no `augment.pipeline`) augmented with DiffAugment's ops. Runs from before
+    `augment.mirror` trained without it (its default is now decided by the data)."""
     model = dict(config.get("model", {}))
     for old, new in (("g_channels", "g_width"), ("d_channels", "d_width"), ("max_channels", "max_width")):
         if old in model:
@@ -696,7 +699,8 @@ def migrate(config: dict[str, Any]) -> dict[str, Any]:
     config = {**config, "model": model}
     augment = config.get("augment")
     if isinstance(augment, dict) and augment.get("policy") == "ada" and "pipeline" not in augment:
-        config["augment"] = {**augment, "pipeline": "diffaugment"}
+        config["augment"] = augment = {**augment, "pipeline": "diffaugment"}
+    config["augment"] = {"mirror": False, **(augment if isinstance(augment, dict) else {})}
     return config
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from genforge import checkpoint as ckpt
+from genforge.augment import default_mirror
 from genforge.config import DataConfig, TrainConfig, check, fill_from_data, fraction, non_negative, one_of, positive
 from genforge.data import ImageData, fit_note, load_configured
 from genforge.errors import GenforgeError
@@ -72,7 +73,9 @@ class VQVAEAugmentConfig:
     """What the training images go through when drawn (the GAN families' augment section has
     the same key)."""
 
-    mirror: bool = False  # x-flip each image with probability 0.5 when drawn (stylegan2-ada's --mirror)
+    # x-flip each image with probability 0.5 when drawn (stylegan2-ada's --mirror); null: on for
+    # data without labels, off for labelled data (augment.default_mirror)
+    mirror: bool | None = None
 
 
 @dataclass
@@ -351,6 +354,7 @@ def prepare(config: VQVAERunConfig, progress: bool = True) -> Prepared:
         check_feature_maps(config.optim.perceptual_net, labelled=data.labels is not None)
     grid = to_float(data.take(np.arange(min(len(data), config.train.grid_images // 2))))
     notes = [note] if (note := fit_note(asked, config.data)) else []
+    notes += default_mirror(config.augment, labelled=data.labels is not None)
     return Prepared(
         config,
         data,
@@ -406,7 +410,8 @@ def migrate(config: dict[str, Any]) -> dict[str, Any]:
     """genforge 0.1 VQ-VAE configs: `in_channels` was the image channels and `channels` the width;
     the quantizer's method was called `kind`; the discriminator's width `channels`. Options added
     since need nothing here: read through today's config class they take their defaults, which
-    are the values older runs trained with."""
+    are the values older runs trained with, except `augment.mirror`, whose default is now decided
+    by the data: runs from before it trained without it."""
     model = dict(config.get("model", {}))
     if "in_channels" in model:
         model["width"] = model.pop("channels", VQVAEConfig.width)
@@ -421,7 +426,8 @@ def migrate(config: dict[str, Any]) -> dict[str, Any]:
     if "in_channels" in disc:
         disc["width"] = disc.pop("channels", PatchGANConfig.width)
         disc["channels"] = disc.pop("in_channels")
-    return {**config, "model": model, "discriminator": disc}
+    augment = {"mirror": False, **config.get("augment", {})}
+    return {**config, "model": model, "discriminator": disc, "augment": augment}
 
 
 SPEC = register(

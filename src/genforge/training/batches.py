@@ -2,9 +2,9 @@
 
 Batch number ``b`` is slice ``b % per_epoch`` of the permutation seeded by (seed, epoch); under
 several processes each rank takes its own contiguous part of that global batch. Examples come
-from a uint8 tensor on the device (in-memory data under ``DEVICE_BYTES``: copied once, indexed
-there) or from host memory or a packed dataset (an image folder's cache, or data larger than
-memory: only the batch's images are read). Host batches are read ahead of the model by one
+from a uint8 tensor on the device (data under ``DEVICE_BYTES``, an image folder's cache
+included: read whole once, in one sequential read for a packed dataset, and indexed there) or
+from host memory or a packed dataset larger than that (only the batch's images are read). Host batches are read ahead of the model by one
 background thread, in step order, into pinned memory on CUDA and copied with ``non_blocking``;
 since a batch is a function of its step alone, reading ahead changes no batch, and a resumed
 run reads exactly what the interrupted one would have.
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from genforge.data import ImageData
+from genforge.data import ImageData, PackedImages
 from genforge.training.distributed import check_batch
 
 DEVICE_BYTES = 1 << 30  # in-memory data up to 1 GiB lives on the accelerator; larger stays on the host
@@ -103,9 +103,13 @@ class Batches:
     def _choose(self, step: int, per_step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The indices of step ``step`` and, with ``mirror``, its flips as a bool tensor."""
         numbers = range(step * per_step, (step + 1) * per_step)
-        index = torch.cat([self.indices(n) for n in numbers])
-        flips = torch.from_numpy(np.concatenate([self.flips(n) for n in numbers])) if self.mirror else None
-        return index, flips
+        indices = [self.indices(n) for n in numbers]
+        index = torch.cat(indices)
+        if not self.mirror:
+            return index, None
+        # data smaller than a batch gives shorter batches: each image keeps the coin of its place
+        flips = np.concatenate([self.flips(n)[: len(i)] for n, i in zip(numbers, indices)])
+        return index, torch.from_numpy(flips)
 
     def _host_batch(self, step: int, per_step: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, bool]:
         """Indices, flips and the examples of a step read from host memory or disk (in the thread),
@@ -195,9 +199,15 @@ class _ReadAhead:
 def on_device(examples: Any, device: torch.device) -> Any:
     """In-memory arrays (or an in-memory dataset's images) go to the device once when they are
     small (under DEVICE_BYTES; on the CPU they are used where they lie); larger ones stay in host
-    memory and packed datasets on disk, read batch by batch ahead of the model."""
+    memory, read batch by batch ahead of the model. A packed dataset (an image folder's cache)
+    under DEVICE_BYTES is read whole, in one sequential read, and then goes where in-memory data
+    goes: training from a folder then runs as from the same images in memory, where gathering
+    each batch from the file cost a small model 5-21% of its images/s on 2 CPU cores
+    (benchmarks/folder_start.py). Larger packed datasets stay on disk."""
     if isinstance(examples, ImageData):
         examples = examples.images
+    if isinstance(examples, PackedImages) and int(np.prod(examples.shape)) <= DEVICE_BYTES:
+        examples = examples.read(0, len(examples))
     if isinstance(examples, np.ndarray) and (device.type == "cpu" or examples.nbytes <= DEVICE_BYTES):
         return torch.from_numpy(examples).to(device)
     return examples

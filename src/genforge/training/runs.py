@@ -72,8 +72,6 @@ def train(
     config = prepared.config
     if dry_run:
         return config
-    for note in prepared.notes:
-        _say(progress, note)
     events = config.train.tensorboard if config.train.tensorboard is not None else tensorboard.available()
     if events and not tensorboard.available():
         raise GenforgeError(f"train.tensorboard is true: {tensorboard.INSTALL_HINT}")
@@ -82,6 +80,8 @@ def train(
     with distributed.session(world, pick_device(config.train.device), config.train.rank_timeout_minutes) as device:
         saved = check_resume(out, spec, to_dict(config), distributed.from_main(_found(out) if world.main else None))
         _check_world(out, saved, world)
+        for note in prepared.notes:  # after the resume check: a refused run prints its one error line only
+            _say(progress, note)
         with RunLock(out) if world.main else contextlib.nullcontext():
             return _train_locked(spec, prepared, out, device, saved, world, events, progress, stop_after)
 

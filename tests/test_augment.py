@@ -476,8 +476,9 @@ def test_the_trainer_augments_with_the_pipeline_its_config_names(policy, pipelin
 
 def test_migrate_gives_old_ada_configs_diffaugments_ops_and_leaves_the_rest():
     old = {"augment": {"policy": "ada", "p": 0.0}}
-    assert migrate(old)["augment"] == {"policy": "ada", "p": 0.0, "pipeline": "diffaugment"}
-    for config in ({"augment": {"policy": "diffaugment"}}, {"augment": {"policy": "ada", "pipeline": "ada"}}, {}):
+    # (runs stored before augment.mirror trained without flips: migrate says so too)
+    assert migrate(old)["augment"] == {"policy": "ada", "p": 0.0, "pipeline": "diffaugment", "mirror": False}
+    for config in ({"augment": {"policy": "diffaugment", "mirror": True}}, {"augment": {"policy": "ada", "pipeline": "ada", "mirror": None}}):
         assert migrate(config).get("augment") == config.get("augment")
     # StyleGAN2's runs (ADA by default) alike, through its own migration
     assert families.get("stylegan2").migrate(old)["augment"] == migrate(old)["augment"]

@@ -163,7 +163,7 @@ def test_every_allowlist_entry_is_still_needed():
 
 
 def test_the_checker_reports_kind_in_other_meanings():
-    snippet = '''
+    snippet = """
 import numpy as np
 from genforge.data.readers import cifar_kind
 
@@ -186,7 +186,7 @@ def loss(recon_kind="mse"):
 
 SCHEDULE = Schedule(kind="cosine")
 ORDER = np.argsort([2, 1], kind="stable")
-'''
+"""
     uses = uses_of_the_word(snippet, "families/schedule.py")
     wrong = sorted((u.line, u.what) for u in uses if u.allowed_by is None)
     assert wrong == [

@@ -144,10 +144,10 @@ def test_vqvae_loss_pins_each_weight_to_its_term():
     assert total.item() == pytest.approx(2.0 * 0.25 + 0.3)
     assert parts["recon_mse"].item() == pytest.approx(0.25) and parts["quantizer"].item() == pytest.approx(0.3)
     assert parts["codebook"].item() == pytest.approx(0.2) and parts["commitment"].item() == pytest.approx(0.1)
-    total, parts = vqvae_loss(x, recon, q_loss, parts_in, recon_kind="l1")
+    total, parts = vqvae_loss(x, recon, q_loss, parts_in, recon_loss="l1")
     assert total.item() == pytest.approx(0.5 + 0.3) and "recon_l1" in parts
     with pytest.raises(GenforgeError, match="mse, l1"):
-        vqvae_loss(x, recon, q_loss, parts_in, recon_kind="ssim")
+        vqvae_loss(x, recon, q_loss, parts_in, recon_loss="ssim")
 
 
 def test_adaptive_weight_is_the_ratio_of_gradient_norms_clamped_and_detached():

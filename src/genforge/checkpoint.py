@@ -41,7 +41,7 @@ _PICKLE_MAGICS = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x
 
 @dataclass
 class Checkpoint:
-    kind: str  # "gan" | "vqvae" | "prior"
+    kind: str  # the family: "gan", "stylegan2", "fastgan", "vqvae", "prior" or another registered one
     step: int
     config: dict[str, Any]
     tensors: dict[str, torch.Tensor]

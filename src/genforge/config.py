@@ -176,25 +176,25 @@ def from_dict(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
-def _coerce(kind: Any, value: Any, key: str) -> Any:
-    if dataclasses.is_dataclass(kind):
-        return from_dict(kind, value, key + ".")
-    origin = typing.get_origin(kind)
+def _coerce(annotation: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(annotation):
+        return from_dict(annotation, value, key + ".")
+    origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(kind) if a is not type(None)]
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None:
             return None
         return _coerce(options[0], value, key)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise GenforgeError(f"{key} must be a list, got {value!r}")
-        (item,) = typing.get_args(kind)[:1]
+        (item,) = typing.get_args(annotation)[:1]
         return tuple(_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value))
-    if kind is bool:
+    if annotation is bool:
         if isinstance(value, bool):
             return value
         raise GenforgeError(f"{key} must be true or false, got {value!r}")
-    if kind is int:
+    if annotation is int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
@@ -202,7 +202,7 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
         if not -(2**63) <= value < 2**63:  # what torch and numpy can hold
             raise GenforgeError(f"{key} must fit in 64 bits, got {value!r}")
         return value
-    if kind is float:
+    if annotation is float:
         number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             number = float(value)
@@ -213,13 +213,13 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
         if not math.isfinite(number):  # YAML reads .inf and .nan as floats
             raise GenforgeError(f"{key} must be a finite number, got {value!r}")
         return number
-    if kind is str:
+    if annotation is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):  # --set data.source=2024
             return str(value)
         raise GenforgeError(f"{key} must be a string, got {value!r}")
-    raise AssertionError(f"config field {key} has an unsupported type {kind}")
+    raise AssertionError(f"config field {key} has an unsupported type {annotation}")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

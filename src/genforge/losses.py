@@ -155,26 +155,26 @@ def vqvae_loss(
     quantizer_loss: torch.Tensor,
     quantizer_parts: Parts,
     recon_weight: float = 1.0,
-    recon_kind: str = "mse",
+    recon_loss: str = "mse",
     perceptual: torch.Tensor | None = None,
     perceptual_weight: float = 0.0,
 ) -> tuple[torch.Tensor, Parts]:
     """recon_weight * d(x, recon) + quantizer_loss + perceptual_weight * perceptual.
 
-    d is ``RECONSTRUCTION_LOSSES[recon_kind]``. ``quantizer_loss`` already holds the codebook and
+    d is ``RECONSTRUCTION_LOSSES[recon_loss]``. ``quantizer_loss`` already holds the codebook and
     beta-weighted commitment terms (see ``QuantizerOutput``); its parts are passed through so the
     log shows each of them. ``perceptual`` is ``perceptual_distance(maps(recon), maps(x))``
     of a frozen feature network (VQGAN's LPIPS term), computed by the caller, who holds the
     network; it joins the total only with a positive weight.
     """
-    if recon_kind not in RECONSTRUCTION_LOSSES:
+    if recon_loss not in RECONSTRUCTION_LOSSES:
         raise GenforgeError(
-            f"reconstruction loss must be one of {', '.join(RECONSTRUCTION_LOSSES)}, got {recon_kind!r}"
+            f"reconstruction loss must be one of {', '.join(RECONSTRUCTION_LOSSES)}, got {recon_loss!r}"
         )
     assert x.shape == recon.shape, f"images {tuple(x.shape)} and reconstructions {tuple(recon.shape)} differ"
-    recon_term = RECONSTRUCTION_LOSSES[recon_kind](recon.float(), x.float())  # float32 under autocast too
+    recon_term = RECONSTRUCTION_LOSSES[recon_loss](recon.float(), x.float())  # float32 under autocast too
     total = recon_weight * recon_term + quantizer_loss
-    parts = {f"recon_{recon_kind}": recon_term.detach(), "quantizer": quantizer_loss.detach()}
+    parts = {f"recon_{recon_loss}": recon_term.detach(), "quantizer": quantizer_loss.detach()}
     parts.update({name: value.detach() for name, value in quantizer_parts.items()})
     if perceptual_weight > 0:
         assert perceptual is not None, "a perceptual weight needs the perceptual distance"

@@ -81,7 +81,7 @@ def evaluate(
     extractor = get_extractor(features, data_cfg.source, device, progress)
     ref = reference(extractor, data_cfg, n=reference_n, progress=progress)
     result: dict[str, Any] = {"features": features, "n": n, "reference_n": len(ref.features)}
-    result.update(data=data_cfg.source, kind=c.kind)
+    result.update({"data": data_cfg.source, "kind": c.kind})  # JSON fields: "kind" is the family
     model = spec.load(c, device)
     ctx = EvalContext(extractor, ref, data_cfg, n, seed, device, progress, run_dir=target)
     result.update(spec.evaluate(model, ctx))

@@ -217,8 +217,8 @@ class PackWriter:
     def __enter__(self) -> PackWriter:
         return self
 
-    def __exit__(self, kind, error, trace) -> None:
-        if kind is None:
+    def __exit__(self, error_type, error, trace) -> None:
+        if error_type is None:
             self.close()
         else:
             self.abort()

@@ -99,12 +99,12 @@ def open_idx_labels(path: Path, count: int, images_path: Path) -> np.ndarray:
     return as_labels(labels, str(path))
 
 
-def _idx_file(folder: Path, prefix: str, kind: str) -> Path | None:
+def _idx_file(folder: Path, prefix: str, content: str) -> Path | None:
     """MNIST files are named train-images-idx3-ubyte, with '.' for '-' on some mirrors, maybe .gz."""
-    dims = "idx3" if kind == "images" else "idx1"
+    dims = "idx3" if content == "images" else "idx1"
     for sep in ("-", "."):
         for suffix in (".gz", ""):
-            candidate = folder / f"{prefix}-{kind}{sep}{dims}-ubyte{suffix}"
+            candidate = folder / f"{prefix}-{content}{sep}{dims}-ubyte{suffix}"
             if candidate.is_file():
                 return candidate
     return None
@@ -188,7 +188,7 @@ def _is_cifar_name(base: str) -> bool:
     return base in ("test_batch", "batches.meta", "train", "test", "meta") or base.startswith("data_batch_")
 
 
-def cifar_kind(basenames: set[str]) -> str | None:
+def cifar_version(basenames: set[str]) -> str | None:
     """'cifar10', 'cifar100' or None from the file names of a folder or archive."""
     if "data_batch_1" in basenames or ("test_batch" in basenames and "batches.meta" in basenames):
         return "cifar10"
@@ -200,9 +200,9 @@ def cifar_kind(basenames: set[str]) -> str | None:
 def open_cifar(files: dict[str, Callable[[], bytes]], source: str, split: str) -> ReaderResult:
     """CIFAR-10 (data_batch_1..5, test_batch, batches.meta) or CIFAR-100 (train, test, meta),
     ``files`` mapping base names to readers. Rows are 3072 bytes: 1024 R, then G, then B."""
-    kind = cifar_kind(set(files))
-    assert kind is not None
-    if kind == "cifar10":
+    version = cifar_version(set(files))
+    assert version is not None
+    if version == "cifar10":
         train = sorted((n for n in files if n.startswith("data_batch_")), key=lambda n: int(n.rsplit("_", 1)[1]))
         test, meta_name, labels_key, names_key = ["test_batch"], "batches.meta", "labels", "label_names"
     else:
@@ -221,7 +221,7 @@ def open_cifar(files: dict[str, Callable[[], bytes]], source: str, split: str) -
                 f"{source}/{name}: 'data' must be a uint8 (N, 3072) array, got {type(data).__name__} {shape}"
             )
         if labels_key not in batch:
-            raise GenforgeError(f"{source}/{name}: no '{labels_key}' entry; is this a CIFAR-{kind[5:]} batch?")
+            raise GenforgeError(f"{source}/{name}: no '{labels_key}' entry; is this a CIFAR-{version[5:]} batch?")
         batch_labels = as_labels(batch[labels_key], f"{source}/{name}")
         if len(batch_labels) != len(data):
             raise GenforgeError(f"{source}/{name}: holds {len(batch_labels)} labels for {len(data)} images")
@@ -254,7 +254,7 @@ def open_cifar_archive(path: Path, split: str) -> ReaderResult:
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise GenforgeError(f"{path}: not a readable tar archive ({error})") from None
     names = set(contents)
-    if cifar_kind(names) is None:
+    if cifar_version(names) is None:
         raise GenforgeError(
             f"{path}: not a CIFAR archive (no data_batch_1/test_batch or train/meta inside); tar archives are read only as CIFAR, use a folder or a .zip for images"
         )
@@ -343,7 +343,7 @@ def is_image_files(path: Path) -> bool:
     """Whether ``read_path`` reads ``path`` as an image folder or zip, the formats that can be
     decoded one file at a time (pack_dataset streams them)."""
     if path.is_dir():
-        return cifar_kind(_file_names(path)) is None and not is_idx_folder(path)
+        return cifar_version(_file_names(path)) is None and not is_idx_folder(path)
     return path.name.lower().endswith(".zip")
 
 
@@ -356,7 +356,7 @@ def read_path(path: Path, split: str, limit: int | None = None) -> ReaderResult:
         require_whole(path, split)
         return open_image_folder(path, limit) if path.is_dir() else open_image_zip(path, limit)
     if path.is_dir():  # not images, so CIFAR or IDX
-        if cifar_kind(_file_names(path)) is not None:
+        if cifar_version(_file_names(path)) is not None:
             return open_cifar_folder(path, split)
         return open_mnist(path, split)
     if name.endswith(ARCHIVE_SUFFIXES):

@@ -25,7 +25,7 @@ ESTIMATE_AT = 0.1  # of a minutes budget: when a cosine schedule's length is fix
 SETTLE_STEPS = 10  # steps of each session left out of the rate (compilation, allocator, caches)
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int, kind: str, final_ratio: float) -> float:
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str, final_ratio: float) -> float:
     """The base learning rate's multiplier at optimizer step ``step`` (0-based).
 
     Warm-up: (step + 1) / warmup_steps up to 1. Then ``constant`` stays at 1; ``cosine`` falls
@@ -33,7 +33,7 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, kind: str, final_r
     with ``total_steps`` = 0 (not known yet) it stays at 1.
     """
     warm = min(1.0, (step + 1) / max(1, warmup_steps))
-    if kind == "constant" or total_steps <= 0 or step < warmup_steps:
+    if schedule == "constant" or total_steps <= 0 or step < warmup_steps:
         return warm
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
@@ -42,9 +42,9 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, kind: str, final_r
 class Schedule:
     """One trainer's schedule: ``factor(step)`` at the start of each optimizer step."""
 
-    def __init__(self, kind: str, warmup_steps: int, final_ratio: float, steps: int, minutes: float):
-        assert kind in SCHEDULES, kind
-        self.kind, self.warmup_steps, self.final_ratio = kind, warmup_steps, final_ratio
+    def __init__(self, name: str, warmup_steps: int, final_ratio: float, steps: int, minutes: float):
+        assert name in SCHEDULES, name
+        self.name, self.warmup_steps, self.final_ratio = name, warmup_steps, final_ratio
         self.step_limit = steps
         self.budget_seconds = minutes * 60 if minutes > 0 else (DEFAULT_MINUTES * 60 if steps <= 0 else 0.0)
         self.total_steps = steps if self.budget_seconds == 0 else 0  # known now for a budget in steps
@@ -54,9 +54,9 @@ class Schedule:
         self._mark: tuple[float, int] | None = None  # (time, step) where this session's rate starts
 
     def factor(self, step: int) -> float:
-        if self.kind == "cosine":
+        if self.name == "cosine":
             self._tick(step)
-        return lr_factor(step, self.warmup_steps, self.total_steps, self.kind, self.final_ratio)
+        return lr_factor(step, self.warmup_steps, self.total_steps, self.name, self.final_ratio)
 
     def _tick(self, step: int) -> None:
         if self.total_steps:  # fixed: nothing left to measure
@@ -78,8 +78,8 @@ class Schedule:
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps (a constant schedule keeps nothing: its rate needs no length)."""
-        return {"total_steps": self.total_steps, "seconds": self.seconds} if self.kind == "cosine" else {}
+        return {"total_steps": self.total_steps, "seconds": self.seconds} if self.name == "cosine" else {}
 
     def load_state(self, state: dict[str, Any] | None) -> None:
-        if self.kind == "cosine" and state:
+        if self.name == "cosine" and state:
             self.total_steps, self.seconds = int(state["total_steps"]), float(state["seconds"])

@@ -198,7 +198,7 @@ class VQVAETrainer(Trainer):
             recon,
             q.loss,
             q.parts,
-            recon_kind=o.recon_loss,
+            recon_loss=o.recon_loss,
             perceptual=perceptual,
             perceptual_weight=o.perceptual_weight,
         )

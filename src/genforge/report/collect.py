@@ -27,7 +27,7 @@ TRAIN_SPEED_LOGS = 5  # training images/s = mean over this many of the last logs
 class RunSummary:
     path: Path
     name: str
-    kind: str  # "gan" | "vqvae" | "prior" | "unknown"
+    kind: str  # the family ("gan", "stylegan2", "fastgan", "vqvae", "prior", ...) or "unknown"
     step: int
     wall_seconds: float | None
     parameters: dict[str, int]  # module name -> parameter count ("G", "D", "vqvae", "prior", ...)

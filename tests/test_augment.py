@@ -478,7 +478,10 @@ def test_migrate_gives_old_ada_configs_diffaugments_ops_and_leaves_the_rest():
     old = {"augment": {"policy": "ada", "p": 0.0}}
     # (runs stored before augment.mirror trained without flips: migrate says so too)
     assert migrate(old)["augment"] == {"policy": "ada", "p": 0.0, "pipeline": "diffaugment", "mirror": False}
-    for config in ({"augment": {"policy": "diffaugment", "mirror": True}}, {"augment": {"policy": "ada", "pipeline": "ada", "mirror": None}}):
+    for config in (
+        {"augment": {"policy": "diffaugment", "mirror": True}},
+        {"augment": {"policy": "ada", "pipeline": "ada", "mirror": None}},
+    ):
         assert migrate(config).get("augment") == config.get("augment")
     # StyleGAN2's runs (ADA by default) alike, through its own migration
     assert families.get("stylegan2").migrate(old)["augment"] == migrate(old)["augment"]

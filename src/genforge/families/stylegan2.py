@@ -34,8 +34,8 @@ from genforge.families.gan_trainer import GANTrainer
 from genforge.families.registry import FamilySpec, Prepared, SampleFlag, register, score_generator
 from genforge.models.graphs import GeneratorGraph
 from genforge.models.stylegan2 import RESOLUTIONS, Discriminator, Generator, StyleGAN2Config, widths
+from genforge.training.devices import pick_device
 from genforge.training.distributed import from_environment
-from genforge.training.precision import pick_device
 
 # fixed: the config's values as they are; auto: the reference's `auto` sizes for the data's
 # resolution, filled in by `prepare`; by-device: auto on CUDA, fixed elsewhere (decided by `prepare`).

@@ -146,16 +146,16 @@ def kernel_slowdown(device: torch.device, dtype: torch.dtype) -> float:
     if dtype == torch.float32:
         return 1.0
     seconds = {}
-    for kind in (torch.float32, dtype):
-        a = torch.randn(256, 512, device=device).to(kind)
-        b = torch.randn(512, 512, device=device).to(kind)
+    for candidate in (torch.float32, dtype):
+        a = torch.randn(256, 512, device=device).to(candidate)
+        b = torch.randn(512, 512, device=device).to(candidate)
         a @ b  # warm-up
         _sync(device)
         start = time.perf_counter()
         for _ in range(3):
             a @ b
         _sync(device)
-        seconds[kind] = time.perf_counter() - start
+        seconds[candidate] = time.perf_counter() - start
     return seconds[dtype] / max(seconds[torch.float32], 1e-9)
 
 

@@ -20,7 +20,8 @@ from genforge.families.gan_config import GANRunConfig
 from genforge.losses import GAN_LOSSES, gradient_penalty, path_length_penalty, r1_penalty
 from genforge.models.gan import Discriminator, Generator
 from genforge.training.api import Trainer
-from genforge.training.distributed import average, randn, share, step_module
+from genforge.training.ddp import step_module
+from genforge.training.distributed import average, randn, share
 from genforge.training.precision import autocast, grad_scaler, update
 
 Networks = Callable[[Any], tuple[torch.nn.Module, torch.nn.Module]]  # run config -> (G, D)

@@ -146,8 +146,9 @@ def test_training_prints_the_choice_stores_it_and_a_resume_keeps_it(tmp_path, mo
     first = ckpt.load(run).state["precision"]
     assert first["precision"] in ("fp32", "bf16") and isinstance(first["channels_last"], bool)
 
-    monkeypatch.setattr(runs, "choose", lambda *a, **k: pytest.fail("a resumed run measured again"))
-    code, _, err = cli(*base, "--steps", 4, *values)
+    with monkeypatch.context() as patched:  # runs.py's own name: patching probe.choose would not reach it
+        patched.setattr(runs, "choose", lambda *a, **k: pytest.fail("a resumed run measured again"))
+        code, _, err = cli(*base, "--steps", 4, *values)
     assert code == 0, err
     assert "(resumed)" in err and ckpt.load(run).state["precision"] == first
 

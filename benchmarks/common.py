@@ -19,7 +19,7 @@ from genforge.data import load_configured, load_dataset
 from genforge.families.registry import generate
 from genforge.metrics.core import nearest_neighbour_ratio
 from genforge.metrics.extractors import get_extractor
-from genforge.training.precision import machine_key
+from genforge.training.devices import machine_key
 
 
 def machine() -> str:

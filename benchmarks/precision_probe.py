@@ -20,7 +20,7 @@ import torch
 from common import machine, table
 from genforge import families
 from genforge.training.batches import Batches, on_device
-from genforge.training.precision import choose
+from genforge.training.probe import choose
 from genforge.training.runs import train
 
 CPU = torch.device("cpu")

@@ -23,7 +23,7 @@ from genforge.commands.registry import Command
 from genforge.config import DataConfig, TrainConfig, fill_from_data
 from genforge.data import load_configured
 from genforge.errors import GenforgeError
-from genforge.families import gan, prior, registry, vqvae
+from genforge.families import gan_trainer, prior, registry, vqvae
 from genforge.families.registry import FamilySpec, Prepared, register, score_generator
 from genforge.runfolder import append_record, read_records, record
 from genforge.training.api import Trainer
@@ -411,7 +411,7 @@ def test_the_probe_finder_finds_probes():
 
 def test_every_family_trainer_derives_from_the_trainer_base_class():
     """So that the loop's no-op defaults apply to each, and a missing required method fails at build."""
-    for cls in (gan.GANTrainer, vqvae.VQVAETrainer, prior.PriorTrainer, ToyTrainer):
+    for cls in (gan_trainer.GANTrainer, vqvae.VQVAETrainer, prior.PriorTrainer, ToyTrainer):
         assert issubclass(cls, Trainer), cls
 
     class Incomplete(Trainer):

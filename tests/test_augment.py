@@ -38,7 +38,9 @@ from genforge.augment import (
 from genforge.config import resolve
 from genforge.draws import Share
 from genforge.errors import GenforgeError
-from genforge.families.gan import GAN_PRESETS, GANRunConfig, GANTrainer, fit_to_data, migrate
+from genforge.families.gan import fit_to_data, migrate
+from genforge.families.gan_config import GAN_PRESETS, GANRunConfig
+from genforge.families.gan_trainer import GANTrainer
 from synthetic import COMMON, TINY_GAN, cli, one_error, sets, train, write_npz
 
 

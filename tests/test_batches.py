@@ -17,7 +17,7 @@ from genforge import families
 from genforge.config import from_dict, to_dict
 from genforge.data import PackedImages, PackWriter
 from genforge.errors import GenforgeError
-from genforge.families.gan import GANRunConfig
+from genforge.families.gan_config import GANRunConfig
 from genforge.training import batches as batches_module
 from genforge.training import runs
 from genforge.training.batches import Batches, on_device

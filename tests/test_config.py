@@ -10,7 +10,7 @@ import yaml
 from genforge.cli import main
 from genforge.config import from_dict, merge, nest, parse_set, read_yaml, resolve, to_dict
 from genforge.errors import GenforgeError
-from genforge.families.gan import GAN_PRESETS, GANRunConfig
+from genforge.families.gan_config import GAN_PRESETS, GANRunConfig
 
 
 def config(*sets: str, preset: str | None = None, config_file=None, extra=None) -> GANRunConfig:
@@ -299,7 +299,7 @@ def test_dry_run_with_a_bad_key_is_one_line(tmp_path, capsys):
 
 def test_number_like_string_values_are_kept_as_strings():
     from genforge.config import resolve
-    from genforge.families.gan import GAN_PRESETS, GANRunConfig
+    from genforge.families.gan_config import GAN_PRESETS, GANRunConfig
 
     cfg = resolve(GANRunConfig, GAN_PRESETS, None, None, ["data.source=2024"])
     assert cfg.data.source == "2024"

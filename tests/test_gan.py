@@ -11,7 +11,9 @@ import torch
 
 from genforge.config import resolve
 from genforge.errors import GenforgeError
-from genforge.families.gan import GAN_PRESETS, GANRunConfig, GANTrainer, fit_to_data
+from genforge.families.gan import fit_to_data
+from genforge.families.gan_config import GAN_PRESETS, GANRunConfig
+from genforge.families.gan_trainer import GANTrainer
 from genforge.losses import GAN_LOSSES, gradient_penalty, r1_penalty
 from genforge.models.gan import DCGANConfig, Discriminator, Generator, layout
 from genforge.training.batches import Batches

@@ -13,7 +13,9 @@ from PIL import Image
 
 from genforge import checkpoint as ckpt
 from genforge.config import resolve
-from genforge.families.gan import GAN_PRESETS, GANRunConfig, GANTrainer, fit_to_data
+from genforge.families.gan import fit_to_data
+from genforge.families.gan_config import GAN_PRESETS, GANRunConfig
+from genforge.families.gan_trainer import GANTrainer
 from genforge.families.sampling import write_sampling
 from genforge.models.gan import ClassBatchNorm
 from genforge.report import collect, render

@@ -18,7 +18,9 @@ from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.config import from_dict, resolve
 from genforge.errors import GenforgeError
-from genforge.families.gan import GAN_PRESETS, GANRunConfig, GANTrainer, fit_to_data
+from genforge.families.gan import fit_to_data
+from genforge.families.gan_config import GAN_PRESETS, GANRunConfig
+from genforge.families.gan_trainer import GANTrainer
 from genforge.families.prior import PriorRunConfig, PriorTrainer
 from genforge.families.vqvae import code_dtype, encode_images
 from genforge.models.gan import DCGANConfig, Discriminator

@@ -20,7 +20,7 @@ from genforge import families
 from genforge.commands.sample import sample
 from genforge.config import from_dict
 from genforge.errors import GenforgeError
-from genforge.families.gan import GANTrainer
+from genforge.families.gan_trainer import GANTrainer
 from genforge.families.prior import PriorTrainer
 from genforge.families.registry import Interpolator, Reconstructor, Sampler
 from genforge.families.stylegan2 import networks as stylegan2_networks

@@ -375,7 +375,7 @@ def test_without_limit_loads_what_fits_and_refuses_the_rest(tmp_path, monkeypatc
     images = random_images(50, 4, 4, 1)
     write_pack(tmp_path / "p", images)
     np.testing.assert_array_equal(load_dataset(str(tmp_path / "p"), split="all").images, images)
-    monkeypatch.setattr(gdata, "in_memory_limit", lambda: 100)
+    monkeypatch.setattr("genforge.data.load.in_memory_limit", lambda: 100)
     with pytest.raises(GenforgeError, match="more than genforge reads into memory .*open_dataset, or pass a limit"):
         load_dataset(str(tmp_path / "p"))
 

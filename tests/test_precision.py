@@ -18,12 +18,12 @@ from genforge.config import TrainConfig, from_dict
 from genforge.families.prior import PriorRunConfig, PriorTrainer
 from genforge.families.vqvae import VQVAERunConfig, VQVAETrainer
 from genforge.models.vqvae import VQVAE, VQVAEConfig
-from genforge.training import precision
-from genforge.training.precision import Choice, candidates, choose
+from genforge.training import devices, precision, probe, runs
+from genforge.training.probe import Choice, candidates, choose
 from synthetic import TINY_GAN, cli, sets, write_npz
 
 CPU = torch.device("cpu")
-MEASURE_SLOWDOWN = precision.kernel_slowdown  # the real one, before any test patches it
+MEASURE_SLOWDOWN = probe.kernel_slowdown  # the real one, before any test patches it
 
 
 class SlowWhereTold:
@@ -80,7 +80,7 @@ def batch(per_step: int = 1):
 @pytest.fixture(autouse=True)
 def arithmetic_at_par(monkeypatch):
     """The fake trainers' timings decide, whatever this CPU's bf16 matmul speed."""
-    monkeypatch.setattr(precision, "kernel_slowdown", lambda device, dtype: 1.0)
+    monkeypatch.setattr(probe, "kernel_slowdown", lambda device, dtype: 1.0)
     monkeypatch.setattr(SlowWhereTold, "first_step", {})
     monkeypatch.setattr(SlowWhereTold, "steps_seen", {})
 
@@ -146,8 +146,9 @@ def test_training_prints_the_choice_stores_it_and_a_resume_keeps_it(tmp_path, mo
     first = ckpt.load(run).state["precision"]
     assert first["precision"] in ("fp32", "bf16") and isinstance(first["channels_last"], bool)
 
-    monkeypatch.setattr(precision, "choose", lambda *a, **k: pytest.fail("a resumed run measured again"))
-    code, _, err = cli(*base, "--steps", 4, *values)
+    with monkeypatch.context() as patched:  # runs.py's own name: patching probe.choose would not reach it
+        patched.setattr(runs, "choose", lambda *a, **k: pytest.fail("a resumed run measured again"))
+        code, _, err = cli(*base, "--steps", 4, *values)
     assert code == 0, err
     assert "(resumed)" in err and ckpt.load(run).state["precision"] == first
 
@@ -185,9 +186,9 @@ def test_a_candidate_stops_being_timed_once_it_cannot_win(tmp_path, monkeypatch)
     choice = choose(fake_spec([]), prepared(), CPU, batch)
     assert choice.precision == "fp32"
     planned = choice.table[0]["steps"]
-    assert planned >= precision.MIN_STEPS
+    assert planned >= probe.MIN_STEPS
     for key in (("bf16", False), ("bf16", True)):  # warm-up, then one timed step: 0.4 s > fp32's whole timing
-        assert SlowWhereTold.steps_seen[key] == list(range(precision.WARMUP_STEPS + 1))
+        assert SlowWhereTold.steps_seen[key] == list(range(probe.WARMUP_STEPS + 1))
     ruled = {row["setting"]: row for row in choice.table if row["images_per_s"] is None}
     assert set(ruled) == {"bf16", "bf16 + channels_last"}
     assert ruled["bf16"]["ruled_out"] == f"slower than fp32 + channels_last after 1 of {planned} steps"
@@ -222,7 +223,7 @@ def test_every_candidate_times_the_same_steps_of_the_schedule(tmp_path, monkeypa
     choice = choose(spec, prepared(), CPU, batch)
     planned = choice.table[0]["steps"]
     assert [row["steps"] for row in choice.table] == [planned] * 4
-    assert all(seen == list(range(precision.WARMUP_STEPS + planned)) for seen in SlowWhereTold.steps_seen.values())
+    assert all(seen == list(range(probe.WARMUP_STEPS + planned)) for seen in SlowWhereTold.steps_seen.values())
     first = {}
     assert all(given is first.setdefault(key, given) for key, given in batches_given)  # one batch per candidate
 
@@ -250,14 +251,14 @@ def test_cuda_candidates_include_fp16_and_bf16_only_where_supported(monkeypatch)
 def test_timings_on_mps_wait_for_the_device(monkeypatch):
     waited = []
     monkeypatch.setattr(torch.mps, "synchronize", lambda: waited.append("mps"))
-    precision._sync(torch.device("mps"))
-    precision._sync(CPU)
+    devices._sync(torch.device("mps"))
+    devices._sync(CPU)
     assert waited == ["mps"]
 
 
 def test_emulated_arithmetic_is_ruled_out_by_a_matmul_screen(tmp_path, monkeypatch):
     monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path))
-    monkeypatch.setattr(precision, "kernel_slowdown", lambda device, dtype: 1.0 if dtype == torch.float32 else 50.0)
+    monkeypatch.setattr(probe, "kernel_slowdown", lambda device, dtype: 1.0 if dtype == torch.float32 else 50.0)
     calls: list = []
     choice = choose(fake_spec(calls), prepared(), CPU, batch)
     assert choice.precision == "fp32" and calls == [torch.float32, torch.float32]  # bf16 never built

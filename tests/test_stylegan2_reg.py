@@ -15,7 +15,9 @@ import torch
 from genforge import checkpoint as ckpt
 from genforge.config import ConfigError, resolve
 from genforge.errors import GenforgeError
-from genforge.families.gan import GAN_PRESETS, GANRunConfig, GANTrainer, fit_to_data
+from genforge.families.gan import fit_to_data
+from genforge.families.gan_config import GAN_PRESETS, GANRunConfig
+from genforge.families.gan_trainer import GANTrainer
 from genforge.families.registry import Prepared
 from genforge.families.stylegan2 import (
     SAMPLE_OPTIONS,

@@ -21,7 +21,7 @@ from genforge import checkpoint as ckpt
 from genforge import families
 from genforge.config import dump_yaml, resolve
 from genforge.errors import GenforgeError
-from genforge.families.gan import GAN_PRESETS, GANRunConfig
+from genforge.families.gan_config import GAN_PRESETS, GANRunConfig
 from genforge.training import runs
 
 GAN = families.get("gan")

@@ -51,9 +51,6 @@ STRING_MODULES = {
 
 # Owned by another change under way: training/precision.py is being split, and that change renames
 # its dtype loop variable (`for kind in (torch.float32, dtype)`). Remove the entry once it lands.
-PENDING_SCOPES = {
-    ("training/precision.py", "kernel_slowdown"): "a dtype; renamed by the precision.py split",
-}
 
 
 @dataclass(frozen=True)
@@ -82,7 +79,7 @@ class _Checker(ast.NodeVisitor):
         allowed = None
         if callee is not None and callee in KEYWORD_CALLEES:
             allowed = f"call {callee}"
-        for module, entry in (*FAMILY_SCOPES, *PENDING_SCOPES):
+        for module, entry in FAMILY_SCOPES:
             if allowed is None and module == self.module and _within(scope, entry):
                 allowed = f"{module}:{entry}"
         self.uses.append(Use(self.module, node.lineno, scope, what, allowed))

@@ -55,7 +55,7 @@ class TrainConfig:
     # steps and minutes both 0: training.loop.DEFAULT_MINUTES (30), printed at start
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
-    # auto: measured on this machine at start-up (fp32, bf16 / fp16 autocast; see training/precision.py)
+    # auto: measured on this machine at start-up (fp32, bf16 / fp16 autocast; see training/probe.py)
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (CUDA)
     channels_last: bool | None = None  # memory format for convolutions; null: measured with the precision
     probe_seconds: float = 1.5  # timing of the first candidate measured; the others take as many steps

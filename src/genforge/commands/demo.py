@@ -22,7 +22,7 @@ from genforge.data import load_dataset
 from genforge.errors import GenforgeError
 from genforge.families.prior import split_minutes
 from genforge.metrics.extractors import REAL_N, choose_features, get_extractor
-from genforge.training.precision import pick_device
+from genforge.training.devices import pick_device
 from genforge.training.runs import train
 
 # Of each family's training time, the VQ-VAE gets families.prior.VQVAE_SHARE and the prior the rest

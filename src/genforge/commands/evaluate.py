@@ -27,7 +27,7 @@ from genforge.metrics.evaluate import evaluate_samples
 from genforge.metrics.extractors import REAL_N, choose_features, get_extractor, reference, reference_images
 from genforge.metrics.table import counted
 from genforge.runfolder import append_record, record
-from genforge.training.precision import pick_device
+from genforge.training.devices import pick_device
 
 
 def is_run(path: Path) -> bool:

@@ -6,7 +6,7 @@ import argparse
 
 from genforge.commands.registry import Command, add_device, count
 from genforge.metrics.extractors import train_evaluator
-from genforge.training.precision import pick_device
+from genforge.training.devices import pick_device
 
 
 def add_arguments(evaluator: argparse.ArgumentParser) -> None:

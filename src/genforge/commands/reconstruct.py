@@ -15,7 +15,7 @@ from genforge.families.vqvae import VQVAEModel, encode_images, reconstruct_image
 from genforge.images import save_grid
 from genforge.metrics.evaluate import reconstruction_metrics
 from genforge.runfolder import atomic_path
-from genforge.training.precision import pick_device
+from genforge.training.devices import pick_device
 
 
 def _model(run: str | Path, device: torch.device) -> VQVAEModel:

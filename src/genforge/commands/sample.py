@@ -19,7 +19,7 @@ from genforge.families.registry import Interpolator, Model, Reconstructor, Sampl
 from genforge.families.sampling import TunedSampling
 from genforge.images import save_grid, save_png, to_uint8
 from genforge.runfolder import atomic_path
-from genforge.training.precision import pick_device
+from genforge.training.devices import pick_device
 
 FORMATS = ("png", "npz", "png-dir")
 

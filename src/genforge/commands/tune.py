@@ -44,7 +44,7 @@ from genforge.metrics.extractors import (
     reference_indices,
 )
 from genforge.metrics.table import shown_on, tune_ranked, tuned
-from genforge.training.precision import pick_device
+from genforge.training.devices import pick_device
 
 TUNE_SEED = 1
 

@@ -29,7 +29,9 @@ from genforge.config import DataConfig, TrainConfig, check, non_negative
 from genforge.data import fit_note, load_configured
 from genforge.draws import rand
 from genforge.errors import GenforgeError
-from genforge.families.gan import AugmentConfig, GANModel, GANOptimConfig, GANTrainer, fit_to_data
+from genforge.families.gan import GANModel, fit_to_data
+from genforge.families.gan_config import AugmentConfig, GANOptimConfig
+from genforge.families.gan_trainer import GANTrainer
 from genforge.families.registry import FamilySpec, Prepared, register, score_generator
 from genforge.losses import d_hinge_margins, fastgan_reconstruction
 from genforge.models.fastgan import RESOLUTIONS, Discriminator, FastGANConfig, Generator, with_fixed_weights

@@ -52,7 +52,8 @@ from genforge.models.vqvae import VQVAE
 from genforge.progress import Progress
 from genforge.runfolder import atomic_path, read_records
 from genforge.training.api import Trainer
-from genforge.training.distributed import share, step_module, step_rng
+from genforge.training.ddp import step_module
+from genforge.training.distributed import share, step_rng
 from genforge.training.precision import autocast, grad_scaler, update
 
 NETWORKS = ("ar", "maskgit")

@@ -27,22 +27,15 @@ import torch
 from genforge import checkpoint as ckpt
 from genforge.config import DataConfig, TrainConfig, from_dict, merge, one_of, to_dict
 from genforge.errors import GenforgeError
-from genforge.families.gan import (
-    INTERPOLATE,
-    AugmentConfig,
-    GANModel,
-    GANOptimConfig,
-    GANTrainer,
-    check_penalties,
-    class_grid,
-    load_for,
-)
+from genforge.families.gan import INTERPOLATE, GANModel, class_grid, load_for
 from genforge.families.gan import migrate as gan_migrate
+from genforge.families.gan_config import AugmentConfig, GANOptimConfig, check_penalties
+from genforge.families.gan_trainer import GANTrainer
 from genforge.families.registry import FamilySpec, Prepared, SampleFlag, register, score_generator
 from genforge.models.graphs import GeneratorGraph
 from genforge.models.stylegan2 import RESOLUTIONS, Discriminator, Generator, StyleGAN2Config, widths
+from genforge.training.devices import pick_device
 from genforge.training.distributed import from_environment
-from genforge.training.precision import pick_device
 
 # fixed: the config's values as they are; auto: the reference's `auto` sizes for the data's
 # resolution, filled in by `prepare`; by-device: auto on CUDA, fixed elsewhere (decided by `prepare`).

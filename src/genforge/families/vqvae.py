@@ -34,7 +34,7 @@ from genforge.models.quantizers import CodebookHealth, build_quantizer
 from genforge.models.vqvae import VQVAE, Decoder, VQVAEConfig, nearest_resolution
 from genforge.progress import track
 from genforge.training.api import Trainer
-from genforge.training.distributed import step_module
+from genforge.training.ddp import step_module
 from genforge.training.precision import autocast, grad_scaler, update
 
 

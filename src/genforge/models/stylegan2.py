@@ -10,7 +10,7 @@ CPU, CUDA and MPS, in fp32 and under bf16 autocast. Deliberate differences from 
 are marked "Deviation:". Not here: conv clamping and the reference's fp16 tricks (we train in
 fp32 or bf16, which does not overflow), the 'orig'/'resnet' generator and 'skip' discriminator
 variants, truncation cutoff, and the losses: R1 and path length regularisation are pure functions
-in genforge.losses, which ``families/gan.py``'s trainer applies (``Generator.images_and_ws`` gives
+in genforge.losses, which ``families/gan_trainer.py`` applies (``Generator.images_and_ws`` gives
 it the ws that path length regularisation differentiates against).
 """
 

@@ -20,9 +20,10 @@ from genforge.runfolder import RunLock, append_record, atomic_write, clean_tempo
 from genforge.training import distributed, tensorboard
 from genforge.training.api import Family, Prepared
 from genforge.training.batches import Batches, on_device
+from genforge.training.devices import pick_device
 from genforge.training.evaluator import training_evaluator
 from genforge.training.loop import RunResult, run
-from genforge.training.precision import Choice, choose, pick_device
+from genforge.training.probe import Choice, choose
 
 # Settings that may change between a run and its resumption without changing what is trained.
 RESUMABLE = {

@@ -107,6 +107,77 @@ def test_the_scan_sees_a_hand_spelled_name(tmp_path):
     assert sorted(_run_folder_names(module)) == ["metrics.jsonl", "samples", "step-"]
 
 
+# Writers that put bytes in a file. Inside ``with atomic_path(...)`` they write the temporary
+# file, which is what runfolder wants; anywhere else each use needs a reason below.
+WRITERS = {"write_text", "write_bytes", "save", "savez", "savez_compressed", "save_file", "tofile"}
+PLAIN_WRITES = {
+    # appends one whole line per record; read_records skips a line a kill cut short
+    ("runfolder.py", "open"): 2,  # and RunLock's lock file, opened for appending, never written
+    # a checkpoint's two files, inside a temporary folder that one rename puts in place
+    ("checkpoint.py", "save_file"): 1,
+    ("checkpoint.py", "write_text"): 1,
+    # a packed dataset's files, inside a temporary folder that one rename puts in place
+    ("data/packed.py", "open"): 2,
+    ("data/packed.py", "write_text"): 1,
+}
+
+
+def _writes(path: Path) -> list[str]:
+    """What ``path`` calls to write a file outside a ``with atomic_path(...)`` block: ``open`` in a
+    writing mode, ``write_text``, ``np.savez``, ``save_file``, ... (``ckpt.save`` and other
+    methods named ``save`` only when they belong to numpy or torch)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    inside_atomic: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.With) and any(
+            isinstance(item.context_expr, ast.Call) and getattr(item.context_expr.func, "id", None) == "atomic_path"
+            for item in node.items
+        ):
+            inside_atomic |= {id(inner) for part in (*node.items, *node.body) for inner in ast.walk(part)}
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or id(node) in inside_atomic:
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id == "open":
+            mode = (
+                node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+            )
+            if isinstance(mode, ast.Constant) and set(str(mode.value)) & set("wax+"):
+                found.append("open")
+        elif isinstance(func, ast.Name) and func.id in WRITERS - {"save"}:
+            found.append(func.id)
+        elif isinstance(func, ast.Attribute) and func.attr in WRITERS:
+            owner = getattr(func.value, "id", None)
+            if func.attr != "save" or owner in ("np", "torch"):
+                found.append(func.attr)
+    return found
+
+
+def test_every_file_write_goes_through_the_atomic_helpers():
+    seen: Counter = Counter()
+    for path in sorted(SOURCE.rglob("*.py")):
+        module = path.relative_to(SOURCE).as_posix()
+        for writer in _writes(path):
+            seen[(module, writer)] += 1
+    assert dict(seen) == PLAIN_WRITES, "write through runfolder.atomic_write / atomic_path, or give the reason here"
+
+
+def test_the_write_scan_sees_a_plain_write(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text(
+        "def f(path, tmp, arrays):\n"
+        "    path.write_text('x')\n"
+        "    np.savez(path, **arrays)\n"
+        "    open(path, mode='wb')\n"
+        "    open(path)\n"  # reading
+        "    ckpt.save(path)\n"  # genforge's own writer, atomic itself
+        "    with atomic_path(path) as tmp, open(tmp, 'wb') as f:\n"
+        "        np.savez(f, **arrays)\n"
+    )
+    assert sorted(_writes(module)) == ["open", "savez", "write_text"]
+
+
 # ---------------------------------------------------------------------------------------------
 # The layout, pinned: a rename here is a decision (old runs must still load)
 

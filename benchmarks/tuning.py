@@ -14,7 +14,8 @@ import torch
 
 from genforge import families
 from genforge.commands.tune import tune
-from genforge.families.sampling import SAMPLING_FILE, TunedSampling, read_sampling
+from genforge.families.sampling import TunedSampling, read_sampling
+from genforge.runfolder import SAMPLING, RunFolder
 
 
 def settle_sampling(run: Path, tuned: bool, n: int, features: str | None, device: torch.device) -> None:
@@ -24,9 +25,9 @@ def settle_sampling(run: Path, tuned: bool, n: int, features: str | None, device
         return  # nothing to tune (a VQ-VAE): the same for every setting of the flag
     if tuned:
         tune(run, n=n, features=features, device=device)
-    elif (Path(run) / SAMPLING_FILE).is_file():
-        (Path(run) / SAMPLING_FILE).unlink()
-        print(f"{run}: removed {SAMPLING_FILE} (--no-tune: every arm samples with its network's defaults)")
+    elif RunFolder(run).sampling.is_file():
+        RunFolder(run).sampling.unlink()
+        print(f"{run}: removed {SAMPLING} (--no-tune: every arm samples with its network's defaults)")
 
 
 def sampling_used(run: Path) -> str:

@@ -14,8 +14,9 @@ from PIL import Image
 
 from genforge import checkpoint as ckpt
 from genforge import families
-from genforge.families.sampling import SAMPLING_FILE, best, read_sampling, write_sampling
+from genforge.families.sampling import best, read_sampling, write_sampling
 from genforge.metrics.extractors import reference_images, reference_indices
+from genforge.runfolder import SAMPLING
 from synthetic import cli, install_evaluator, one_error, train, write_idx_folder
 
 
@@ -64,7 +65,7 @@ def test_tune_writes_every_candidate_and_chooses_the_best(world):
     assert all({"fd", "recall", "coverage", "precision", "seconds"} <= set(c) for c in candidates)
     assert result["chosen"] == best(candidates)["options"]
     assert result["scores"]["fd"] <= 1.01 * min(c["fd"] for c in candidates)
-    assert "| chosen" in out and f"wrote {run / SAMPLING_FILE}" in out
+    assert "| chosen" in out and f"wrote {run / SAMPLING}" in out
 
 
 def test_maskgit_tunes_its_decoding_steps(world):
@@ -93,13 +94,13 @@ def test_sample_uses_the_tuned_settings_unless_overridden(world, tmp_path):
     a, out = _sample(run, tmp_path / "a.png", "--seed", 1)
     b, _ = _sample(run, tmp_path / "b.png", "--seed", 2)
     assert np.array_equal(a, b)  # greedy: the seed no longer matters
-    assert f"sampling: temperature 0.0, cfg_scale 1.0 (from {run / SAMPLING_FILE}, tuned at step 6)" in out
+    assert f"sampling: temperature 0.0, cfg_scale 1.0 (from {run / SAMPLING}, tuned at step 6)" in out
     c, out = _sample(run, tmp_path / "c.png", "--seed", 1, "--temperature", 1.0)
     d, _ = _sample(run, tmp_path / "d.png", "--seed", 2, "--temperature", 1.0)
     assert not np.array_equal(c, d)  # an explicit option overrides the file
     assert "temperature 1.0" in out and "temperature given explicitly" in out
     e, out = _sample(run, tmp_path / "e.png", "--seed", 1, "--untuned")
-    assert not np.array_equal(e, a) and f"the run's {SAMPLING_FILE} ignored" in out
+    assert not np.array_equal(e, a) and f"the run's {SAMPLING} ignored" in out
 
 
 def test_evaluate_names_the_settings_it_sampled_with(world):
@@ -116,10 +117,10 @@ def test_a_broken_sampling_file_is_one_clear_error(world, tmp_path):
     code, _, err = cli("sample", run, "--n", 2, "--out", tmp_path / "x.png", "--device", "cpu")
     assert code == 2
     assert "sampling.json: sampling option 'top_p' does not apply to maskgit priors" in one_error(err)
-    (run / SAMPLING_FILE).write_text("{")
+    (run / SAMPLING).write_text("{")
     code, _, err = cli("sample", run, "--n", 2, "--out", tmp_path / "x.png", "--device", "cpu")
     assert code == 2 and "sampling.json: unreadable" in one_error(err)
-    (run / SAMPLING_FILE).unlink()
+    (run / SAMPLING).unlink()
 
 
 def test_tune_refuses_a_vqvae(world):
@@ -152,17 +153,17 @@ def test_gan_samples_with_the_tuned_truncation_unless_told_otherwise(world, tmp_
     run = world["cgan"]
     write_sampling(run, {"step": 4, "chosen": {"truncation": 0.5}, "candidates": []})
     tuned, out = _gan_sample(run, tmp_path / "a.npz", "--seed", 3)
-    assert f"sampling: truncation 0.5 (from {run / SAMPLING_FILE}, tuned at step 4)" in out
+    assert f"sampling: truncation 0.5 (from {run / SAMPLING}, tuned at step 4)" in out
     asked, _ = _gan_sample(run, tmp_path / "b.npz", "--seed", 3, "--truncation", 0.5, "--untuned")
     assert np.array_equal(tuned, asked)  # the file's truncation is exactly the one asked for
     plain, out = _gan_sample(run, tmp_path / "c.npz", "--seed", 3, "--untuned")
-    assert not np.array_equal(plain, tuned) and f"the run's {SAMPLING_FILE} ignored" in out
+    assert not np.array_equal(plain, tuned) and f"the run's {SAMPLING} ignored" in out
     other, out = _gan_sample(run, tmp_path / "d.npz", "--seed", 3, "--truncation", 1.5)
     assert not np.array_equal(other, tuned) and "truncation given explicitly" in out
     code, out, err = cli("evaluate", run, "--n", 16, "--json", "--device", "cpu", "--no-record")
     assert code == 0, err
     assert json.loads(out)["sampling"].startswith("sampling: truncation 0.5 (from")
-    (run / SAMPLING_FILE).unlink()
+    (run / SAMPLING).unlink()
 
 
 @pytest.mark.parametrize(
@@ -177,18 +178,18 @@ def test_a_gan_refuses_a_sampling_file_it_cannot_use(world, tmp_path, chosen, wo
     write_sampling(run, {"step": 4, "chosen": chosen, "candidates": []})
     code, _, err = cli("sample", run, "--n", 2, "--out", tmp_path / "x.png", "--device", "cpu")
     assert code == 2 and f"sampling.json: {words}" in one_error(err)
-    (run / SAMPLING_FILE).unlink()
+    (run / SAMPLING).unlink()
 
 
 def test_use_sets_the_options_of_later_draws_and_says_so(world):
     _, model = families.load(world["cgan"], torch.device("cpu"))
     model.use({"truncation": 1.0})
-    assert model.sampling_note() == f"sampling: truncation 1.0 (set by the caller, not read from {SAMPLING_FILE})"
+    assert model.sampling_note() == f"sampling: truncation 1.0 (set by the caller, not read from {SAMPLING})"
     a = model.sample(6, torch.Generator().manual_seed(2), class_label=1)
     b = model.sample(6, torch.Generator().manual_seed(2), class_label=1, truncation=1.0, tuned=False)
     c = model.sample(6, torch.Generator().manual_seed(2), class_label=1, tuned=False)
     assert torch.equal(a, b) and not torch.equal(a, c)
-    assert not (world["cgan"] / SAMPLING_FILE).exists()  # the file is not touched
+    assert not (world["cgan"] / SAMPLING).exists()  # the file is not touched
 
 
 def test_tune_scores_against_training_images_evaluate_never_reports_on(world):
@@ -218,7 +219,7 @@ def test_tune_scores_against_training_images_evaluate_never_reports_on(world):
     code, out, err = cli("evaluate", run, "--n", 16, "--json", "--device", "cpu", "--no-record")
     assert code == 0, err
     assert json.loads(out)["reference_n"] == 205
-    (run / SAMPLING_FILE).unlink()
+    (run / SAMPLING).unlink()
 
 
 def test_reference_indices_of_fashion_mnist_and_emoji_sizes():
@@ -251,4 +252,4 @@ def test_sample_without_a_class_under_tuned_guidance_draws_classes(world, tmp_pa
     assert asked[-1].tolist() == [2] * 5  # drawn from the frequencies
     model.sample(3, torch.Generator().manual_seed(0), cfg_scale=1.0)
     assert asked[-1] is None  # no guidance: no class needed, none drawn
-    (run / SAMPLING_FILE).unlink()
+    (run / SAMPLING).unlink()

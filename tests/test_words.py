@@ -49,8 +49,6 @@ STRING_MODULES = {
     "families/prior.py": "genforge 0.1 configs called the prior's network `kind` (migrate reads it)",
 }
 
-# Owned by another change under way: training/precision.py is being split, and that change renames
-# its dtype loop variable (`for kind in (torch.float32, dtype)`). Remove the entry once it lands.
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -28,13 +27,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from genforge.errors import GenforgeError
-from genforge.runfolder import TEMPORARY_PREFIX, atomic_write, inside
+from genforge.runfolder import LATEST, STEP_NAME, TEMPORARY_PREFIX, RunFolder, atomic_write, inside, step_folders
 
 FORMAT = "genforge-checkpoint"
 VERSION = 1
 TENSORS = "tensors.safetensors"
 META = "meta.json"
-STEP_NAME = re.compile(r"step-\d{7,}")
 # torch.save writes a zip archive ("PK") or, in the legacy format, a pickle stream (0x80 + protocol).
 _PICKLE_MAGICS = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
@@ -63,15 +61,17 @@ def save(
     A failed write (disk full, permissions) removes its temporary folder and leaves the previous
     checkpoint and the pointer as they were; it is reported as one GenforgeError line.
     """
-    root = Path(run_dir) / "checkpoints"
-    final = root / f"step-{step:07d}"
+    run = RunFolder(run_dir)
+    root, final = run.checkpoints, run.checkpoint(step)
     tmp = None
     try:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f"{TEMPORARY_PREFIX}-step-{step:07d}-"))
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f"{TEMPORARY_PREFIX}-{final.name}-"))
         # safetensors refuses shared or non-contiguous storage; clone to own memory on the CPU.
         save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(tmp / TENSORS))
         meta = {"format": FORMAT, "version": VERSION, "kind": kind, "step": step, "config": config, "state": state}
+        # Plain writes inside the temporary folder: the folder's rename below is what makes the
+        # checkpoint appear whole, so its files need no rename of their own.
         (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
         for name in (TENSORS, META):
             _fsync(tmp / name)
@@ -79,7 +79,7 @@ def save(
             shutil.rmtree(final)
         os.replace(tmp, final)
         tmp = None
-        atomic_write(root / "latest", final.name + "\n", sync=True)
+        atomic_write(run.latest, final.name + "\n", sync=True)
     except (OSError, SafetensorError) as e:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -90,7 +90,7 @@ def save(
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
+    for old in step_folders(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -117,10 +117,11 @@ def find(path: str | Path) -> Path | None:
         raise GenforgeError(f"{path}: not a genforge checkpoint (expected a run folder or a checkpoint folder)")
     if (path / META).exists() or (path / TENSORS).exists():
         return path
-    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    run = RunFolder(path)
+    root = run.checkpoints if run.checkpoints.is_dir() else path  # a run folder, or its checkpoints folder
     if not inside(path, root):
         raise GenforgeError(f"{root}: leads outside the run folder {path}; refusing to follow it")
-    pointer = root / "latest"
+    pointer = root / LATEST
     if pointer.is_file():
         name = pointer.read_text(errors="replace").strip()
         if not STEP_NAME.fullmatch(name):
@@ -131,7 +132,7 @@ def find(path: str | Path) -> Path | None:
                 raise GenforgeError(f"{candidate}: leads outside the run folder {path}; refusing to follow it")
             return candidate
     # The pointer is written after the rename; if it was lost, the newest complete folder wins.
-    complete = sorted(p for p in root.glob("step-*") if STEP_NAME.fullmatch(p.name) and (p / META).is_file())
+    complete = [p for p in step_folders(root) if (p / META).is_file()]
     complete = [p for p in complete if inside(root, p)]
     return complete[-1] if complete else None
 

@@ -1,4 +1,9 @@
-"""The run folder's own I/O: atomic writes, the one record schema of ``metrics.jsonl``, the lock.
+"""The run folder: its names (``RunFolder``), atomic writes, the one record schema of
+``metrics.jsonl``, the lock.
+
+``RunFolder(root)`` names every path inside a run folder (``.config``, ``.metrics``,
+``.checkpoint(step)``, ``.grid(step)``, ...); no other module spells those names, so the layout
+is decided here, once (``tests/test_runfolder.py`` pins it and scans the source).
 
 Every file genforge writes goes through ``atomic_write`` / ``atomic_path`` (a temporary name in
 the same folder, then one rename), so a reader never sees half of one and a killed process
@@ -22,9 +27,11 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,10 +46,127 @@ try:
 except ImportError:
     msvcrt = None
 
-METRICS = "metrics.jsonl"
+# Every name inside a run folder, spelled here once (tests/test_runfolder.py pins the layout and
+# fails on a name spelled anywhere else): a rename is a decision taken in this file, and the
+# names genforge 0.1 wrote stay readable.
+CONFIG = "config.yaml"  # the resolved config (train, resumed runs compare against it)
+METRICS = "metrics.jsonl"  # the records (see the module's docstring)
+SAMPLING = "sampling.json"  # genforge tune's choice (families/sampling.py)
+CODES = "codes.npz"  # a prior's training codes, encoded once by its VQ-VAE
+REPORT = "report.html"  # genforge report's page
+LOCK = ".lock"  # RunLock
+CHECKPOINTS = "checkpoints"  # one folder per kept checkpoint, and the pointer to the newest
+LATEST = "latest"  # checkpoints/latest: the name of the newest complete checkpoint folder
+SAMPLES = "samples"  # sample grids
+FINAL_GRID = "final.png"  # samples/final.png: the grid at the end of training
+CLASS_GRID = "classes.png"  # samples/classes.png: a row per class (class-conditional GANs)
+RECON_GRID = "recon.png"  # reconstructions, at the top or in samples/ (runs of genforge 0.1)
+EVENTS = "tensorboard"  # TensorBoard event files (training/tensorboard.py)
+STEP_NAME = re.compile(r"step-\d{7,}")  # a checkpoint folder's name; a grid's is the same + .png
 RECORD_TYPES = ("train", "eval", "evaluation")
-LOCK = ".lock"
 TEMPORARY_PREFIX = ".tmp"
+
+
+# ---------------------------------------------------------------------------------------------
+# Names
+# ---------------------------------------------------------------------------------------------
+
+
+def step_name(step: int) -> str:
+    """``step-0001000``: zero-padded so that names sort by step (up to 9,999,999 steps)."""
+    return f"step-{step:07d}"
+
+
+def step_folders(checkpoints: Path) -> list[Path]:
+    """The ``step-NNNNNNN`` folders in a checkpoints folder, oldest first (complete or not)."""
+    found = Path(checkpoints).glob("step-*")
+    return sorted(p for p in found if STEP_NAME.fullmatch(p.name) and p.is_dir())
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths inside one run folder. Naming only: nothing here touches the disk, except
+    ``is_run`` and ``grids``, which look."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))  # a str is welcome, a Path is kept
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | os.PathLike) -> RunFolder | None:
+        """The run folder a checkpoint folder sits in (``RUN/checkpoints/step-N``); None for a
+        checkpoint folder kept elsewhere (copied out of its run)."""
+        checkpoint = Path(checkpoint)
+        return cls(checkpoint.parent.parent) if checkpoint.parent.name == CHECKPOINTS else None
+
+    def is_run(self) -> bool:
+        """Whether the folder looks like a run: it has a config or a checkpoints folder."""
+        return self.config.is_file() or self.checkpoints.is_dir()
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS
+
+    @property
+    def sampling(self) -> Path:
+        return self.root / SAMPLING
+
+    @property
+    def codes(self) -> Path:
+        return self.root / CODES
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS
+
+    @property
+    def latest(self) -> Path:
+        return self.checkpoints / LATEST
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / step_name(step)
+
+    @property
+    def samples(self) -> Path:
+        return self.root / SAMPLES
+
+    def grid(self, step: int) -> Path:
+        """The sample grid written at ``step``."""
+        return self.samples / f"{step_name(step)}.png"
+
+    def grids(self) -> list[Path]:
+        """The step grids on disk, oldest first."""
+        return sorted(self.samples.glob("step-*.png")) if self.samples.is_dir() else []
+
+    @property
+    def final_grid(self) -> Path:
+        return self.samples / FINAL_GRID
+
+    @property
+    def class_grid(self) -> Path:
+        return self.samples / CLASS_GRID
+
+    @property
+    def recon_grids(self) -> tuple[Path, Path]:
+        """Where genforge 0.1 put its reconstructions, in the order a reader looks."""
+        return self.root / RECON_GRID, self.samples / RECON_GRID
+
+    @property
+    def events(self) -> Path:
+        return self.root / EVENTS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,18 +175,21 @@ TEMPORARY_PREFIX = ".tmp"
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str = "", stem: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
 
-    For writers that want a file name (``np.savez``, safetensors, PIL). ``suffix`` keeps an
-    extension some writers insist on (``np.savez`` appends ``.npz`` otherwise). On any error the
-    temporary file is removed and ``path`` is untouched.
+    For writers that want a file name or open the file themselves (``np.savez``, safetensors,
+    PIL, TensorBoard's record writer). ``suffix`` keeps an extension some writers insist on
+    (``np.savez`` appends ``.npz`` otherwise). ``stem`` replaces ``path``'s name inside the
+    temporary name, for folders whose readers pick files by name (TensorBoard reads every file
+    whose name holds "tfevents", half-written or not). On any error the temporary file is removed
+    and ``path`` is untouched.
     """
     path = Path(path)
     if path.is_dir():
         raise GenforgeError(f"{path}: is a folder; give a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMPORARY_PREFIX}.{path.name}.", suffix=suffix)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMPORARY_PREFIX}.{stem or path.name}.", suffix=suffix)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -86,9 +213,11 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, sync: bool = False)
 
 
 def clean_temporary(folder: Path) -> list[Path]:
-    """Remove what a killed writer left behind in ``folder`` and ``folder/checkpoints``."""
+    """Remove what a killed writer left behind in the run folder ``folder`` and the folders in it
+    that genforge writes to."""
+    run = RunFolder(folder)
     removed = []
-    for place in (folder, folder / "checkpoints", folder / "samples"):
+    for place in (run.root, run.checkpoints, run.samples, run.events):
         if not place.is_dir():
             continue
         for leftover in place.glob(f"{TEMPORARY_PREFIX}*"):
@@ -118,7 +247,9 @@ def record(type: str, step: int, values: dict[str, Any], time: float | None = No
 def append_record(run_dir: Path, entry: dict[str, Any]) -> None:
     """Append one record to ``run_dir/metrics.jsonl`` (a whole line per write)."""
     line = json.dumps(entry, allow_nan=True) + "\n"
-    with open(Path(run_dir) / METRICS, "a", encoding="utf-8") as f:
+    # Appended, not rewritten atomically: a line is one write, and a kill mid-line leaves a
+    # partial last line, which read_records skips (and keep_records_until drops on resume).
+    with open(RunFolder(run_dir).metrics, "a", encoding="utf-8") as f:
         f.write(line)
 
 
@@ -127,7 +258,7 @@ def read_records(run_dir: Path, problems: list[str] | None = None) -> list[dict[
 
     A line cut short by a kill, or otherwise unreadable, is skipped (and counted in ``problems``).
     """
-    path = Path(run_dir) / METRICS
+    path = RunFolder(run_dir).metrics
     if not path.is_file():
         return []
     out, skipped = [], 0
@@ -157,7 +288,7 @@ def keep_records_until(run_dir: Path, step: int) -> list[dict[str, Any]]:
                 continue
             seen.add((entry["type"], entry["step"]))
         kept.append(entry)
-    path = Path(run_dir) / METRICS
+    path = RunFolder(run_dir).metrics
     if path.exists():
         atomic_write(path, "".join(json.dumps(e) + "\n" for e in kept))
     return kept
@@ -235,7 +366,8 @@ class RunLock:
         if fcntl is None and msvcrt is None:
             raise GenforgeError("this platform has neither fcntl nor msvcrt, so a run folder cannot be locked")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.run_dir / LOCK, "a")  # noqa: SIM115 - held open for the lock's lifetime
+        # Opened for appending and never written: the lock file's content is nothing, its handle the lock.
+        self._file = open(RunFolder(self.run_dir).lock, "a")  # noqa: SIM115 - held open for the lock's lifetime
         try:
             _try_lock(self._file)
         except OSError as e:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from genforge.commands.registry import Command
 from genforge.report import collect, write_report
+from genforge.runfolder import RunFolder
 
 
 def compare(
@@ -19,7 +20,9 @@ def compare(
 def report(run: str | Path, out: str | Path | None = None) -> Path:
     """One run's page, by default ``RUN/report.html``."""
     run = Path(run)
-    return write_report([collect(run)], Path(out) if out else run / "report.html", title=f"genforge report: {run.name}")
+    return write_report(
+        [collect(run)], Path(out) if out else RunFolder(run).report, title=f"genforge report: {run.name}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from genforge.data import load_dataset
 from genforge.errors import GenforgeError
 from genforge.families.prior import split_minutes
 from genforge.metrics.extractors import REAL_N, choose_features, get_extractor
+from genforge.runfolder import REPORT
 from genforge.training.devices import pick_device
 from genforge.training.runs import train
 
@@ -117,7 +118,8 @@ def run_demo(
             reference_n=REAL_N if features == "classifier" else n_eval,
         )
     title = f"genforge demo: GAN vs VQ-VAE + prior on {data}"
-    path = compare([out / name for name in ("gan", "prior", "vqvae")], out / "report.html", title=title)
+    # The demo's folder holds runs and is none itself; its page takes the name a run's has.
+    path = compare([out / name for name in ("gan", "prior", "vqvae")], out / REPORT, title=title)
     _say(f"done in {(time.perf_counter() - started) / 60:.1f} min")
     for name in ("gan", "prior"):
         s = scores[name]

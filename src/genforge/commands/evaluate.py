@@ -26,12 +26,12 @@ from genforge.families.registry import EvalContext
 from genforge.metrics.evaluate import evaluate_samples
 from genforge.metrics.extractors import REAL_N, choose_features, get_extractor, reference, reference_images
 from genforge.metrics.table import counted
-from genforge.runfolder import append_record, record
+from genforge.runfolder import RunFolder, append_record, record
 from genforge.training.devices import pick_device
 
 
 def is_run(path: Path) -> bool:
-    return path.is_dir() and ((path / "checkpoints").is_dir() or (path / ckpt.META).is_file())
+    return path.is_dir() and (RunFolder(path).checkpoints.is_dir() or (path / ckpt.META).is_file())
 
 
 def evaluate(

@@ -11,6 +11,7 @@ from genforge import families
 from genforge.commands.registry import Command, add_device, count, number, seed
 from genforge.config import PRECISIONS, dump_yaml, merge, nest, parse_set, read_yaml
 from genforge.errors import GenforgeError
+from genforge.runfolder import RunFolder
 from genforge.training import distributed
 from genforge.training.loop import DEFAULT_MINUTES, describe_budget
 from genforge.training.runs import train
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if distributed.from_environment().main:  # under torchrun, one summary for the job
         speed = f"{result.images_per_second:.0f} images/s"
-        print(f"{args.out}: step {result.step}, {speed}, samples in {args.out / 'samples'}")
+        print(f"{args.out}: step {result.step}, {speed}, samples in {RunFolder(args.out).samples}")
     return 130 if result.interrupted else 0
 
 

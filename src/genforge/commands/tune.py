@@ -34,7 +34,7 @@ from genforge import families
 from genforge.commands.registry import Command, add_device, add_features, count, seed
 from genforge.errors import GenforgeError
 from genforge.families.registry import EvalContext, score_generator
-from genforge.families.sampling import TunedSampling, best, run_folder, write_sampling
+from genforge.families.sampling import TunedSampling, best, write_sampling
 from genforge.metrics.extractors import (
     choose_features,
     describe_tune_reference,
@@ -44,6 +44,7 @@ from genforge.metrics.extractors import (
     reference_indices,
 )
 from genforge.metrics.table import shown_on, tune_ranked, tuned
+from genforge.runfolder import SAMPLING, RunFolder
 from genforge.training.devices import pick_device
 
 TUNE_SEED = 1
@@ -74,9 +75,10 @@ def tune(
         raise GenforgeError(f"rounds must be >= 1, got {rounds}")
     c = ckpt.load(run, kind=tuple(families.names()), map_location=device)
     spec = families.get(c.kind)
-    run_dir = run_folder(c.path)
-    if run_dir is None:
-        raise GenforgeError(f"{run}: tune needs a run folder (it writes sampling.json there), not a checkpoint folder")
+    folder = RunFolder.of_checkpoint(c.path)
+    if folder is None:
+        raise GenforgeError(f"{run}: tune needs a run folder (it writes {SAMPLING} there), not a checkpoint folder")
+    run_dir = folder.root
     model = spec.load(c, device)
     if not isinstance(model, TunedSampling):
         raise GenforgeError(f"{run}: a {c.kind} run has no sampling settings to tune (tune applies to priors and GANs)")

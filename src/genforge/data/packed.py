@@ -114,6 +114,8 @@ class PackWriter:
         self.count, self.labelled, self.summary = 0, None, None
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._temp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".partial", dir=self.out.parent))
+        # Plain writes, not runfolder's atomic helpers: the files grow chunk by chunk inside a
+        # temporary folder, and the folder's rename (_move_into_place) makes the pack appear whole.
         self._images = open(self._temp / IMAGES, "wb")
         self._labels = None
         self._hashes = {IMAGES: _hasher(), LABELS: _hasher()}

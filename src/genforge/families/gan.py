@@ -42,6 +42,7 @@ from genforge.images import save_grid, to_uint8
 from genforge.losses import GAN_LOSSES
 from genforge.models.gan import nearest_resolution
 from genforge.models.graphs import GeneratorGraph
+from genforge.runfolder import RunFolder
 
 # ---------------------------------------------------------------------------------------------
 # A trained GAN, rebuilt from its checkpoint
@@ -239,7 +240,7 @@ def class_grid(model, run_dir: Path, per_class: int = 10, seed: int = 0) -> Path
         return None
     g = torch.Generator(device=model.device).manual_seed(seed)
     rows = [to_uint8(model.sample(per_class, g, class_label=k)) for k in range(model.num_classes)]
-    return save_grid(np.concatenate(rows), run_dir / "samples" / "classes.png", nrow=per_class)
+    return save_grid(np.concatenate(rows), RunFolder(run_dir).class_grid, nrow=per_class)
 
 
 def finish(run_dir: Path, prepared: Prepared, device: torch.device, progress: bool) -> None:

@@ -50,7 +50,7 @@ from genforge.models.prior import TransformerPrior
 from genforge.models.transformer import TransformerConfig, check_codes
 from genforge.models.vqvae import VQVAE
 from genforge.progress import Progress
-from genforge.runfolder import atomic_path, read_records
+from genforge.runfolder import CODES, RunFolder, atomic_path, read_records
 from genforge.training.api import Trainer
 from genforge.training.ddp import step_module
 from genforge.training.distributed import share, step_rng
@@ -270,7 +270,7 @@ class PriorModel(TunedSampling):
         from; uniform, said so, when the run folder has none."""
         if self._frequencies is None:
             labels = None
-            path = self.run_dir / "codes.npz" if self.run_dir is not None else None
+            path = RunFolder(self.run_dir).codes if self.run_dir is not None else None
             if path is not None and path.is_file():
                 try:
                     with np.load(path, allow_pickle=False) as f:
@@ -281,7 +281,7 @@ class PriorModel(TunedSampling):
                 counts = np.bincount(labels, minlength=self.num_classes)[: self.num_classes].astype(np.float64)
                 self._frequencies = (counts / counts.sum(), "at the training data's class frequencies")
             else:
-                self._frequencies = (np.full(self.num_classes, 1 / self.num_classes), "uniformly (no codes.npz)")
+                self._frequencies = (np.full(self.num_classes, 1 / self.num_classes), f"uniformly (no {CODES})")
         return self._frequencies
 
     def sampling_note(self, class_label=None, tuned: bool = True, **options) -> str:
@@ -359,8 +359,8 @@ def training_data(prepared: Prepared, run_dir: Path, device: torch.device, progr
         return arrays
 
     if progress:
-        print(f"codes of {len(data)} images from {c_vq.path} (cached in {run_dir / 'codes.npz'})", file=sys.stderr)
-    codes = cached_codes(run_dir / "codes.npz", key, make)
+        print(f"codes of {len(data)} images from {c_vq.path} (cached in {RunFolder(run_dir).codes})", file=sys.stderr)
+    codes = cached_codes(RunFolder(run_dir).codes, key, make)
     # Checked once here, so the training step need not read codes back to the host.
     for split in ("train", "test"):
         if split in codes:

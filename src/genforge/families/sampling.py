@@ -29,9 +29,8 @@ from typing import Any
 
 from genforge.errors import GenforgeError
 from genforge.metrics.table import tie_breaks, tune_ranked
-from genforge.runfolder import atomic_write
+from genforge.runfolder import SAMPLING, RunFolder, atomic_write
 
-SAMPLING_FILE = "sampling.json"
 VERSION = 1
 # Frechet distances within this fraction of the lowest count as a tie (the sampling noise of a
 # few thousand samples is larger); a tie goes to the higher recall + coverage.
@@ -55,14 +54,14 @@ def best(candidates: list[dict[str, Any]]) -> dict[str, Any]:
 def write_sampling(run_dir: str | Path, result: dict[str, Any]) -> Path:
     """Write ``result`` (the shape in the module's docstring) as ``run_dir/sampling.json``, atomically."""
     assert {"step", "chosen", "candidates"} <= set(result), sorted(result)
-    return atomic_write(Path(run_dir) / SAMPLING_FILE, json.dumps({"version": VERSION, **result}, indent=1) + "\n")
+    return atomic_write(RunFolder(run_dir).sampling, json.dumps({"version": VERSION, **result}, indent=1) + "\n")
 
 
 def read_sampling(run_dir: str | Path | None) -> dict[str, Any] | None:
     """The run's ``sampling.json``, or None when there is none; an unreadable one is an error."""
     if run_dir is None:
         return None
-    path = Path(run_dir) / SAMPLING_FILE
+    path = RunFolder(run_dir).sampling
     if not path.is_file():
         return None
     try:
@@ -72,14 +71,6 @@ def read_sampling(run_dir: str | Path | None) -> dict[str, Any] | None:
     if not isinstance(result, dict) or result.get("version") != VERSION or not isinstance(result.get("chosen"), dict):
         raise GenforgeError(f"{path}: not a genforge sampling file (version {VERSION}); run genforge tune again")
     return result
-
-
-def run_folder(checkpoint_path: Path) -> Path | None:
-    """The run folder a checkpoint folder sits in (``RUN/checkpoints/step-N``), else None."""
-    checkpoint_path = Path(checkpoint_path)
-    if checkpoint_path.parent.name == "checkpoints":
-        return checkpoint_path.parent.parent
-    return None
 
 
 class TunedSampling:
@@ -103,14 +94,15 @@ class TunedSampling:
 
     def read_tuning(self, checkpoint_path: Path) -> None:
         """Read the run's sampling.json (none: no tuned settings); a bad one is an error now."""
-        self.run_dir = run_folder(checkpoint_path)
+        run = RunFolder.of_checkpoint(checkpoint_path)
+        self.run_dir = run.root if run is not None else None
         self.tuning = read_sampling(self.run_dir)
         self.tuned = {}
         if self.tuning is not None:
             try:
                 self.tuned = self.check_options(self.tuning["chosen"])
             except GenforgeError as e:
-                raise GenforgeError(f"{self.run_dir / SAMPLING_FILE}: {e}; run genforge tune again") from None
+                raise GenforgeError(f"{RunFolder(self.run_dir).sampling}: {e}; run genforge tune again") from None
 
     def use(self, options: dict[str, Any]) -> None:
         """Draw with exactly ``options`` (None = off) from now on, as if the run had been tuned so
@@ -129,13 +121,13 @@ class TunedSampling:
         used = self.sampling_options(options, tuned)
         shown = ", ".join(f"{k} {v}" for k, v in used.items() if k != "use_cache") or "the network's defaults"
         if tuned and self.tuned and self.tuning is None:
-            return f"sampling: {shown} (set by the caller, not read from {SAMPLING_FILE})"
+            return f"sampling: {shown} (set by the caller, not read from {SAMPLING})"
         if tuned and self.tuned:
-            where = f"{self.run_dir / SAMPLING_FILE}, tuned at step {self.tuning['step']}"
+            where = f"{RunFolder(self.run_dir).sampling}, tuned at step {self.tuning['step']}"
             overridden = sorted(k for k, v in options.items() if v is not None and k in self.tuned)
             if overridden:
                 where += f"; {', '.join(overridden)} given explicitly"
             return f"sampling: {shown} (from {where})"
         if not tuned and self.tuned:
-            return f"sampling: {shown} (the run's {SAMPLING_FILE} ignored)"
-        return f"sampling: {shown} (no {SAMPLING_FILE}: genforge tune RUN chooses settings by measurement)"
+            return f"sampling: {shown} (the run's {SAMPLING} ignored)"
+        return f"sampling: {shown} (no {SAMPLING}: genforge tune RUN chooses settings by measurement)"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -21,6 +20,7 @@ from genforge.errors import GenforgeError
 from genforge.metrics import core
 from genforge.metrics.table import computed
 from genforge.progress import track
+from genforge.runfolder import atomic_path
 
 PR_K = 3  # neighbours for precision/recall (Kynkaanniemi et al.)
 DC_K = 5  # neighbours for density/coverage (Naeem et al.)
@@ -115,15 +115,10 @@ def _save_npz(path: Path, ref: Reference) -> None:
         radii_dc=ref.radii_dc,
         class_hist=ref.class_hist if ref.class_hist is not None else np.zeros(0),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Written through a file object, so np.savez takes the temporary name as it is (given a name
+    # it would append ".npz").
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _load_npz(path: Path) -> Reference | None:

@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from genforge import checkpoint
 from genforge.errors import GenforgeError
 from genforge.metrics.table import after_training, find
-from genforge.runfolder import read_records
+from genforge.runfolder import CHECKPOINTS, CONFIG, RunFolder, read_records
 
 TRAIN_SPEED_LOGS = 5  # training images/s = mean over this many of the last logs
 
@@ -73,12 +73,14 @@ def collect(run: str | Path, data: str | None = None) -> RunSummary:
     path = Path(run)
     if not path.exists():
         raise GenforgeError(f"{path}: no such run folder")
-    if (path / "meta.json").is_file() and path.parent.name == "checkpoints":
-        path = path.parent.parent  # a checkpoint folder was given: report its run
-    if not path.is_dir() or not ((path / "config.yaml").is_file() or (path / "checkpoints").is_dir()):
-        raise GenforgeError(f"{path}: not a genforge run folder (no config.yaml and no checkpoints/)")
+    holder = RunFolder.of_checkpoint(path)
+    if (path / checkpoint.META).is_file() and holder is not None:
+        path = holder.root  # a checkpoint folder was given: report its run
+    folder = RunFolder(path)
+    if not path.is_dir() or not folder.is_run():
+        raise GenforgeError(f"{path}: not a genforge run folder (no {CONFIG} and no {CHECKPOINTS}/)")
     problems: list[str] = []
-    config = _read_config(path / "config.yaml", problems)
+    config = _read_config(folder.config, problems)
     meta, tensors = _newest_checkpoint(path, problems)
     if not config and isinstance(meta.get("config"), dict):
         config = meta["config"]
@@ -92,10 +94,9 @@ def collect(run: str | Path, data: str | None = None) -> RunSummary:
     if not isinstance(step, int):
         steps = [r["step"] for r in logs + evals if isinstance(r.get("step"), int)]
         step = max(steps) if steps else 0
-    samples_dir = path / "samples"
-    grids = sorted(samples_dir.glob("step-*.png")) if samples_dir.is_dir() else []
-    samples = samples_dir / "final.png" if (samples_dir / "final.png").is_file() else (grids[-1] if grids else None)
-    recon = next((p for p in (path / "recon.png", samples_dir / "recon.png") if p.is_file()), None)
+    grids = folder.grids()
+    samples = folder.final_grid if folder.final_grid.is_file() else (grids[-1] if grids else None)
+    recon = next((p for p in folder.recon_grids if p.is_file()), None)
     return RunSummary(
         path=path,
         name=path.resolve().name,
@@ -109,7 +110,7 @@ def collect(run: str | Path, data: str | None = None) -> RunSummary:
         evaluation=evaluation,
         samples=samples,
         recon=recon,
-        classes=samples_dir / "classes.png" if (samples_dir / "classes.png").is_file() else None,
+        classes=folder.class_grid if folder.class_grid.is_file() else None,
         problems=problems,
     )
 
@@ -120,20 +121,20 @@ def _read_config(path: Path, problems: list[str]) -> dict[str, Any]:
     try:
         config = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError):
-        problems.append("config.yaml is not valid YAML")
+        problems.append(f"{path.name} is not valid YAML")
         return {}
     return config if isinstance(config, dict) else {}
 
 
 def _newest_checkpoint(run: Path, problems: list[str]) -> tuple[dict[str, Any], Path | None]:
     """(meta.json contents, tensors file) of the newest checkpoint; ({}, None) when there is none."""
-    folder = checkpoint.find(run) if (run / "checkpoints").is_dir() else None
+    folder = checkpoint.find(run) if RunFolder(run).checkpoints.is_dir() else None
     if folder is None:
         return {}, None
     try:
         meta = json.loads((folder / checkpoint.META).read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        problems.append(f"{folder.name}/meta.json is unreadable")
+        problems.append(f"{folder.name}/{checkpoint.META} is unreadable")
         meta = {}
     tensors = folder / checkpoint.TENSORS
     return (meta if isinstance(meta, dict) else {}), (tensors if tensors.is_file() else None)

@@ -27,7 +27,7 @@ from genforge.errors import GenforgeError
 from genforge.images import make_grid, save_png, to_uint8
 from genforge.metrics.table import shown_on
 from genforge.progress import Progress
-from genforge.runfolder import append_record, keep_records_until, record
+from genforge.runfolder import RunFolder, append_record, keep_records_until, record
 from genforge.training import distributed
 from genforge.training.api import Trainer
 from genforge.training.batches import Batches
@@ -392,9 +392,10 @@ def _save_samples(
     # A fixed generator: every grid of a run shows the same latent points, so progress is visible.
     g = torch.Generator(device=trainer.device).manual_seed(cfg.seed + 12345)
     grid = make_grid(to_uint8(trainer.sample_grid(cfg.grid_images, g)))  # (H, W, C)
-    save_png(grid, run_dir / "samples" / f"step-{step:07d}.png", scale=GRID_SCALE)
+    run = RunFolder(run_dir)
+    save_png(grid, run.grid(step), scale=GRID_SCALE)
     if final:
-        save_png(grid, run_dir / "samples" / "final.png", scale=GRID_SCALE)
+        save_png(grid, run.final_grid, scale=GRID_SCALE)
     if not (final and cfg.sample_every and step % cfg.sample_every == 0):  # else shown already
         sink.image(step, grid)
 

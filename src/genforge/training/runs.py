@@ -16,7 +16,7 @@ from typing import Any
 from genforge import checkpoint as ckpt
 from genforge.config import TrainConfig, dump_yaml, to_dict
 from genforge.errors import GenforgeError
-from genforge.runfolder import RunLock, append_record, atomic_write, clean_temporary, inside, record
+from genforge.runfolder import RunFolder, RunLock, append_record, atomic_write, clean_temporary, inside, record
 from genforge.training import distributed, tensorboard
 from genforge.training.api import Family, Prepared
 from genforge.training.batches import Batches, on_device
@@ -128,7 +128,7 @@ def _train_batches(spec, prepared, out: Path, device, saved, world, events: bool
     train_cfg = config.train
     choice = _precision(spec, prepared, device, saved, batches, progress)
     if world.main:
-        atomic_write(out / "config.yaml", dump_yaml(config))
+        atomic_write(RunFolder(out).config, dump_yaml(config))
     prepared.config = _with_choice(config, choice)  # what the trainer is built with
     trainer = spec.build(prepared, device, choice.dtype)
     batches.channels_last = choice.channels_last
@@ -175,7 +175,7 @@ def _train_batches(spec, prepared, out: Path, device, saved, world, events: bool
 
 def _found(out: Path) -> str | None:
     """The checkpoint a run in ``out`` resumes from (rank 0 looks; every rank loads the same)."""
-    found = ckpt.find(out) if (out / "checkpoints").is_dir() else None
+    found = ckpt.find(out) if RunFolder(out).checkpoints.is_dir() else None
     return None if found is None else str(found)
 
 

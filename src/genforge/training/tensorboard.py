@@ -25,7 +25,6 @@ trained without TensorBoard, or whose event files were lost.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,8 +34,8 @@ import numpy as np
 from PIL import Image
 
 from genforge.errors import GenforgeError
+from genforge.runfolder import RunFolder, atomic_path
 
-EVENTS_DIR = "tensorboard"
 # "tfevents" is how TensorBoard recognises an event file; ".NNNN.genforge" marks the ones we own
 # (genforge 0.2's own writer named them events.out.tfevents.NNNN.genforge: still ours).
 FILE_PATTERN = re.compile(r"^events\.out\.tfevents\.(?:.+\.)?(\d{4,})\.genforge$")
@@ -73,7 +72,7 @@ def available() -> bool:
 
 
 def events_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / EVENTS_DIR
+    return RunFolder(run_dir).events
 
 
 def event_files(run_dir: str | Path) -> list[Path]:
@@ -111,12 +110,11 @@ def truncate(run_dir: str | Path, step: int) -> None:
             path.unlink()
         elif not clean:
             # the temporary name lacks "tfevents", so a running TensorBoard never reads it
-            tmp = path.with_name(f".{path.name.replace('tfevents', 'rewrite')}.tmp")
-            writer = record_writer(open(tmp, "wb"))
-            for data in kept:
-                writer.write(data)
-            writer.close()
-            os.replace(tmp, path)
+            with atomic_path(path, stem=path.name.replace("tfevents", "rewrite")) as tmp:
+                writer = record_writer(open(tmp, "wb"))  # noqa: SIM115 - the writer closes it
+                for data in kept:
+                    writer.write(data)
+                writer.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,7 +50,6 @@ STRING_MODULES = {
 }
 
 
-
 @dataclass(frozen=True)
 class Use:
     module: str

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import platform
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 from genforge.config import to_dict
 from genforge.errors import GenforgeError
 from genforge.paths import cache_root
+from genforge.progress import SILENT, Reporter
 from genforge.runfolder import atomic_write
 from genforge.training import distributed
 
@@ -176,7 +176,7 @@ def _cpu_model() -> str | None:
     return None
 
 
-def choose(spec, prepared, device: torch.device, batch, *, progress: bool = True) -> Choice:
+def choose(spec, prepared, device: torch.device, batch, *, reporter: Reporter = SILENT) -> Choice:
     """The precision and memory layout to train with (see the module's docstring).
 
     ``batch(per_step)`` gives one real training step's examples and labels to time the step on
@@ -196,8 +196,8 @@ def choose(spec, prepared, device: torch.device, batch, *, progress: bool = True
     if cached is not None:
         best = _best(cached)
         return Choice(best["precision"], best["channels_last"], "cache", cached, path)
-    if progress and main:
-        print("measuring the fastest precision on this machine (cached for the next run)...", file=sys.stderr)
+    if main:
+        reporter.say("measuring the fastest precision on this machine (cached for the next run)...")
     table: list[dict[str, Any]] = []
     steps, fastest = None, None  # timed steps per candidate (the first one measured decides); the best so far
     slowdown = {p: distributed.from_main(kernel_slowdown(device, DTYPES[p])) for p in {p for p, _ in options}}

@@ -42,13 +42,13 @@ def main() -> None:
     if not model.num_classes:
         raise SystemExit(f"genforge: error: {args.run}: not a class-conditional run")
     data_cfg = spec.data_config(checkpoint)
-    extractor = get_extractor("classifier", data_cfg.source, device, progress=False)
+    extractor = get_extractor("classifier", data_cfg.source, device)
     truncations = [None if t == "off" else float(t) for t in args.truncations.split(",")]
     k = model.num_classes
 
     rows = [("real test images", real_class_accuracy(data_cfg.source, device)[1], None)]
 
-    ref = reference(extractor, data_cfg, progress=False) if args.fd_n else None
+    ref = reference(extractor, data_cfg) if args.fd_n else None
     for t in truncations:
         g = torch.Generator(device=device).manual_seed(args.seed)
         per_class = []
@@ -58,7 +58,7 @@ def main() -> None:
         fd = None
         if ref is not None:
             model.use({"truncation": t})  # evaluate's draws, at this truncation
-            ctx = EvalContext(extractor, ref, data_cfg, args.fd_n, args.seed, device, progress=False)
+            ctx = EvalContext(extractor, ref, data_cfg, args.fd_n, args.seed, device)
             fd = score_generator(model, ctx)["fd"]
         rows.append((f"samples, truncation {'off' if t is None else f'{t:g}'}", per_class, fd))
 

@@ -19,6 +19,7 @@ from genforge.data import load_configured, load_dataset
 from genforge.families.registry import generate
 from genforge.metrics.core import nearest_neighbour_ratio
 from genforge.metrics.extractors import get_extractor
+from genforge.progress import Reporter
 from genforge.training.devices import machine_key
 
 
@@ -61,12 +62,14 @@ def real_class_accuracy(data: str, device: torch.device) -> tuple[float, list[fl
     samples that look like the data would score)."""
     test = load_dataset(data, split="test")
     labels = np.asarray(test.labels)
-    predicted = get_extractor("classifier", data, device, progress=False).class_probs(test.images).argmax(axis=1)
+    predicted = get_extractor("classifier", data, device).class_probs(test.images).argmax(axis=1)
     per_class = [float((predicted[labels == k] == k).mean()) for k in np.unique(labels)]
     return float((predicted == labels).mean()), per_class
 
 
-def small_data_scores(run: Path, n: int, device: torch.device, progress: bool = True) -> tuple[dict, np.ndarray]:
+def small_data_scores(
+    run: Path, n: int, device: torch.device, reporter: Reporter = Reporter()
+) -> tuple[dict, np.ndarray]:
     """A generator run scored as the small-data benchmarks score it, and its ``n`` samples (uint8).
 
     Inception FID and KID of ``n`` samples against ``n`` of the images the run trained on (as it
@@ -77,8 +80,8 @@ def small_data_scores(run: Path, n: int, device: torch.device, progress: bool = 
     c = ckpt.load(run, kind=tuple(families.names()), map_location=device)
     spec = families.get(c.kind)
     real = load_configured(spec.data_config(c))[0].images[:n]  # uint8 (n, H, W, C)
-    scores = evaluate(run, n=n, features="inception", device=device, reference_n=n, progress=progress)
-    fake, _, _ = generate(spec.load(c, device), n, seed=1, progress=False)
+    scores = evaluate(run, n=n, features="inception", device=device, reference_n=n, reporter=reporter)
+    fake, _, _ = generate(spec.load(c, device), n, seed=1)
     flat = lambda images: images.reshape(len(images), -1).astype(np.float64) / 255.0  # noqa: E731
     row = {
         "steps": c.step,

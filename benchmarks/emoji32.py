@@ -33,6 +33,7 @@ from genforge.data import load_dataset
 from genforge.errors import GenforgeError
 from genforge.families.prior import VQVAE_SHARE
 from genforge.images import save_grid
+from genforge.progress import Reporter
 from genforge.training.runs import train
 from tuning import sampling_used, settle_sampling
 
@@ -75,12 +76,12 @@ def train_arm(arm: str, config, minutes: float, out: Path) -> Path:
     """Train one arm for ``minutes`` (the VQ arm's two stages share them); its sampling run folder."""
     spec = families.get(ARMS[arm][0])
     if arm != "vq":
-        train(spec, config, out / arm)
+        train(spec, config, out / arm, reporter=Reporter())
         return out / arm
-    train(spec, config, out / "vqvae")
+    train(spec, config, out / "vqvae", reporter=Reporter())
     prior = families.get("prior")
     extra = {"vqvae": str(out / "vqvae"), "train": {"minutes": minutes * (1 - VQVAE_SHARE)}}
-    train(prior, prior.resolve("default", None, (), extra), out / "prior")
+    train(prior, prior.resolve("default", None, (), extra), out / "prior", reporter=Reporter())
     return out / "prior"
 
 

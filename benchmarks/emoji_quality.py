@@ -29,6 +29,7 @@ from common import machine, small_data_scores, table
 from genforge import families
 from genforge.data import load_dataset
 from genforge.families.prior import VQVAE_SHARE
+from genforge.progress import Reporter
 from genforge.training.runs import train
 from tuning import sampling_used, settle_sampling
 
@@ -55,15 +56,15 @@ def train_arm(arm: str, minutes: float, out: Path, vq_share: float) -> Path:
     spec = families.get(family)
     if arm != "vq":
         config = spec.resolve(preset, None, values, {"data": {"source": DATA}, "train": {"minutes": minutes}})
-        train(spec, config, out / arm)
+        train(spec, config, out / arm, reporter=Reporter())
         return out / arm
     vq = spec.resolve(preset, None, values, {"data": {"source": DATA}, "train": {"minutes": minutes * vq_share}})
-    train(spec, vq, out / "vqvae")
+    train(spec, vq, out / "vqvae", reporter=Reporter())
     prior = families.get("prior")
     config = prior.resolve(
         "default", None, (), {"vqvae": str(out / "vqvae"), "train": {"minutes": minutes * (1 - vq_share)}}
     )
-    train(prior, config, out / "prior")
+    train(prior, config, out / "prior", reporter=Reporter())
     return out / "prior"
 
 

@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 
 from common import machine, table
 from genforge import families
+from genforge.progress import SILENT
 from genforge.training.batches import Batches, on_device
 from precision_probe import prepared_for
 
@@ -96,7 +97,7 @@ def main() -> None:
                 else:
                     spec = families.get(name)
                     sets = [f"data.source={data}", f"data.limit={64 * args.batch}", f"train.batch_size={args.batch}"]
-                    prepared = spec.prepare(spec.resolve("default", None, sets), False)
+                    prepared = spec.prepare(spec.resolve("default", None, sets), SILENT)
                 m = prepared.config.model
                 side = (
                     getattr(m, "resolution", None) or f"{getattr(m, 'grid_h', '?')}x{getattr(m, 'grid_w', '?')} codes"

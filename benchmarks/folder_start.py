@@ -84,7 +84,7 @@ def worker(args) -> None:
     gan = dataclasses.replace(gan, build=timed_build)
     sets = [*SETTINGS, f"train.steps={args.steps}", f"train.log_every={args.log_every}", f"train.device={args.device}"]
     config = gan.resolve("default", None, sets, {"data": {"source": args.source}})
-    result = runs.train(gan, config, args.out, progress=False)
+    result = runs.train(gan, config, args.out)
     records = [json.loads(line) for line in (Path(args.out) / "metrics.jsonl").read_text().splitlines()]
     speeds = [r["values"]["images_per_s"] for r in records if r["type"] == "train"]
     print(
@@ -102,15 +102,16 @@ def alternate(args) -> None:
 
     from genforge import families  # noqa: PLC0415
     from genforge.data import load_dataset, open_dataset  # noqa: PLC0415
+    from genforge.progress import SILENT  # noqa: PLC0415
     from genforge.training.batches import Batches, on_device  # noqa: PLC0415
 
     gan = families.get("gan")
     sets = [*SETTINGS, f"train.device={args.device}"]
-    prepared = gan.prepare(gan.resolve("default", None, sets, {"data": {"source": args.source}}), False)
+    prepared = gan.prepare(gan.resolve("default", None, sets, {"data": {"source": args.source}}), SILENT)
     device = torch.device(args.device)
     trainer = gan.build(prepared, device, torch.float32)
     sources = {
-        "folder": Batches(open_dataset(args.source, progress=False), None, 64, 0, device),
+        "folder": Batches(open_dataset(args.source), None, 64, 0, device),
         "npz": Batches(on_device(load_dataset(args.npz), device), None, 64, 0, device),
     }
     seconds = {name: 0.0 for name in sources}

@@ -61,7 +61,7 @@ def peak_rss_mib() -> float:
 def child(mode: str, folder: Path, steps: int, batch: int) -> None:
     """One training run, in this (fresh) process; prints its figures as one JSON line."""
 
-    def prepare(config, progress):
+    def prepare(config, reporter):
         # The GAN family's own prepare reads through load_configured; here the data path is the
         # subject, so the dataset is opened (packed) or loaded (in memory) explicitly.
         data = open_dataset(str(folder)) if mode == "packed" else load_dataset(str(folder))
@@ -81,7 +81,7 @@ def child(mode: str, folder: Path, steps: int, batch: int) -> None:
     ]
     config = GAN.resolve("default", None, sets, {"data": {"source": str(folder)}, "train": {"steps": steps}})
     with tempfile.TemporaryDirectory() as out:
-        runs.train(replace(GAN, prepare=prepare), config, out, progress=False)
+        runs.train(replace(GAN, prepare=prepare), config, out)
         speed = [r for r in read_records(Path(out)) if r["type"] == "train"][-1]["values"]["images_per_s"]
     print(json.dumps({"images_per_s": speed, "peak_rss_mib": peak_rss_mib()}))
 

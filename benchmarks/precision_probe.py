@@ -19,6 +19,7 @@ import torch
 
 from common import machine, table
 from genforge import families
+from genforge.progress import SILENT
 from genforge.training.batches import Batches, on_device
 from genforge.training.probe import choose
 from genforge.training.runs import train
@@ -36,14 +37,14 @@ def prepared_for(name: str, scratch: Path, seconds: float):
             config = vq.resolve(
                 "default", None, ["train.precision=fp32", "train.channels_last=false"], {"train": {"steps": 1}}
             )
-            train(vq, config, vq_run, progress=False)
+            train(vq, config, vq_run)
         spec = families.get("prior")
         config = spec.resolve(name if name == "maskgit" else "default", None, sets, {"vqvae": str(vq_run)})
-        prepared = spec.prepare(config, False)
-        spec.training_data(prepared, scratch / name, CPU, False)
+        prepared = spec.prepare(config, SILENT)
+        spec.training_data(prepared, scratch / name, CPU, SILENT)
         return spec, prepared
     spec = families.get(name)
-    return spec, spec.prepare(spec.resolve("default", None, sets), False)
+    return spec, spec.prepare(spec.resolve("default", None, sets), SILENT)
 
 
 def main() -> None:
@@ -64,7 +65,7 @@ def main() -> None:
                 batches.per_step = per_step
                 return batches.get(0)
 
-            choice = choose(spec, prepared, CPU, batch, progress=False)
+            choice = choose(spec, prepared, CPU, batch)
             chosen = f"{choice.precision}" + (" + channels_last" if choice.channels_last else "")
             for row in choice.table:
                 rows.append(

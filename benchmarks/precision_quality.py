@@ -19,6 +19,7 @@ import torch
 
 from genforge import families
 from genforge.commands.evaluate import evaluate
+from genforge.progress import Reporter
 
 SETTINGS = {
     "fp32": {"precision": "fp32", "channels_last": False},
@@ -37,8 +38,8 @@ def main() -> None:
     for name, train in SETTINGS.items():
         config = families.get("gan").resolve("default", None, (), {"train": {"steps": args.steps, **train}})
         out = args.out / name.replace(" ", "").replace("+", "-")
-        result = train(families.get("gan"), config, out)
-        scores = evaluate(out, n=args.n, device=device)
+        result = train(families.get("gan"), config, out, reporter=Reporter())
+        scores = evaluate(out, n=args.n, device=device, reporter=Reporter())
         rows.append((name, result, scores))
     print(
         f"\n# {datetime.date.today()} | {platform.machine()} | {os.cpu_count()} cores | torch {torch.__version__} | "

@@ -38,6 +38,7 @@ from genforge.commands.demo import FEATURES
 from genforge.commands.evaluate import evaluate, real_vs_real
 from genforge.families.prior import split_minutes
 from genforge.metrics.extractors import choose_features, get_extractor
+from genforge.progress import Reporter
 from genforge.training.runs import train
 from tuning import sampling_used, settle_sampling
 
@@ -81,39 +82,49 @@ def main() -> None:
     out = args.out / args.data
     data = {"data": {"source": args.data, "limit": args.limit}}
     budget = {**data, "train": {"minutes": m}}
-    get_extractor(features, args.data, device)
-    floor = real_vs_real(args.data, n=args.n, features=features, device=device)
+    get_extractor(features, args.data, device, Reporter())
+    floor = real_vs_real(args.data, n=args.n, features=features, device=device, reporter=Reporter())
     scores, speed = {}, {}
 
     def score(name: str, run: Path) -> None:
         settle_sampling(run, args.tune, args.tune_n, args.tune_features, device)
-        scores[name] = evaluate(run, n=args.n, features=features, device=device)
+        scores[name] = evaluate(run, n=args.n, features=features, device=device, reporter=Reporter())
 
     gan = families.get("gan")
     if "textbook" in arms:
-        speed["textbook DCGAN"] = train(gan, gan.resolve("dcgan", None, (), budget), out / "textbook")
+        speed["textbook DCGAN"] = train(
+            gan, gan.resolve("dcgan", None, (), budget), out / "textbook", reporter=Reporter()
+        )
         score("textbook DCGAN", out / "textbook")
     if "genforge" in arms:
-        speed["genforge GAN"] = train(gan, gan.resolve("default", None, (), budget), out / "genforge")
+        speed["genforge GAN"] = train(
+            gan, gan.resolve("default", None, (), budget), out / "genforge", reporter=Reporter()
+        )
         score("genforge GAN", out / "genforge")
     if "conditional" in arms:
-        speed[CONDITIONAL] = train(gan, gan.resolve("conditional", None, (), budget), out / "conditional")
+        speed[CONDITIONAL] = train(
+            gan, gan.resolve("conditional", None, (), budget), out / "conditional", reporter=Reporter()
+        )
         score(CONDITIONAL, out / "conditional")
     if "stylegan2" in arms:
         sg = families.get("stylegan2")
-        speed["StyleGAN2 + ADA"] = train(sg, sg.resolve("default", None, (), budget), out / "stylegan2")
+        speed["StyleGAN2 + ADA"] = train(
+            sg, sg.resolve("default", None, (), budget), out / "stylegan2", reporter=Reporter()
+        )
         score("StyleGAN2 + ADA", out / "stylegan2")
     if "vq" in arms:
         vq_minutes, prior_minutes = split_minutes(m)
         vqvae, prior = families.get("vqvae"), families.get("prior")
         vq_cfg = vqvae.resolve(args.vq_preset, None, (), {**data, "train": {"minutes": vq_minutes}})
-        speed["VQ-VAE"] = train(vqvae, vq_cfg, out / "vqvae")
+        speed["VQ-VAE"] = train(vqvae, vq_cfg, out / "vqvae", reporter=Reporter())
         prior_cfg = prior.resolve(
             args.prior_preset, None, (), {"vqvae": str(out / "vqvae"), "train": {"minutes": prior_minutes}}
         )
-        speed[VQ] = train(prior, prior_cfg, out / "prior")
+        speed[VQ] = train(prior, prior_cfg, out / "prior", reporter=Reporter())
         score(VQ, out / "prior")
-        scores["VQ-VAE reconstructions"] = evaluate(out / "vqvae", n=args.n, features=features, device=device)
+        scores["VQ-VAE reconstructions"] = evaluate(
+            out / "vqvae", n=args.n, features=features, device=device, reporter=Reporter()
+        )
 
     references = ", ".join(sorted({f"{s['reference_n']:,}" for s in scores.values() if "reference_n" in s}))
     print(

@@ -91,13 +91,14 @@ def one_step_vqvae(folder: Path, source: str) -> Path:
     spec = families.get("vqvae")
     values = {"data": {"source": source, "limit": 2000}, "train": {"steps": 1, "precision": "fp32", "device": "cpu"}}
     values["train"]["channels_last"] = False
-    train(spec, spec.resolve("default", None, (), values), folder / "vq", progress=False)
+    train(spec, spec.resolve("default", None, (), values), folder / "vq")
     return folder / "vq"
 
 
 def build(arm: str, setting: str, batch_size: int, folder: Path, source: str, vq: Path | None):
     """The arm's spec, prepared data and trainer, as ``genforge train`` makes them."""
     from genforge import families
+    from genforge.progress import SILENT
     from genforge.training.precision import DTYPES
 
     family, preset, values = ARMS[arm]
@@ -120,13 +121,13 @@ def build(arm: str, setting: str, batch_size: int, folder: Path, source: str, vq
     else:
         values["data"] = {"source": source, "limit": DATA_LIMIT}
     config = spec.resolve(preset, None, (), values)
-    prepared = spec.prepare(config, False)
+    prepared = spec.prepare(config, SILENT)
     if family == "prior":  # random codes of the VQ-VAE's grid: the step's cost does not depend on them
         m = prepared.config.model
         rng = np.random.RandomState(0)
         prepared.images = rng.randint(0, m.vocab_size, (len(prepared.labels), m.grid_h, m.grid_w)).astype(np.int16)
     elif spec.training_data is not None:  # e.g. the perceptual network
-        spec.training_data(prepared, folder, torch.device("cpu"), False)
+        spec.training_data(prepared, folder, torch.device("cpu"), SILENT)
     trainer = spec.build(prepared, torch.device("cpu"), DTYPES[precision])
     return spec, prepared, trainer
 
@@ -161,7 +162,7 @@ def loop_step_seconds(spec, prepared, trainer, batches, steps: int, folder: Path
     cfg.steps = steps
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    run(trainer, batches, cfg, folder, kind=spec.name, config=to_dict(prepared.config), progress=False)
+    run(trainer, batches, cfg, folder, kind=spec.name, config=to_dict(prepared.config))
     return (time.perf_counter() - t0) / steps
 
 

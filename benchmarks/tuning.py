@@ -15,6 +15,7 @@ import torch
 from genforge import families
 from genforge.commands.tune import tune
 from genforge.families.sampling import TunedSampling, read_sampling
+from genforge.progress import Reporter
 from genforge.runfolder import SAMPLING, RunFolder
 
 
@@ -24,7 +25,7 @@ def settle_sampling(run: Path, tuned: bool, n: int, features: str | None, device
     if not isinstance(model, TunedSampling):
         return  # nothing to tune (a VQ-VAE): the same for every setting of the flag
     if tuned:
-        tune(run, n=n, features=features, device=device)
+        tune(run, n=n, features=features, device=device, reporter=Reporter())
     elif RunFolder(run).sampling.is_file():
         RunFolder(run).sampling.unlink()
         print(f"{run}: removed {SAMPLING} (--no-tune: every arm samples with its network's defaults)")

@@ -32,6 +32,7 @@ from genforge.commands.evaluate import evaluate
 from genforge.commands.tune import tune
 from genforge.families.prior import VQVAE_SHARE, split_minutes
 from genforge.metrics.extractors import get_extractor
+from genforge.progress import Reporter
 from genforge.training.runs import train
 
 
@@ -41,12 +42,13 @@ def arm_name(preset: str, split: float, schedule: str) -> str:
 
 def run_arm(args, preset: str, split: float, schedule: str, device: torch.device) -> dict:
     folder = args.out / arm_name(preset, split, schedule)
+    reporter = Reporter(enabled=not args.quiet)
     vq_minutes, prior_minutes = split_minutes(args.minutes, split)
     vqvae, prior = families.get("vqvae"), families.get("prior")
     data = {"source": args.data, "limit": args.limit}
     vq_values = {"data": data, "optim": {"lr_schedule": schedule}, "train": {"minutes": vq_minutes}}
     vq_cfg = vqvae.resolve(preset, None, args.vq_set, vq_values)
-    vq_result = train(vqvae, vq_cfg, folder / "vqvae", progress=not args.quiet)
+    vq_result = train(vqvae, vq_cfg, folder / "vqvae", reporter=reporter)
     prior_values = {
         "vqvae": str(folder / "vqvae"),
         "network": args.network,
@@ -54,11 +56,11 @@ def run_arm(args, preset: str, split: float, schedule: str, device: torch.device
         "train": {"minutes": prior_minutes},
     }
     prior_cfg = prior.resolve("default", None, args.prior_set, prior_values)
-    prior_result = train(prior, prior_cfg, folder / "prior", progress=not args.quiet)
+    prior_result = train(prior, prior_cfg, folder / "prior", reporter=reporter)
     if args.tune_n > 0:
-        tune(folder / "prior", n=args.tune_n, features=args.features, device=device, progress=not args.quiet)
-    scored = evaluate(folder / "prior", n=args.n, features=args.features, device=device, progress=not args.quiet)
-    recon = evaluate(folder / "vqvae", n=args.n, features=args.features, device=device, progress=not args.quiet)
+        tune(folder / "prior", n=args.tune_n, features=args.features, device=device, reporter=reporter)
+    scored = evaluate(folder / "prior", n=args.n, features=args.features, device=device, reporter=reporter)
+    recon = evaluate(folder / "vqvae", n=args.n, features=args.features, device=device, reporter=reporter)
     return {
         "arm": arm_name(preset, split, schedule),
         "preset": preset,
@@ -122,7 +124,7 @@ def main() -> None:
     args = parser.parse_args()
     args.features = args.features or FEATURES.get(args.data, "inception")
     device = torch.device("cpu")
-    get_extractor(args.features, args.data, device, not args.quiet)
+    get_extractor(args.features, args.data, device, Reporter(enabled=not args.quiet))
     rows = []
     for preset in args.vq_presets.split(","):
         for split in (float(s) for s in args.splits.split(",")):

@@ -77,7 +77,7 @@ def install_evaluator(cache: Path, source: str, limit: int | None = None, seed: 
     key = dataset_key(source, "train", None, "none", None)
     data = load_dataset(source, split="train", limit=limit)
     model, accuracy = train_classifier(
-        data.images, data.labels, data.images, data.labels, epochs=1, batch_size=64, progress=False, seed=seed
+        data.images, data.labels, data.images, data.labels, epochs=1, batch_size=64, seed=seed
     )
     return save_classifier(model, Path(cache) / "evaluators" / key, test_accuracy=accuracy, dataset_key=key)
 

@@ -25,6 +25,7 @@ from genforge.data import load_configured
 from genforge.errors import GenforgeError
 from genforge.families import gan_trainer, prior, registry, vqvae
 from genforge.families.registry import FamilySpec, Prepared, register, score_generator
+from genforge.progress import Reporter
 from genforge.runfolder import append_record, read_records, record
 from genforge.training.api import Trainer
 from synthetic import cli, install_evaluator, is_png, one_error, records, write_npz
@@ -89,7 +90,7 @@ class ToyTrainer(Trainer):
         return self.net.sample(n, generator)
 
 
-def toy_prepare(config: ToyRunConfig, progress: bool) -> Prepared:
+def toy_prepare(config: ToyRunConfig, reporter: Reporter) -> Prepared:
     data, config.data = load_configured(config.data)
     fill_from_data(config.model, "model", resolution=data.resolution, channels=data.channels)
     return Prepared(config, data.images, data.labels, data_config=config.data)

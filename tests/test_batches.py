@@ -18,6 +18,7 @@ from genforge.config import from_dict, to_dict
 from genforge.data import PackedImages, PackWriter
 from genforge.errors import GenforgeError
 from genforge.families.gan_config import GANRunConfig
+from genforge.progress import SILENT
 from genforge.training import batches as batches_module
 from genforge.training import runs
 from genforge.training.batches import Batches, on_device
@@ -174,10 +175,10 @@ def test_a_run_from_an_image_folder_with_the_mirror_resumes_bit_identically(tmp_
     def config():
         return gan.resolve("default", None, sets, {"data": {"source": str(folder)}})
 
-    runs.train(gan, config(), tmp_path / "whole", progress=False)
-    first = runs.train(gan, config(), tmp_path / "parts", progress=False, stop_after=3)
+    runs.train(gan, config(), tmp_path / "whole")
+    first = runs.train(gan, config(), tmp_path / "parts", stop_after=3)
     assert first.interrupted and first.step == 3
-    runs.train(gan, config(), tmp_path / "parts", progress=False)
+    runs.train(gan, config(), tmp_path / "parts")
     a, b = ckpt.load(tmp_path / "whole"), ckpt.load(tmp_path / "parts")
     assert a.step == b.step == 6 and set(a.tensors) == set(b.tensors)
     for name in a.tensors:
@@ -201,6 +202,6 @@ def test_augment_mirror_reaches_the_batches_of_every_image_family(tmp_path, fami
         ("labelled", ["augment.mirror=true"], True),
     ):
         config = spec.resolve("default", None, sets, {"data": {"source": str(tmp_path / f"{source}.npz")}})
-        prepared = spec.prepare(config, False)
+        prepared = spec.prepare(config, SILENT)
         assert prepared.mirror is mirror and prepared.config.augment.mirror is mirror
         assert any(note.startswith("augment.mirror: on") for note in prepared.notes) is (mirror and not sets)

@@ -26,7 +26,7 @@ def test_demo_minutes_must_be_positive(tmp_path):
 
 def test_demo_on_missing_data_fails_before_training(tmp_path):
     with pytest.raises(GenforgeError, match="no such file or folder"):
-        run_demo(tmp_path / "demo", minutes=0.3, data=str(tmp_path / "nothing.npz"), n_eval=64, progress=False)
+        run_demo(tmp_path / "demo", minutes=0.3, data=str(tmp_path / "nothing.npz"), n_eval=64)
     assert not (tmp_path / "demo").exists()
 
 
@@ -53,7 +53,6 @@ def test_short_demo_on_fashion_mnist(fashion_available, tmp_path, monkeypatch, c
         data="fashion-mnist",
         n_eval=200,
         device_name="cpu",
-        progress=False,
         sets=TINY_GAN + FIXED,
         limit=LIMIT,
     )
@@ -93,7 +92,7 @@ def test_short_demo_on_emoji_colour_data_without_a_test_split(tmp_path, monkeypa
     for name, tiny in (("vqvae", TINY_VQVAE), ("prior", TINY_PRIOR)):
         presets = families.get(name).presets
         monkeypatch.setitem(presets, "default", _shrunk(presets, tiny + FIXED)["default"])
-    result = run_demo(tmp_path / "demo", minutes=0.15, data="emoji", n_eval=64, device_name="cpu", progress=False,
+    result = run_demo(tmp_path / "demo", minutes=0.15, data="emoji", n_eval=64, device_name="cpu",
                       sets=TINY_GAN + FIXED, limit=200, features="classifier")  # fmt: skip
     gan, vqvae = result.scores["gan"], result.scores["vqvae"]
     assert gan["n"] == 64 and vqvae["recon_split"] == "train"

@@ -203,9 +203,9 @@ def gan_worker(rank: int, case: str, data: str, out: str, log: str) -> None:
     seen = watch_writes(rank, Path(out))
     spec = families.get(family_of(case))
     config = lambda: config_of(spec.name, *EXACT[case], data={"source": data})
-    first = runs.train(spec, config(), out, progress=False, stop_after=2)
+    first = runs.train(spec, config(), out, stop_after=2)
     assert (first.step, first.interrupted) == (2, True)
-    second = runs.train(spec, config(), out, progress=False)
+    second = runs.train(spec, config(), out)
     assert (second.step, second.interrupted) == (4, False)
     report_writes(rank, seen, log)
 
@@ -219,7 +219,7 @@ def test_gan_two_ranks_with_half_the_batch_end_where_one_process_ends(tmp_path, 
     spawn(gan_worker, case, data, str(two), str(log))
     assert writes_of_rank_1(log) == []
     spec = families.get(family_of(case))
-    runs.train(spec, config_of(spec.name, *EXACT[case], data={"source": data}), one, progress=False)
+    runs.train(spec, config_of(spec.name, *EXACT[case], data={"source": data}), one)
 
     a, b = ckpt.load(two), ckpt.load(one)
     assert a.step == b.step == 4 and a.state["world_size"] == 2 and b.state["world_size"] == 1
@@ -241,7 +241,7 @@ def test_gan_two_ranks_with_half_the_batch_end_where_one_process_ends(tmp_path, 
     # a run resumes with the number of processes it was trained with
     more = config_of(spec.name, *EXACT[case], "train.steps=6", data={"source": data})
     with pytest.raises(GenforgeError, match="was trained by 2 processes .* this command starts one"):
-        runs.train(spec, more, two, progress=False)
+        runs.train(spec, more, two)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,8 +256,8 @@ def vqvae_worker(rank: int, data: str, out: str, log: str, dump: str) -> None:
     # k-means initialisation and a dead-code restart after 2 steps both happen in these 6 steps
     sets = ["train.steps=6", "train.checkpoint_every=3", "model.quantizer.restart_after=2"]
     config = lambda: config_of("vqvae", *sets, data={"source": data})
-    assert runs.train(capture, config(), out, progress=False, stop_after=3).step == 3
-    assert runs.train(capture, config(), out, progress=False).step == 6
+    assert runs.train(capture, config(), out, stop_after=3).step == 3
+    assert runs.train(capture, config(), out).step == 6
     quantizer = built[-1].model.quantizer
     buffers = {name: value.numpy() for name, value in quantizer.state_dict().items()}
     np.savez(f"{dump}-{rank}.npz", **buffers)
@@ -291,9 +291,9 @@ def prior_worker(rank: int, vqvae: str, out: str, log: str, dump: str) -> None:
     sets += ["train.precision=auto", "train.probe_seconds=0.02"]
     spec, built = families.get("prior"), []
     capture = replace(spec, build=lambda *args: built.append(spec.build(*args)) or built[-1])
-    assert runs.train(capture, config_of("prior", *sets, vqvae=vqvae), out, progress=False, stop_after=2).step == 2
+    assert runs.train(capture, config_of("prior", *sets, vqvae=vqvae), out, stop_after=2).step == 2
     Path(f"{dump}-{rank}").write_text(str(built[-1].dtype))
-    assert runs.train(capture, config_of("prior", *sets, vqvae=vqvae), out, progress=False).step == 4
+    assert runs.train(capture, config_of("prior", *sets, vqvae=vqvae), out).step == 4
     report_writes(rank, seen, log)
 
 

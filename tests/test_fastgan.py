@@ -248,8 +248,8 @@ def two_rank_worker(rank: int, data: str, out: str, dump: str) -> None:
     values = [*COMMON, *TINY, "train.batch_size=8", "train.device=cpu", "train.channels_last=false"]
     values += ["train.tensorboard=false", "train.checkpoint_every=2"]
     config = lambda: spec.resolve("default", None, [*values, "train.steps=3"], {"data": {"source": data}})  # noqa: E731
-    assert runs.train(capture, config(), out, progress=False, stop_after=2).step == 2
-    assert runs.train(capture, config(), out, progress=False).step == 3
+    assert runs.train(capture, config(), out, stop_after=2).step == 2
+    assert runs.train(capture, config(), out).step == 3
     trainer = built[-1]
     weights = {
         f"{net}.{k}": v.detach().numpy() for net in ("G", "D") for k, v in trainer.modules()[net].state_dict().items()

@@ -16,6 +16,7 @@ import torch
 
 from genforge import checkpoint as ckpt
 from genforge import families
+from genforge.progress import SILENT
 from synthetic import TINY_GAN, write_npz
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +91,7 @@ def test_flops_are_counted_through_r1s_double_backward(benchmarks, tmp_path):
 
     def per_image(*values: str) -> float:
         config = spec.resolve("default", None, [*TINY_GAN, "train.batch_size=8", *values], data)
-        return flops_per_image(spec, spec.prepare(config, False), steps=2)
+        return flops_per_image(spec, spec.prepare(config, SILENT), steps=2)
 
     plain = per_image("optim.r1_gamma=0")
     with_r1 = per_image("optim.r1_gamma=1", "optim.r1_interval=1", "model.d_norm=spectral")

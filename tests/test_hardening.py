@@ -68,7 +68,7 @@ def test_code_indices_beyond_int16_keep_their_values(monkeypatch):
     assert vqvae.num_codes == 64_000
     high = torch.full((2, 4, 4), 63_999, dtype=torch.long)
     monkeypatch.setattr(vqvae, "encode_indices", lambda x: high[: len(x)])
-    codes = encode_images(vqvae, np.zeros((2, 8, 8, 1), np.uint8), torch.device("cpu"), progress=False)
+    codes = encode_images(vqvae, np.zeros((2, 8, 8, 1), np.uint8), torch.device("cpu"))
     assert codes.dtype == np.int32 and int(codes.max()) == 63_999
     # and a prior over such a codebook trains on them
     prior_cfg = from_dict(PriorRunConfig, {"model": {"vocab_size": 64_000, "grid_h": 4, "grid_w": 4}})

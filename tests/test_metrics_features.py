@@ -27,7 +27,7 @@ def blobs(n, size=28, channels=1, seed=0):
 def tiny_classifier():
     images, labels = blobs(256)
     test_images, test_labels = blobs(64, seed=1)
-    model, acc = clf.train_classifier(images, labels, test_images, test_labels, epochs=3, batch_size=32, progress=False)
+    model, acc = clf.train_classifier(images, labels, test_images, test_labels, epochs=3, batch_size=32)
     return model, acc
 
 
@@ -93,18 +93,16 @@ def test_classifier_load_is_strict(tiny_classifier, tmp_path):
 def test_classifier_needs_labels():
     images, labels = blobs(8)
     with pytest.raises(GenforgeError, match="needs class labels.*--features inception"):
-        clf.train_classifier(images, None, images, labels, progress=False)
+        clf.train_classifier(images, None, images, labels)
     with pytest.raises(GenforgeError, match="needs class labels"):
-        clf.load_or_train_classifier("unused", "key", images, None, images, None, progress=False)
+        clf.load_or_train_classifier("unused", "key", images, None, images, None)
 
 
 def test_load_or_train_reuses_the_cache(tmp_path, monkeypatch):
     images, labels = blobs(64)
-    first, _ = clf.load_or_train_classifier(
-        tmp_path, "blobs", images, labels, images, labels, epochs=1, batch_size=64, progress=False
-    )
+    first, _ = clf.load_or_train_classifier(tmp_path, "blobs", images, labels, images, labels, epochs=1, batch_size=64)
     monkeypatch.setattr(clf, "train_classifier", lambda *a, **k: pytest.fail("retrained despite the cache"))
-    second, info = clf.load_or_train_classifier(tmp_path, "blobs", images, labels, images, labels, progress=False)
+    second, info = clf.load_or_train_classifier(tmp_path, "blobs", images, labels, images, labels)
     assert info["dataset_key"] == "blobs"
     torch.testing.assert_close(first.state_dict(), second.state_dict())
 
@@ -127,11 +125,11 @@ def test_evaluate_with_classifier_features(tiny_classifier, tmp_path):
     extractor = clf.ClassifierExtractor(model)
     real, labels = blobs(64, seed=3)
     cache = tmp_path / "ref.npz"
-    ref = evaluate.reference_stats(real, labels, extractor, cache, batch_size=16, progress=False)
+    ref = evaluate.reference_stats(real, labels, extractor, cache, batch_size=16)
     assert cache.is_file() and ref.features.shape == (64, model.config.feature_dim)
     np.testing.assert_allclose(ref.class_hist, [0.25] * 4)
 
-    same = evaluate.evaluate_samples(blobs(64, seed=4)[0], ref, extractor, kid_subsets=5, progress=False)
+    same = evaluate.evaluate_samples(blobs(64, seed=4)[0], ref, extractor, kid_subsets=5)
     assert set(same) == {
         "fd",
         "kid",
@@ -149,7 +147,7 @@ def test_evaluate_with_classifier_features(tiny_classifier, tmp_path):
     }
     assert same["collapsed"] == 0.0 and same["classes_covered"] == 4 and same["num_classes"] == 4
     one_class = blobs(64, seed=5)[0][::4]  # every 4th image: all class 0
-    collapsed = evaluate.evaluate_samples(one_class, ref, extractor, kid_subsets=5, progress=False)
+    collapsed = evaluate.evaluate_samples(one_class, ref, extractor, kid_subsets=5)
     assert collapsed["collapsed"] == 1.0 and collapsed["classes_covered"] == 1
     assert (
         collapsed["fd"] > same["fd"]
@@ -163,36 +161,36 @@ def test_reference_cache_roundtrip_and_invalidation(tmp_path, monkeypatch):
     extractor = RandomProjection()
     real = blobs(32, seed=6)[0]
     cache = tmp_path / "ref.npz"
-    ref = evaluate.reference_stats(real, None, extractor, cache, progress=False)
+    ref = evaluate.reference_stats(real, None, extractor, cache)
     assert ref.class_hist is None
     with np.load(cache, allow_pickle=False) as data:
         assert str(data["extractor"]) == "projection"
     monkeypatch.setattr(evaluate, "extract", lambda *a, **k: pytest.fail("recomputed despite the cache"))
-    again = evaluate.reference_stats(real, None, extractor, cache, progress=False)
+    again = evaluate.reference_stats(real, None, extractor, cache)
     np.testing.assert_array_equal(again.sigma, ref.sigma)
     monkeypatch.undo()
     changed = real.copy()
     changed[0] = 255 - changed[0]
-    assert not np.array_equal(evaluate.reference_stats(changed, None, extractor, cache, progress=False).mu, ref.mu)
+    assert not np.array_equal(evaluate.reference_stats(changed, None, extractor, cache).mu, ref.mu)
 
 
 def test_evaluate_without_class_probs_and_real_vs_real():
     extractor = RandomProjection()
     train, test = blobs(48, seed=7)[0], blobs(48, seed=8)[0]
-    result = evaluate.real_vs_real(train, test, extractor, kid_subsets=5, progress=False)
+    result = evaluate.real_vs_real(train, test, extractor, kid_subsets=5)
     assert set(result) == {"fd", "kid", "kid_std", "precision", "recall", "density", "coverage"}
     assert result["precision"] > 0.5 and result["recall"] > 0.5
 
 
 def test_evaluate_rejects_mismatched_extractor_and_bad_images():
     extractor = RandomProjection()
-    ref = evaluate.reference_stats(blobs(16)[0], None, extractor, progress=False)
+    ref = evaluate.reference_stats(blobs(16)[0], None, extractor)
     other = RandomProjection()
     other.name = "other"
     with pytest.raises(GenforgeError, match="projection extractor"):
-        evaluate.evaluate_samples(blobs(16)[0], ref, other, progress=False)
+        evaluate.evaluate_samples(blobs(16)[0], ref, other)
     with pytest.raises(GenforgeError, match="uint8"):
-        evaluate.evaluate_samples(np.zeros((16, 28, 28, 1), np.float32), ref, extractor, progress=False)
+        evaluate.evaluate_samples(np.zeros((16, 28, 28, 1), np.float32), ref, extractor)
 
 
 def test_reconstruction_metrics():

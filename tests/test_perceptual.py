@@ -71,7 +71,7 @@ def install_perceptual(cache, source) -> None:
     key = dataset_key(source, "train", None, "none", None)
     data = load_dataset(source, split="train")
     model, accuracy = train_classifier(
-        data.images, data.labels, data.images, data.labels, epochs=1, batch_size=64, progress=False, seed=1
+        data.images, data.labels, data.images, data.labels, epochs=1, batch_size=64, seed=1
     )
     save_classifier(
         model, cache / "evaluators" / f"{key}-seed{CLASSIFIER_SEED}", test_accuracy=accuracy, dataset_key=key
@@ -119,10 +119,10 @@ def test_vqgan_with_cosine_schedule_resumes_bit_identical(world, tmp_path):
     # the discriminator joins at step 3, inside the first session; the cosine decays over the 10 steps
     extra = ["optim.disc_start=3", "optim.lr_schedule=cosine", "optim.warmup_steps=2", "discriminator.width=8"]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert runs.train(VQVAE, _config(data, *extra), whole, progress=False).step == 10
-    first = runs.train(VQVAE, _config(data, *extra), parts, progress=False, stop_after=5)
+    assert runs.train(VQVAE, _config(data, *extra), whole).step == 10
+    first = runs.train(VQVAE, _config(data, *extra), parts, stop_after=5)
     assert (first.step, first.interrupted) == (5, True)
-    assert runs.train(VQVAE, _config(data, *extra), parts, progress=False).step == 10
+    assert runs.train(VQVAE, _config(data, *extra), parts).step == 10
 
     a, b = ckpt.load(whole), ckpt.load(parts)
     assert set(a.tensors) == set(b.tensors) and "model.disc.net.0.weight" in a.tensors
@@ -139,7 +139,7 @@ def test_vqgan_with_cosine_schedule_resumes_bit_identical(world, tmp_path):
 def test_resume_with_another_perceptual_network_is_refused(world, tmp_path, monkeypatch):
     root, data = world
     out = tmp_path / "vq"
-    runs.train(VQVAE, _config(data, "optim.disc_weight=0"), out, progress=False, stop_after=2)
+    runs.train(VQVAE, _config(data, "optim.disc_weight=0"), out, stop_after=2)
     folder = next((root / "cache" / "evaluators").glob("*-seed1"))
     saved = folder.with_name(folder.name + ".bak")
     folder.rename(saved)
@@ -150,7 +150,7 @@ def test_resume_with_another_perceptual_network_is_refused(world, tmp_path, monk
             other, folder, test_accuracy=0.0, dataset_key=dataset_key(str(data), "train", None, "none", None)
         )
         with pytest.raises(GenforgeError, match="perceptual network .* is not the one this run trained with"):
-            runs.train(VQVAE, _config(data, "optim.disc_weight=0"), out, progress=False)
+            runs.train(VQVAE, _config(data, "optim.disc_weight=0"), out)
     finally:
         shutil.rmtree(folder)
         saved.rename(folder)

@@ -18,6 +18,7 @@ from genforge.config import TrainConfig, from_dict
 from genforge.families.prior import PriorRunConfig, PriorTrainer
 from genforge.families.vqvae import VQVAERunConfig, VQVAETrainer
 from genforge.models.vqvae import VQVAE, VQVAEConfig
+from genforge.progress import SILENT, Reporter
 from genforge.training import devices, precision, probe, runs
 from genforge.training.probe import Choice, candidates, choose
 from synthetic import TINY_GAN, cli, sets, write_npz
@@ -95,7 +96,7 @@ def test_candidates_are_what_the_config_leaves_open():
 def test_the_probe_picks_the_fastest_and_caches_it_with_its_numbers(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path))
     calls: list = []
-    choice = choose(fake_spec(calls), prepared(), CPU, batch)
+    choice = choose(fake_spec(calls), prepared(), CPU, batch, reporter=Reporter())
     assert (choice.precision, choice.channels_last, choice.how) == ("bf16", True, "probe")
     assert len(calls) == 4 and len(choice.table) == 4
     speeds = {row["setting"]: row["images_per_s"] for row in choice.table}
@@ -168,7 +169,7 @@ def test_every_family_builds_under_every_candidate(tmp_path):
     for name, values in (("gan", TINY_GAN), ("vqvae", ["model.width=8", "model.latent_dim=8"])):
         spec = families.get(name)
         config = spec.resolve("default", None, [*values, "train.batch_size=8"], {"data": {"source": str(data)}})
-        prep = spec.prepare(config, False)
+        prep = spec.prepare(config, SILENT)
         for dtype in (torch.float32, torch.bfloat16):
             prep.config.train.channels_last = True
             trainer = spec.build(prep, CPU, dtype)

@@ -144,11 +144,11 @@ def _config(vq_run, network, schedule="constant"):
 )
 def test_interrupted_and_resumed_prior_ends_bit_identical(vq_run, tmp_path, network, schedule):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert runs.train(PRIOR, _config(vq_run, network, schedule), whole, progress=False).step == 8
-    first = runs.train(PRIOR, _config(vq_run, network, schedule), parts, progress=False, stop_after=4)
+    assert runs.train(PRIOR, _config(vq_run, network, schedule), whole).step == 8
+    first = runs.train(PRIOR, _config(vq_run, network, schedule), parts, stop_after=4)
     assert (first.step, first.interrupted) == (4, True)
     assert records(parts, "eval") == []  # no held-out NLL for an unfinished run
-    last = runs.train(PRIOR, _config(vq_run, network, schedule), parts, progress=False)
+    last = runs.train(PRIOR, _config(vq_run, network, schedule), parts)
     assert (last.step, last.interrupted) == (8, False)
 
     a, b = ckpt.load(whole), ckpt.load(parts)

@@ -67,15 +67,15 @@ def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, data, precisio
     # wgan-gp with d_steps 2 also exercises the gradient penalty's random interpolation
     for extra in ([], ["optim.loss=wgan-gp", "model.d_norm=none", "optim.d_steps=2"]):
         whole, parts = tmp_path / f"whole{len(extra)}", tmp_path / f"parts{len(extra)}"
-        result = runs.train(GAN, gan_config(data, *sets, *extra), whole, progress=False)
+        result = runs.train(GAN, gan_config(data, *sets, *extra), whole)
         assert (result.step, result.interrupted) == (12, False)
 
-        first = runs.train(GAN, gan_config(data, *sets, *extra), parts, progress=False, stop_after=5)
+        first = runs.train(GAN, gan_config(data, *sets, *extra), parts, stop_after=5)
         assert (first.step, first.interrupted) == (5, True)
         assert ckpt.load(parts).step == 5
-        second = runs.train(GAN, gan_config(data, *sets, *extra), parts, progress=False, stop_after=4)
+        second = runs.train(GAN, gan_config(data, *sets, *extra), parts, stop_after=4)
         assert (second.step, second.interrupted) == (9, True)
-        third = runs.train(GAN, gan_config(data, *sets, *extra), parts, progress=False)
+        third = runs.train(GAN, gan_config(data, *sets, *extra), parts)
         assert (third.step, third.interrupted) == (12, False)
 
         a, b = ckpt.load(whole), ckpt.load(parts)
@@ -91,8 +91,8 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, data):
     """A run killed after logging step 8 but before checkpointing it logs step 8 again, once."""
     sets = ["train.steps=10", "train.checkpoint_every=3"]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    runs.train(GAN, gan_config(data, *sets), whole, progress=False)
-    runs.train(GAN, gan_config(data, *sets), parts, progress=False, stop_after=8)
+    runs.train(GAN, gan_config(data, *sets), whole)
+    runs.train(GAN, gan_config(data, *sets), parts, stop_after=8)
     root = parts / "checkpoints"
     assert 8 in metric_steps(parts)
     # simulate the kill: the step-8 checkpoint never happened
@@ -100,7 +100,7 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, data):
         if p.name in ("step-0000008", "latest"):
             p.unlink() if p.is_file() else shutil.rmtree(p)
     assert ckpt.find(parts) == root / "step-0000006"
-    result = runs.train(GAN, gan_config(data, *sets), parts, progress=False)
+    result = runs.train(GAN, gan_config(data, *sets), parts)
     assert result.step == 10
     assert metric_steps(parts) == [2, 4, 6, 8, 10]
     a, b = ckpt.load(whole), ckpt.load(parts)
@@ -113,7 +113,6 @@ def test_checkpoints_are_pruned_to_keep(tmp_path, data):
         GAN,
         gan_config(data, "train.steps=10", "train.checkpoint_every=2", "train.keep_checkpoints=2"),
         tmp_path / "r",
-        progress=False,
     )
     names = sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir())
     assert names == ["latest", "step-0000008", "step-0000010"]
@@ -127,7 +126,7 @@ def test_checkpoints_are_pruned_to_keep(tmp_path, data):
 def test_step_budget_and_run_folder(tmp_path, data):
     config = gan_config(data, "train.steps=6", "train.sample_every=2", "train.minutes=30")
     out = tmp_path / "run"
-    result = runs.train(GAN, config, out, progress=False)
+    result = runs.train(GAN, config, out)
     assert (result.step, result.interrupted) == (6, False)
     assert sorted(p.name for p in (out / "samples").iterdir()) == [
         "final.png",
@@ -149,7 +148,7 @@ def test_minutes_budget_stops_the_run_and_counts_over_resumes(tmp_path, data):
     out = tmp_path / "run"
     config = gan_config(data, "train.minutes=0.005", "train.checkpoint_every=100000")  # 0.3 s, no step limit
     started = time.perf_counter()
-    result = runs.train(GAN, config, out, progress=False)
+    result = runs.train(GAN, config, out)
     assert time.perf_counter() - started < 10
     assert result.step > 0 and not result.interrupted
     c = ckpt.load(out)
@@ -157,25 +156,21 @@ def test_minutes_budget_stops_the_run_and_counts_over_resumes(tmp_path, data):
     assert c.state["elapsed"] >= 0.3
     assert (out / "samples" / "final.png").is_file()
     # the budget is spent: resuming with the same budget trains no further
-    again = runs.train(
-        GAN, gan_config(data, "train.minutes=0.005", "train.checkpoint_every=100000"), out, progress=False
-    )
+    again = runs.train(GAN, gan_config(data, "train.minutes=0.005", "train.checkpoint_every=100000"), out)
     assert again.step == result.step
 
 
 def test_whichever_budget_comes_first(tmp_path, data):
-    by_time = runs.train(
-        GAN, gan_config(data, "train.steps=1000000", "train.minutes=0.004"), tmp_path / "a", progress=False
-    )
+    by_time = runs.train(GAN, gan_config(data, "train.steps=1000000", "train.minutes=0.004"), tmp_path / "a")
     assert 0 < by_time.step < 1000000
-    by_steps = runs.train(GAN, gan_config(data, "train.steps=3", "train.minutes=10"), tmp_path / "b", progress=False)
+    by_steps = runs.train(GAN, gan_config(data, "train.steps=3", "train.minutes=10"), tmp_path / "b")
     assert by_steps.step == 3
 
 
 def test_more_steps_extend_a_finished_run(tmp_path, data):
     out = tmp_path / "run"
-    runs.train(GAN, gan_config(data, "train.steps=4"), out, progress=False)
-    result = runs.train(GAN, gan_config(data, "train.steps=7"), out, progress=False)  # steps may change
+    runs.train(GAN, gan_config(data, "train.steps=4"), out)
+    result = runs.train(GAN, gan_config(data, "train.steps=7"), out)  # steps may change
     assert result.step == 7 and ckpt.load(out).step == 7
 
 
@@ -195,10 +190,10 @@ def test_more_steps_extend_a_finished_run(tmp_path, data):
 )
 def test_resuming_with_different_settings_is_refused(tmp_path, data, change, key):
     out = tmp_path / "run"
-    runs.train(GAN, gan_config(data, "train.steps=2"), out, progress=False)
+    runs.train(GAN, gan_config(data, "train.steps=2"), out)
     before = snapshot(out)
     with pytest.raises(GenforgeError) as info:
-        runs.train(GAN, gan_config(data, "train.steps=4", change), out, progress=False)
+        runs.train(GAN, gan_config(data, "train.steps=4", change), out)
     message = str(info.value)
     assert f"holds a run with {key}=" in message and "new --out folder" in message
     assert snapshot(out) == before
@@ -209,7 +204,7 @@ def test_resuming_a_run_of_another_kind_is_refused(tmp_path, data):
     ckpt.save(out, 3, "prior", {"x": 1}, {"w": torch.zeros(1)}, {})
     before = snapshot(out)
     with pytest.raises(GenforgeError, match="this is a 'prior' checkpoint, expected 'gan'"):
-        runs.train(GAN, gan_config(data, "train.steps=2"), out, progress=False)
+        runs.train(GAN, gan_config(data, "train.steps=2"), out)
     assert snapshot(out) == before
 
 

@@ -60,12 +60,12 @@ def test_events_match_the_records_across_a_lost_checkpoint_and_resume(tmp_path, 
     data = write_npz(tmp_path / "data.npz", n=64)
     install_evaluator(tmp_path / "cache", str(data))
     run = tmp_path / "run"
-    first = runs.train(GAN, config(data, "train.tensorboard=true"), run, progress=False, stop_after=8)
+    first = runs.train(GAN, config(data, "train.tensorboard=true"), run, stop_after=8)
     assert first.step == 8 and first.interrupted
     # killed after logging step 8 but before its checkpoint: the next session resumes from step 6
     shutil.rmtree(run / "checkpoints" / "step-0000008")
     (run / "checkpoints" / "latest").unlink()
-    second = runs.train(GAN, config(data, "train.tensorboard=true"), run, progress=False)
+    second = runs.train(GAN, config(data, "train.tensorboard=true"), run)
     assert second.step == 10 and not second.interrupted
 
     acc = events(run)
@@ -85,12 +85,12 @@ def test_events_match_the_records_across_a_lost_checkpoint_and_resume(tmp_path, 
 def test_tensorboard_off_writes_no_events_and_on_without_the_package_is_refused(tmp_path, monkeypatch):
     data = write_npz(tmp_path / "data.npz", n=32)
     quick = ["train.steps=2", "train.eval_every=0"]
-    runs.train(GAN, config(data, *quick, "train.tensorboard=false"), tmp_path / "off", progress=False)
+    runs.train(GAN, config(data, *quick, "train.tensorboard=false"), tmp_path / "off")
     assert not tb.events_dir(tmp_path / "off").exists()
 
     monkeypatch.setattr(tb, "available", lambda: False)
-    runs.train(GAN, config(data, *quick), tmp_path / "auto", progress=False)  # null: on only when installed
+    runs.train(GAN, config(data, *quick), tmp_path / "auto")  # null: on only when installed
     assert not tb.events_dir(tmp_path / "auto").exists()
     with pytest.raises(GenforgeError, match="train.tensorboard is true: TensorBoard logging needs"):
-        runs.train(GAN, config(data, *quick, "train.tensorboard=true"), tmp_path / "on", progress=False)
+        runs.train(GAN, config(data, *quick, "train.tensorboard=true"), tmp_path / "on")
     assert not (tmp_path / "on").exists()  # refused before anything was written

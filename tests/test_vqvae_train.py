@@ -98,12 +98,12 @@ def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path):
     # restart_after=3 makes dead-code restarts (random draws) happen inside the run
     extra = ["model.quantizer.restart_after=3"]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert runs.train(VQVAE, _config(data, *extra), whole, progress=False).step == 12
-    first = runs.train(VQVAE, _config(data, *extra), parts, progress=False, stop_after=5)
+    assert runs.train(VQVAE, _config(data, *extra), whole).step == 12
+    first = runs.train(VQVAE, _config(data, *extra), parts, stop_after=5)
     assert (first.step, first.interrupted) == (5, True)
-    second = runs.train(VQVAE, _config(data, *extra), parts, progress=False, stop_after=3)
+    second = runs.train(VQVAE, _config(data, *extra), parts, stop_after=3)
     assert (second.step, second.interrupted) == (8, True)
-    third = runs.train(VQVAE, _config(data, *extra), parts, progress=False)
+    third = runs.train(VQVAE, _config(data, *extra), parts)
     assert (third.step, third.interrupted) == (12, False)
 
     a, b = ckpt.load(whole), ckpt.load(parts)

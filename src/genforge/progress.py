@@ -12,6 +12,11 @@ because the caller often knows better: the training loop's losses and images/s a
 per logging window, and its time left also counts a minute budget. A caller that knows the time
 left passes ``eta`` (seconds left, or None), asked afresh for every line, so the ETA keeps moving
 between the caller's updates.
+
+Library code never prints on its own: a function that has something to say takes a ``Reporter``
+(default ``SILENT``) and says it, or counts its work, through it. The commands make one from
+``--quiet``, so what a user sees is decided in one place and a library call is silent unless
+given a reporter.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import IO, TypeVar
 
 from tqdm import tqdm
@@ -185,3 +191,59 @@ def track(
         for item in iterable:
             yield item
             progress.update(1)
+
+
+@dataclass(frozen=True)
+class Reporter:
+    """Where a library call's messages and progress go: its lines to ``file``, or nowhere.
+
+    ``file`` None means the ``sys.stderr`` of the moment each line is written (so a stream
+    swapped in later, e.g. by pytest's capsys, receives it). Disabled, it prints nothing and its
+    bars count silently.
+    """
+
+    enabled: bool = True
+    file: IO[str] | None = None
+
+    @property
+    def stream(self) -> IO[str]:
+        return self.file if self.file is not None else sys.stderr
+
+    def say(self, text: str) -> None:
+        """One line on the stream, flushed so it shows before slow work that follows."""
+        if self.enabled:
+            print(text, file=self.stream, flush=True)
+
+    def progress(
+        self,
+        total: int | None = None,
+        initial: int = 0,
+        desc: str = "",
+        *,
+        unit: str = "step",
+        interval: float = DEFAULT_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+        eta: Callable[[], float | None] | None = None,
+    ) -> Progress:
+        """A ``Progress`` on this reporter's stream, disabled when the reporter is."""
+        return Progress(total, initial, desc, self.enabled, self.stream, interval, unit, clock, eta)
+
+    def track(
+        self,
+        iterable: Iterable[T],
+        desc: str = "",
+        total: int | None = None,
+        *,
+        unit: str = "it",
+        interval: float = DEFAULT_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Iterator[T]:
+        """``track`` on this reporter's stream: yields every item, counts them only when enabled."""
+        return track(iterable, desc, total, self.enabled, unit=unit, file=self.stream, interval=interval, clock=clock)
+
+    def when(self, condition: bool) -> Reporter:
+        """This reporter where ``condition`` holds, else ``SILENT`` (e.g. rank 0 of a torchrun job)."""
+        return self if condition else SILENT
+
+
+SILENT = Reporter(enabled=False)

@@ -13,7 +13,7 @@ from genforge.commands.registry import Command, count
 from genforge.config import FITS
 from genforge.errors import GenforgeError
 from genforge.images import save_grid
-from genforge.progress import Progress
+from genforge.progress import Progress, Reporter
 
 FIT_HELP = "how images reach --resolution (default none: they must already have it)"
 
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         return _pack(args)
     if args.fit != "none" and args.resolution is None:
         raise GenforgeError("--fit needs --resolution")
-    d = gdata.open_dataset(args.source, split=args.split, resolution=args.resolution, fit=args.fit)
+    d = gdata.open_dataset(args.source, split=args.split, resolution=args.resolution, fit=args.fit, reporter=Reporter())
     facts = gdata.describe(d)  # streams a packed dataset chunk by chunk
     if args.json:
         print(json.dumps(facts))
@@ -65,11 +65,12 @@ def run(args: argparse.Namespace) -> int:
 def _pack(args: argparse.Namespace) -> int:
     if args.fit != "none" and args.resolution is None:
         raise GenforgeError("--fit needs --resolution")
+    reporter = Reporter(enabled=not args.json)  # --json is read by programs: no bar
     bars: list[Progress] = []
 
     def progress(done: int, total: int) -> None:
         if not bars:  # the total is known once the source is open
-            bars.append(Progress(total=total, unit="image", desc="packing", enabled=not args.json))
+            bars.append(reporter.progress(total=total, unit="image", desc="packing"))
         bars[0].update(done - bars[0].n)
 
     try:

@@ -22,6 +22,7 @@ from genforge.data import load_dataset
 from genforge.errors import GenforgeError
 from genforge.families.prior import split_minutes
 from genforge.metrics.extractors import REAL_N, choose_features, get_extractor
+from genforge.progress import SILENT, Reporter
 from genforge.runfolder import REPORT
 from genforge.training.devices import pick_device
 from genforge.training.runs import train
@@ -64,15 +65,18 @@ def run_demo(
     data: str = "fashion-mnist",
     n_eval: int | None = None,
     device_name: str = "auto",
-    progress: bool = True,
+    reporter: Reporter = SILENT,
     sets: list[str] = (),
     limit: int = 0,
     features: str | None = None,
 ) -> DemoResult:
-    """``limit`` > 0 trains on (and encodes) only that many images per split: for quick checks."""
+    """``limit`` > 0 trains on (and encodes) only that many images per split: for quick checks.
+
+    ``reporter`` shows the training and evaluation as they go; the stage headings and the closing
+    summary are the demo's own and always printed."""
     if not minutes > 0:
         raise GenforgeError(f"--minutes must be positive, got {minutes}")
-    load_dataset(data, split="train", limit=1)  # a missing dataset fails now, not after the training
+    load_dataset(data, split="train", limit=1, reporter=reporter)  # a missing dataset fails now, not after the training
     if features is None and data in FEATURES:
         features, why = FEATURES[data], f"the demo's choice for {data}"
     else:
@@ -95,17 +99,17 @@ def run_demo(
 
     _say(f"demo: {minutes:g} min budget; {per_family:.1f} min of training per family on {device}; runs in {out}")
     _say(f"features: {features} ({why}); the feature network is set up once, then cached")
-    get_extractor(features, data, device, progress)
+    get_extractor(features, data, device, reporter)
 
     _say(f"1/3 GAN (DCGAN, {per_family:.1f} min)")
-    train(gan, gan_cfg, out / "gan", progress=progress)
+    train(gan, gan_cfg, out / "gan", reporter=reporter)
     _say(f"2/3 VQ-VAE ({vq_minutes:.1f} min)")
-    train(vqvae, vq_cfg, out / "vqvae", progress=progress)
+    train(vqvae, vq_cfg, out / "vqvae", reporter=reporter)
     _say(f"3/3 prior over the VQ-VAE's codes ({prior_minutes:.1f} min)")
-    train(prior, prior_cfg, out / "prior", progress=progress)
+    train(prior, prior_cfg, out / "prior", reporter=reporter)
 
     _say(f"evaluation: {n_eval} samples each, {features} features, against the real-vs-real floor")
-    floor = real_vs_real(data, n=n_eval, features=features, device=device, progress=progress)
+    floor = real_vs_real(data, n=n_eval, features=features, device=device, reporter=reporter)
     scores = {}
     for name in ("gan", "prior", "vqvae"):
         scores[name] = evaluate(
@@ -113,7 +117,7 @@ def run_demo(
             n=n_eval,
             features=features,
             device=device,
-            progress=progress,
+            reporter=reporter,
             extra={"fd_floor": floor["fd"]},
             reference_n=REAL_N if features == "classifier" else n_eval,
         )
@@ -156,7 +160,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else default_out(args.data)
-    result = run_demo(out, args.minutes, args.data, args.n, args.device, not args.quiet, features=args.features)
+    reporter = Reporter(enabled=not args.quiet)
+    result = run_demo(out, args.minutes, args.data, args.n, args.device, reporter, features=args.features)
     print(f"wrote {result.report}")
     return 0
 

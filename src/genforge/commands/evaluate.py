@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from genforge.families.registry import EvalContext
 from genforge.metrics.evaluate import evaluate_samples
 from genforge.metrics.extractors import REAL_N, choose_features, get_extractor, reference, reference_images
 from genforge.metrics.table import counted
+from genforge.progress import SILENT, Reporter
 from genforge.runfolder import RunFolder, append_record, record
 from genforge.training.devices import pick_device
 
@@ -42,7 +42,7 @@ def evaluate(
     features: str | None = None,
     device: torch.device = torch.device("cpu"),
     seed: int = 0,
-    progress: bool = True,
+    reporter: Reporter = SILENT,
     record_result: bool = True,
     extra: dict[str, Any] | None = None,
     reference_n: int = REAL_N,
@@ -50,7 +50,7 @@ def evaluate(
     """Score a run folder or a folder/.npz of images against up to ``reference_n`` real training
     images (``extractors.reference_indices``: never those ``tune`` scores against).
 
-    ``features`` None: chosen from the data (``choose_features``), said in one line on stderr.
+    ``features`` None: chosen from the data (``choose_features``), said in one line on ``reporter``.
     The result carries ``n`` (samples scored) and ``reference_n`` (real images): a Frechet distance
     or KID means little without them. ``extra`` entries (e.g. the real-vs-real floor) are stored
     with the result.
@@ -63,13 +63,13 @@ def evaluate(
             raise GenforgeError(
                 "evaluating a folder or .npz of images needs --data NAME (the real data to compare with)"
             )
-        fake = load_dataset(str(target), split="all").images[:n]
+        fake = load_dataset(str(target), split="all", reporter=reporter).images[:n]
         fit = "pad" if fake.shape[1] >= 28 else "resize"
         data_cfg = DataConfig(source=data, resolution=fake.shape[1], fit=fit, channels=fake.shape[3])
-        features = _features(data, features, progress)
-        extractor = get_extractor(features, data, device, progress)
-        ref = reference(extractor, data_cfg, n=reference_n, progress=progress)
-        scores = evaluate_samples(fake, ref, extractor, progress=progress)
+        features = _features(data, features, reporter)
+        extractor = get_extractor(features, data, device, reporter)
+        ref = reference(extractor, data_cfg, n=reference_n, reporter=reporter)
+        scores = evaluate_samples(fake, ref, extractor, reporter=reporter)
         return {"features": features, "n": len(fake), "reference_n": len(ref.features), **scores, "data": data}
 
     c = ckpt.load(target, kind=tuple(families.names()), map_location=device)
@@ -77,13 +77,13 @@ def evaluate(
     data_cfg = spec.data_config(c)
     if data is not None:
         data_cfg = replace(data_cfg, source=data)
-    features = _features(data_cfg.source, features, progress)
-    extractor = get_extractor(features, data_cfg.source, device, progress)
-    ref = reference(extractor, data_cfg, n=reference_n, progress=progress)
+    features = _features(data_cfg.source, features, reporter)
+    extractor = get_extractor(features, data_cfg.source, device, reporter)
+    ref = reference(extractor, data_cfg, n=reference_n, reporter=reporter)
     result: dict[str, Any] = {"features": features, "n": n, "reference_n": len(ref.features)}
     result.update({"data": data_cfg.source, "kind": c.kind})  # JSON fields: "kind" is the family
     model = spec.load(c, device)
-    ctx = EvalContext(extractor, ref, data_cfg, n, seed, device, progress, run_dir=target)
+    ctx = EvalContext(extractor, ref, data_cfg, n, seed, device, reporter, run_dir=target)
     result.update(spec.evaluate(model, ctx))
     result.update(extra or {})
     if record_result:
@@ -99,7 +99,7 @@ def real_vs_real(
     resolution: int = 0,
     fit: str = "auto",
     device: torch.device = torch.device("cpu"),
-    progress: bool = True,
+    reporter: Reporter = SILENT,
 ) -> dict[str, Any]:
     """The floor: held-out real images scored as if they were samples, through the same pipeline.
 
@@ -107,29 +107,29 @@ def real_vs_real(
     evaluate's reference images against their second half (as many images each, up to ``n``).
     """
     data_cfg = DataConfig(source=data, resolution=resolution, fit=fit)
-    features = _features(data, features, progress)
-    extractor = get_extractor(features, data, device, progress)
+    features = _features(data, features, reporter)
+    extractor = get_extractor(features, data, device, reporter)
     try:
-        test, data_cfg = load_configured(replace(data_cfg, limit=n), split="test")
+        test, data_cfg = load_configured(replace(data_cfg, limit=n), split="test", reporter=reporter)
         held_out = test.images
-        ref = reference(extractor, data_cfg, progress=progress)
+        ref = reference(extractor, data_cfg, reporter=reporter)
     except GenforgeError:
         # evaluate's images (reference_indices), in two halves: the reference is the first
-        everything, _, _, _ = reference_images(data_cfg, n=0)
+        everything, _, _, _ = reference_images(data_cfg, n=0, reporter=reporter)
         half = min(n, len(everything) // 2)
-        ref = reference(extractor, data_cfg, n=half, progress=progress)
+        ref = reference(extractor, data_cfg, n=half, reporter=reporter)
         held_out = everything.images[half : 2 * half]
-    scores = evaluate_samples(held_out, ref, extractor, progress=progress)
+    scores = evaluate_samples(held_out, ref, extractor, reporter=reporter)
     counts = {"n": len(held_out), "reference_n": len(ref.features)}
     return {"features": features, **counts, "data": data, "kind": "real-vs-real", **scores}
 
 
-def _features(source: str, features: str | None, progress: bool) -> str:
-    """The feature network (``choose_features``); a choice the data made is said on stderr."""
+def _features(source: str, features: str | None, reporter: Reporter) -> str:
+    """The feature network (``choose_features``); a choice the data made is said on ``reporter``."""
     asked = features is not None
     features, why = choose_features(source, features)
-    if progress and not asked:
-        print(f"features: {features} ({why})", file=sys.stderr, flush=True)
+    if not asked:
+        reporter.say(f"features: {features} ({why})")
     return features
 
 
@@ -165,10 +165,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
+    reporter = Reporter()  # evaluate has no --quiet: its bars and notes always show
     if args.real_vs_real:
         if args.data is None:
             raise GenforgeError("--real-vs-real needs --data NAME")
-        scores = real_vs_real(args.data, n=args.n, features=args.features, device=device)
+        scores = real_vs_real(args.data, n=args.n, features=args.features, device=device, reporter=reporter)
     elif args.run is None:
         raise GenforgeError("evaluate needs a RUN (or --real-vs-real --data NAME)")
     else:
@@ -180,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             seed=args.seed,
             record_result=not args.no_record,
+            reporter=reporter,
         )
     print(json.dumps(scores) if args.json else table(scores))
     return 0

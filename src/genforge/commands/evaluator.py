@@ -6,6 +6,7 @@ import argparse
 
 from genforge.commands.registry import Command, add_device, count
 from genforge.metrics.extractors import train_evaluator
+from genforge.progress import Reporter
 from genforge.training.devices import pick_device
 
 
@@ -18,7 +19,7 @@ def add_arguments(evaluator: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    _, info = train_evaluator(args.data, pick_device(args.device), epochs=args.epochs)
+    _, info = train_evaluator(args.data, pick_device(args.device), Reporter(), epochs=args.epochs)
     print(f"classifier for {args.data}: test accuracy {info.get('test_accuracy', float('nan')):.4f}")
     return 0
 

@@ -14,6 +14,7 @@ from genforge.errors import GenforgeError
 from genforge.families.vqvae import VQVAEModel, encode_images, reconstruct_images
 from genforge.images import save_grid
 from genforge.metrics.evaluate import reconstruction_metrics
+from genforge.progress import SILENT, Reporter
 from genforge.runfolder import atomic_path
 from genforge.training.devices import pick_device
 
@@ -30,13 +31,14 @@ def reconstruct(
     split: str = "test",
     n: int = 32,
     device: torch.device = torch.device("cpu"),
+    reporter: Reporter = SILENT,
 ) -> dict[str, float]:
     """Write a grid of (original, reconstruction) pairs of the first ``n`` images (0: the whole
     split; the grid shows the first 64 pairs); return MSE/PSNR/SSIM over all ``n``."""
     if n < 0:
         raise GenforgeError(f"the number of images must be >= 0, got {n}")
     model = _model(run, device)
-    d = model.data(data, split, n)
+    d = model.data(data, split, n, reporter)
     recon = reconstruct_images(model, d.images, device)
     pairs = np.stack([d.images[:64], recon[:64]], 1).reshape(-1, *d.images.shape[1:])
     save_grid(pairs, out, nrow=16)
@@ -52,6 +54,7 @@ def encode(
     split: str = "train",
     n: int = 0,
     device: torch.device = torch.device("cpu"),
+    reporter: Reporter = SILENT,
 ) -> tuple[int, tuple[int, int]]:
     """Write code indices (N, h, w) of a dataset to ``out`` (.npz: codes, labels when known)."""
     if Path(out).suffix != ".npz":
@@ -59,8 +62,8 @@ def encode(
     if n < 0:
         raise GenforgeError(f"the number of images must be >= 0, got {n}")
     model = _model(run, device)
-    d = model.data(data, split, n)
-    codes = encode_images(model.vqvae, d.images, device)
+    d = model.data(data, split, n, reporter)
+    codes = encode_images(model.vqvae, d.images, device, reporter=reporter)
     arrays = {"codes": codes, "grid": np.array(model.vqvae.grid_size), "num_codes": np.array(model.vqvae.num_codes)}
     if d.labels is not None:
         arrays["labels"] = d.labels
@@ -84,7 +87,7 @@ def _add_arguments(p: argparse.ArgumentParser, default_n: int) -> None:
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
-    where = dict(data=args.data, split=args.split, device=pick_device(args.device))
+    where = dict(data=args.data, split=args.split, device=pick_device(args.device), reporter=Reporter())
     scores = reconstruct(args.run, args.out, n=args.n, **where)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
     print(f"wrote originals | reconstructions to {args.out}; {shown}")
@@ -92,7 +95,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    where = dict(data=args.data, split=args.split, device=pick_device(args.device))
+    where = dict(data=args.data, split=args.split, device=pick_device(args.device), reporter=Reporter())
     n, grid = encode(args.run, args.out, n=args.n, **where)
     print(f"wrote {n} code grids of {grid[0]}x{grid[1]} to {args.out}")
     return 0

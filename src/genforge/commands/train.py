@@ -11,6 +11,7 @@ from genforge import families
 from genforge.commands.registry import Command, add_device, count, number, seed
 from genforge.config import PRECISIONS, dump_yaml, merge, nest, parse_set, read_yaml
 from genforge.errors import GenforgeError
+from genforge.progress import Reporter
 from genforge.runfolder import RunFolder
 from genforge.training import distributed
 from genforge.training.loop import DEFAULT_MINUTES, describe_budget
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             f"train {spec.name} needs --data: a named dataset (fashion-mnist, mnist, emoji) or a path to images "
             "(folder, zip, IDX, CIFAR, .npz, packed); or data.source in --config or --set"
         )
-    result = train(spec, config, args.out, progress=not args.quiet, dry_run=args.dry_run)
+    result = train(spec, config, args.out, reporter=Reporter(enabled=not args.quiet), dry_run=args.dry_run)
     if args.dry_run:
         print(dump_yaml(result), end="")
         print(f"# {describe_budget(result.train)}")

@@ -21,7 +21,6 @@ was tuned on.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from genforge.metrics.extractors import (
     reference_indices,
 )
 from genforge.metrics.table import shown_on, tune_ranked, tuned
+from genforge.progress import SILENT, Reporter
 from genforge.runfolder import SAMPLING, RunFolder
 from genforge.training.devices import pick_device
 
@@ -66,7 +66,7 @@ def tune(
     seed: int = TUNE_SEED,
     rounds: int = 1,
     device: torch.device = torch.device("cpu"),
-    progress: bool = True,
+    reporter: Reporter = SILENT,
 ) -> TuneResult:
     """Search ``run``'s sampling settings; write and return the result (see the module's docstring)."""
     if n <= 1:
@@ -87,16 +87,16 @@ def tune(
     asked = features is not None
     features, why = choose_features(data_cfg.source, features)
     if not asked:
-        _say(progress, f"features: {features} ({why})")
-    extractor = get_extractor(features, data_cfg.source, device, progress)
+        reporter.say(f"features: {features} ({why})")
+    extractor = get_extractor(features, data_cfg.source, device, reporter)
     # tune's own training images: evaluate reports on others (reference_indices)
-    _, _, n_train, _ = reference_images(data_cfg, purpose="tune")
+    _, _, n_train, _ = reference_images(data_cfg, purpose="tune", reporter=reporter)
     held = reference_indices(n_train)[1]
     said = describe_tune_reference(held, n_train)
-    _say(progress, f"tuning against {said}")
-    ref = reference(extractor, data_cfg, progress=progress, purpose="tune")
+    reporter.say(f"tuning against {said}")
+    ref = reference(extractor, data_cfg, reporter=reporter, purpose="tune")
     where = {"split": "train", "start": held.start, "stop": held.stop, "step": held.step, "count": len(held)}
-    ctx = EvalContext(extractor, ref, data_cfg, n, seed, device, progress=False, run_dir=run_dir)
+    ctx = EvalContext(extractor, ref, data_cfg, n, seed, device, run_dir=run_dir)  # silent draws
 
     scored: dict[tuple, dict[str, Any]] = {}
     kept = tuned()  # what each candidate keeps (metrics.table: ranked, tie-break and kept ones)
@@ -110,12 +110,12 @@ def tune(
             entry = {"options": dict(options), **{k: values[k] for k in kept if k in values}}
             entry["seconds"] = round(time.perf_counter() - started, 2)
             scored[key] = entry
-            _say(progress, f"  [{len(scored)}/{planned}] {_describe(options)}: {_line(entry)}")
+            reporter.say(f"  [{len(scored)}/{planned}] {_describe(options)}: {_line(entry)}")
         return scored[key]
 
     current = {name: values[0] for name, values in space.items()}
     planned = 1 + rounds * sum(len(values) - 1 for values in space.values())  # at most; repeats are not redrawn
-    _say(progress, f"tuning {run_dir}: {len(space)} options, {n} samples per setting, {features} features")
+    reporter.say(f"tuning {run_dir}: {len(space)} options, {n} samples per setting, {features} features")
     default = score(current)
     for _ in range(rounds):
         for name, values in space.items():
@@ -169,11 +169,6 @@ def _line(entry: dict[str, Any]) -> str:
     return ", ".join(f"{k} {entry[k]:.4g}" for k in shown_on("tuning") if k in entry)
 
 
-def _say(progress: bool, message: str) -> None:
-    if progress:
-        print(message, file=sys.stderr, flush=True)
-
-
 # ---------------------------------------------------------------------------------------------
 # The command line: genforge tune
 # ---------------------------------------------------------------------------------------------
@@ -197,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         rounds=args.rounds,
         device=pick_device(args.device),
-        progress=not args.quiet,
+        reporter=Reporter(enabled=not args.quiet),
     )
     print(table(result))
     chosen = ", ".join(f"{k} {'off' if v is None else v}" for k, v in result.chosen.items())

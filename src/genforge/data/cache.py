@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from genforge.data.readers import require_whole
 from genforge.data.transforms import fit_images
 from genforge.errors import GenforgeError
 from genforge.paths import cache_root
-from genforge.progress import Progress
+from genforge.progress import SILENT, Reporter
 
 CACHE_DIR = "folders"
 VERSION = 1  # part of the fingerprint: raise it when the same files would be decoded differently
@@ -49,11 +48,11 @@ def cached_images(
     fit: str,
     channels: int | None,
     limit: int | None = None,
-    progress: bool = True,
+    reporter: Reporter = SILENT,
 ) -> PackedImages:
     """The first ``limit`` images (all by default) of the image folder or zip ``path``, fitted and
     converted as asked, as a handle on their cache; built first if the files changed or it is
-    missing. The handle's ``source`` is ``path``, not the cache."""
+    missing (a bar and a closing line on ``reporter``). The handle's ``source`` is ``path``, not the cache."""
     require_whole(path, split)
     # fit 'none' keeps the pixels as they are, whatever resolution is asked (it is only checked):
     # one cache serves both, e.g. `genforge data info` and a run at the folder's own size
@@ -69,7 +68,7 @@ def cached_images(
         folder = folder_cache_dir() / f"{prefix}.{digest[:20]}"
         packed = _open(folder)
         if packed is None:
-            packed = _build(used, folder, {**options, "limit": limit, "fingerprint": digest}, path, progress)
+            packed = _build(used, folder, {**options, "limit": limit, "fingerprint": digest}, path, reporter)
             for stale in folder.parent.glob(f"{prefix}.*"):  # this request's caches of older files
                 if stale != folder and stale.is_dir():
                     shutil.rmtree(stale, ignore_errors=True)
@@ -116,8 +115,8 @@ def _open(folder: Path) -> PackedImages | None:
         return None
 
 
-def _build(files: ImageFiles, folder: Path, options: dict, path: Path, progress: bool) -> PackedImages:
-    bar = Progress(total=len(files), desc=f"decoding {path} once (cache)", enabled=progress, unit="image")
+def _build(files: ImageFiles, folder: Path, options: dict, path: Path, reporter: Reporter) -> PackedImages:
+    bar = reporter.progress(total=len(files), desc=f"decoding {path} once (cache)", unit="image")
     try:
         pack_files(files, folder, options, source=str(path), progress=lambda done, _: bar.update(done - bar.n))
     except (GenforgeError, OSError):  # OSError: the rename lost a race to another writer
@@ -130,8 +129,7 @@ def _build(files: ImageFiles, folder: Path, options: dict, path: Path, progress:
         raise
     finally:
         bar.close()
-    if progress:
-        print(f"data: cached in {folder}", file=sys.stderr, flush=True)
+    reporter.say(f"data: cached in {folder}")
     packed = _open(folder)
     assert packed is not None, f"{folder}: written but unreadable"
     return packed

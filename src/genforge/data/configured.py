@@ -13,10 +13,11 @@ from genforge.data.named import NAMED_DATASETS, read_named
 from genforge.data.packed import PackedImages
 from genforge.data.readers import read_path
 from genforge.data.result import RaggedImages
+from genforge.progress import SILENT, Reporter
 
 
 def load_configured(
-    cfg, split: str = "train", nearest=None, lazy: bool = False, progress: bool = True
+    cfg, split: str = "train", nearest=None, lazy: bool = False, reporter: Reporter = SILENT
 ) -> tuple[ImageData | PackedImages, object]:
     """A run's data section -> (the images, the section with resolution and fit made concrete).
 
@@ -26,7 +27,7 @@ def load_configured(
     centre-crops and resizes the images of a folder or zip that mixes sizes, and otherwise
     resizes square images and centre-crops others. The returned section is what the run records,
     so resuming and evaluating load exactly the same pixels. ``lazy`` returns a packed dataset as
-    a handle that reads batches from disk (see ``open_dataset``). ``progress`` shows the first
+    a handle that reads batches from disk (see ``open_dataset``). ``reporter`` shows the first
     decoding of an image folder into its cache.
     """
     resolution, fit = cfg.resolution, cfg.fit
@@ -67,7 +68,7 @@ def load_configured(
         fit=fit,
         channels=cfg.channels or None,
         limit=cfg.limit or None,
-        progress=progress,
+        reporter=reporter,
     )
     return data, replace(cfg, resolution=resolution, fit=fit)
 

@@ -23,6 +23,7 @@ from genforge.data.readers import is_image_files, read_path
 from genforge.data.result import RaggedImages
 from genforge.data.transforms import check_options, convert_channels, fit_images
 from genforge.errors import GenforgeError
+from genforge.progress import SILENT, Reporter
 
 SPLITS = ("train", "test", "all")
 
@@ -83,20 +84,20 @@ def load_dataset(
     fit: str = "none",
     channels: int | None = None,
     limit: int | None = None,
-    progress: bool = True,
+    reporter: Reporter = SILENT,
 ) -> ImageData:
     """Read ``source``'s ``split`` ('train', 'test' or 'all'), keep the first ``limit`` images,
     fit them to ``resolution`` x ``resolution`` (fit: none | resize | center-crop | pad) and
     convert to ``channels`` (1 grey, 3 RGB, None as stored). A packed dataset is read into
     memory: its first ``limit`` images, or all of them if they fit ``in_memory_limit()``. An
     image folder or zip is decoded once into a cache (data/cache.py; a bar shows the first
-    decoding when ``progress``) and read from there."""
+    decoding on ``reporter``) and read from there."""
     source = str(source)
     _check_request(split, limit, resolution, fit, channels)
     if (packed_folder := _packed_path(source)) is not None:
         return _materialize(_open_packed(packed_folder, split, resolution, channels), limit)
     if (files := _image_files_path(source)) is not None:
-        cached = cached_images(files, split, resolution, fit, channels, limit, progress)
+        cached = cached_images(files, split, resolution, fit, channels, limit, reporter)
         return ImageData(cached.read(0, len(cached)), cached.labels, cached.class_names, source)
     if source in NAMED_DATASETS:
         (images, labels, class_names), folder = read_named(source, split)
@@ -132,7 +133,7 @@ def open_dataset(
     fit: str = "none",
     channels: int | None = None,
     limit: int | None = None,
-    progress: bool = True,
+    reporter: Reporter = SILENT,
 ) -> ImageData | PackedImages:
     """Like load_dataset, but a packed dataset (without a ``limit``) comes back as a PackedImages
     handle that reads images only when asked (take, chunks): the training loop's entry point.
@@ -142,7 +143,7 @@ def open_dataset(
     if limit is None and (packed_folder := _packed_path(source)) is not None:
         return _open_packed(packed_folder, split, resolution, channels)
     if (files := _image_files_path(source)) is not None:
-        return cached_images(files, split, resolution, fit, channels, limit, progress)
+        return cached_images(files, split, resolution, fit, channels, limit, reporter)
     return load_dataset(source, split=split, resolution=resolution, fit=fit, channels=channels, limit=limit)
 
 

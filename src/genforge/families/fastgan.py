@@ -36,6 +36,7 @@ from genforge.families.registry import FamilySpec, Prepared, register, score_gen
 from genforge.losses import d_hinge_margins, fastgan_reconstruction
 from genforge.models.fastgan import RESOLUTIONS, Discriminator, FastGANConfig, Generator, with_fixed_weights
 from genforge.models.graphs import GeneratorGraph
+from genforge.progress import SILENT, Reporter
 from genforge.training.precision import autocast, update
 
 
@@ -138,10 +139,10 @@ class FastGANTrainer(GANTrainer):
         return logs
 
 
-def prepare(config: FastGANRunConfig, progress: bool = True) -> Prepared:
+def prepare(config: FastGANRunConfig, reporter: Reporter = SILENT) -> Prepared:
     """The data fitted to a side FastGAN supports (32..1024); labels are not used."""
     asked = config.data
-    data, config.data = load_configured(config.data, nearest=nearest_resolution, lazy=True)
+    data, config.data = load_configured(config.data, nearest=nearest_resolution, lazy=True, reporter=reporter)
     notes = [note] if (note := fit_note(asked, config.data)) else []
     fit_to_data(config, data.resolution, data.channels)
     notes += default_mirror(config.augment, labelled=data.labels is not None)

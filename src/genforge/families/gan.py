@@ -42,6 +42,7 @@ from genforge.images import save_grid, to_uint8
 from genforge.losses import GAN_LOSSES
 from genforge.models.gan import nearest_resolution
 from genforge.models.graphs import GeneratorGraph
+from genforge.progress import SILENT, Reporter
 from genforge.runfolder import RunFolder
 
 # ---------------------------------------------------------------------------------------------
@@ -203,10 +204,10 @@ def fit_to_data(config, resolution: int, channels: int, num_classes: int = 0):
     return config
 
 
-def load_for(config, nearest: Callable[[int], int], progress: bool = True) -> Prepared:
+def load_for(config, nearest: Callable[[int], int], reporter: Reporter = SILENT) -> Prepared:
     """The data of a GAN run, fitted to a resolution its networks support; fills the config."""
     asked = config.data
-    data, config.data = load_configured(config.data, nearest=nearest, lazy=True, progress=progress)  # packed: on disk
+    data, config.data = load_configured(config.data, nearest=nearest, lazy=True, reporter=reporter)  # packed: on disk
     notes = [note] if (note := fit_note(asked, config.data)) else []
     num_classes = 0
     if config.conditional:
@@ -226,8 +227,8 @@ def load_for(config, nearest: Callable[[int], int], progress: bool = True) -> Pr
     )
 
 
-def prepare(config: GANRunConfig, progress: bool = True) -> Prepared:
-    return load_for(config, nearest_resolution, progress)
+def prepare(config: GANRunConfig, reporter: Reporter = SILENT) -> Prepared:
+    return load_for(config, nearest_resolution, reporter)
 
 
 def build(prepared: Prepared, device: torch.device, dtype: torch.dtype) -> GANTrainer:
@@ -243,7 +244,7 @@ def class_grid(model, run_dir: Path, per_class: int = 10, seed: int = 0) -> Path
     return save_grid(np.concatenate(rows), RunFolder(run_dir).class_grid, nrow=per_class)
 
 
-def finish(run_dir: Path, prepared: Prepared, device: torch.device, progress: bool) -> None:
+def finish(run_dir: Path, prepared: Prepared, device: torch.device, reporter: Reporter) -> None:
     """After training: the per-class grid of a conditional GAN (the report shows it)."""
     if prepared.config.model.num_classes:
         class_grid(SPEC.load(ckpt.load(run_dir, kind=SPEC.name, map_location=device), device), run_dir)

@@ -11,7 +11,6 @@ its own even if the VQ-VAE run moves. Sampling settings chosen by ``genforge tun
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ from genforge.models.maskgit import MaskGIT, MaskGITConfig
 from genforge.models.prior import TransformerPrior
 from genforge.models.transformer import TransformerConfig, check_codes
 from genforge.models.vqvae import VQVAE
-from genforge.progress import Progress
+from genforge.progress import SILENT, Reporter
 from genforge.runfolder import CODES, RunFolder, atomic_path, read_records
 from genforge.training.api import Trainer
 from genforge.training.ddp import step_module
@@ -318,12 +317,12 @@ def cached_codes(path: Path, key: str, make) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 
 
-def prepare(config: PriorRunConfig, progress: bool = True) -> Prepared:
+def prepare(config: PriorRunConfig, reporter: Reporter = SILENT) -> Prepared:
     if not config.vqvae:
         raise GenforgeError("a prior needs its VQ-VAE: pass --vqvae RUN")
     c_vq = ckpt.load(config.vqvae, kind="vqvae", map_location="cpu")
     vqvae, vq_cfg = load_vqvae(c_vq, torch.device("cpu"))
-    data, _ = load_configured(vq_cfg.data, lazy=True)  # packed data is encoded chunk by chunk
+    data, _ = load_configured(vq_cfg.data, lazy=True, reporter=reporter)  # packed data is encoded chunk by chunk
     num_classes = data.num_classes if (config.conditional and data.labels is not None) else 0
     m = to_dict(config.model)
     m.update(vocab_size=vqvae.num_codes, grid_h=vqvae.grid_size[0], grid_w=vqvae.grid_size[1], num_classes=num_classes)
@@ -333,7 +332,7 @@ def prepare(config: PriorRunConfig, progress: bool = True) -> Prepared:
     return Prepared(config, None, data.labels, num_classes=num_classes, data_config=vq_cfg.data, extras=extras)
 
 
-def training_data(prepared: Prepared, run_dir: Path, device: torch.device, progress: bool) -> None:
+def training_data(prepared: Prepared, run_dir: Path, device: torch.device, reporter: Reporter) -> None:
     """The training codes, encoded once with the frozen VQ-VAE and cached in ``codes.npz``."""
     c_vq, vqvae, data = prepared.extras["vqvae_checkpoint"], prepared.extras["vqvae"], prepared.extras["data"]
     vqvae.to(device)
@@ -342,24 +341,23 @@ def training_data(prepared: Prepared, run_dir: Path, device: torch.device, progr
 
     def make() -> dict[str, np.ndarray]:
         train_codes = []
-        with Progress(total=len(data), desc="encoding", unit="image", enabled=progress) as bar:
+        with reporter.progress(total=len(data), desc="encoding", unit="image") as bar:
             for chunk in data.chunks():  # packed data is read a chunk at a time
-                train_codes.append(encode_images(vqvae, chunk, device, progress=False))
+                train_codes.append(encode_images(vqvae, chunk, device))
                 bar.update(len(chunk))
         arrays = {"train": np.concatenate(train_codes)}
         if data.labels is not None:
             arrays["train_labels"] = data.labels
         try:
-            test, _ = load_configured(prepared.extras["vqvae_run"].data, split="test")
+            test, _ = load_configured(prepared.extras["vqvae_run"].data, split="test", reporter=reporter)
         except GenforgeError:
             return arrays  # single-split data: no held-out loss
-        arrays["test"] = encode_images(vqvae, test.images, device, progress=progress)
+        arrays["test"] = encode_images(vqvae, test.images, device, reporter=reporter)
         if test.labels is not None:
             arrays["test_labels"] = test.labels
         return arrays
 
-    if progress:
-        print(f"codes of {len(data)} images from {c_vq.path} (cached in {RunFolder(run_dir).codes})", file=sys.stderr)
+    reporter.say(f"codes of {len(data)} images from {c_vq.path} (cached in {RunFolder(run_dir).codes})")
     codes = cached_codes(RunFolder(run_dir).codes, key, make)
     # Checked once here, so the training step need not read codes back to the host.
     for split in ("train", "test"):
@@ -376,7 +374,7 @@ def build(prepared: Prepared, device: torch.device, dtype: torch.dtype) -> Prior
     return PriorTrainer(prepared.config, prepared.extras["vqvae"], vq_values, device, dtype)
 
 
-def finish(run_dir: Path, prepared: Prepared, device: torch.device, progress: bool) -> dict[str, float] | None:
+def finish(run_dir: Path, prepared: Prepared, device: torch.device, reporter: Reporter) -> dict[str, float] | None:
     """The held-out loss of the trained prior, named for what it is."""
     codes = prepared.extras.get("codes", {})
     if "test" not in codes:
@@ -392,8 +390,7 @@ def finish(run_dir: Path, prepared: Prepared, device: torch.device, progress: bo
         h, w = model.decoder.grid_size
         scores = {"code_nll": nats, "code_bits_per_dim": bits_per_dim(nats, h * w, vq.resolution**2, vq.channels)}
         what = f"held-out code NLL {nats:.4f} nats/code, {scores['code_bits_per_dim']:.4f} bits per pixel dim"
-    if progress:
-        print(what, file=sys.stderr)
+    reporter.say(what)
     return scores
 
 

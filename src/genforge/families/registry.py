@@ -4,7 +4,7 @@ A family (``gan``, ``vqvae``, ``prior``, or one of your own) is a ``FamilySpec``
 class and presets, and five functions that the rest of genforge calls without knowing which
 family it holds:
 
-    prepare(config, progress)           -> Prepared  data loaded, config filled from it; writes nothing
+    prepare(config, reporter)           -> Prepared  data loaded, config filled from it; writes nothing
     build(prepared, device, dtype)      -> Trainer   modules + optimizers + train_step, for the loop
     load(checkpoint, device)            -> Model     a trained model rebuilt from a checkpoint alone:
                                                      what it infers with, never a trainer
@@ -37,7 +37,7 @@ from genforge.errors import GenforgeError
 from genforge.families.sampling import TunedSampling
 from genforge.images import to_uint8
 from genforge.metrics.evaluate import Reference, evaluate_features, extract
-from genforge.progress import track
+from genforge.progress import SILENT, Reporter
 from genforge.training.api import Prepared, Trainer  # defined where training calls them; re-exported here
 
 
@@ -93,7 +93,7 @@ class EvalContext:
     n: int
     seed: int
     device: torch.device
-    progress: bool = True
+    reporter: Reporter = SILENT  # where sampling and feature extraction show their bars
     run_dir: Path | None = None  # the run folder, when evaluating a run
 
 
@@ -149,16 +149,16 @@ class FamilySpec:
     summary: str  # one line for --help
     config_class: type
     presets: Mapping[str, dict[str, Any]]
-    prepare: Callable[[Any, bool], Prepared]
+    prepare: Callable[[Any, Reporter], Prepared]
     build: Callable[[Prepared, torch.device, torch.dtype], Trainer]
     load: Callable[[ckpt.Checkpoint, torch.device], Model]
     evaluate: Callable[[Model, EvalContext], dict[str, Any]]
     data_config: Callable[[ckpt.Checkpoint], DataConfig] = lambda c: _data_config(c)
-    # (prepared, run_dir, device, progress) -> None: make what training needs inside the run
+    # (prepared, run_dir, device, reporter) -> None: make what training needs inside the run
     # folder (the prior's code cache); runs after the run folder is locked.
-    training_data: Callable[[Prepared, Path, torch.device, bool], None] | None = None
-    # (run_dir, prepared, device, progress) -> dict of scores recorded as an "eval" record
-    finish: Callable[[Path, Prepared, torch.device, bool], dict[str, float] | None] | None = None
+    training_data: Callable[[Prepared, Path, torch.device, Reporter], None] | None = None
+    # (run_dir, prepared, device, reporter) -> dict of scores recorded as an "eval" record
+    finish: Callable[[Path, Prepared, torch.device, Reporter], dict[str, float] | None] | None = None
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None  # extra `train` flags
     from_arguments: Callable[[argparse.Namespace], dict[str, Any]] | None = None  # them -> config values
     sample_flags: tuple[SampleFlag, ...] = ()  # the `genforge sample` flags its models take
@@ -230,7 +230,7 @@ def generate(
     seed: int = 0,
     batch_size: int = 500,
     class_probs: np.ndarray | None = None,
-    progress: bool = True,
+    reporter: Reporter = SILENT,
 ) -> tuple[np.ndarray, float, np.ndarray | None]:
     """``n`` uint8 samples (N, H, W, C), the sampling speed in images/s, and the class each
     sample was asked for (None for an unconditional model).
@@ -245,7 +245,7 @@ def generate(
     if k:
         p = torch.as_tensor(class_probs if class_probs is not None else np.full(k, 1 / k), dtype=torch.float64)
     out, asked, spent = [], [], 0.0
-    for start in track(range(0, n, batch_size), "sampling", enabled=progress):
+    for start in reporter.track(range(0, n, batch_size), "sampling"):
         b = min(batch_size, n - start)
         t0 = time.perf_counter()
         if p is not None:
@@ -268,8 +268,8 @@ def score_generator(model: Sampler, ctx: EvalContext) -> dict[str, Any]:
     """
     hist = ctx.reference.class_hist
     class_probs = None if hist is None else np.asarray(hist, np.float64) / np.sum(hist)
-    fake, speed, asked = generate(model, ctx.n, ctx.seed, class_probs=class_probs, progress=ctx.progress)
-    feats, probs = extract(fake, ctx.extractor, progress=ctx.progress, desc="sample features")
+    fake, speed, asked = generate(model, ctx.n, ctx.seed, class_probs=class_probs, reporter=ctx.reporter)
+    feats, probs = extract(fake, ctx.extractor, reporter=ctx.reporter, desc="sample features")
     scores = evaluate_features(feats, probs, ctx.reference, images=fake)
     scores["sample_images_per_s"] = speed
     if isinstance(model, TunedSampling):

@@ -34,6 +34,7 @@ from genforge.families.gan_trainer import GANTrainer
 from genforge.families.registry import FamilySpec, Prepared, SampleFlag, register, score_generator
 from genforge.models.graphs import GeneratorGraph
 from genforge.models.stylegan2 import RESOLUTIONS, Discriminator, Generator, StyleGAN2Config, widths
+from genforge.progress import SILENT, Reporter
 from genforge.training.devices import pick_device
 from genforge.training.distributed import from_environment
 
@@ -199,8 +200,8 @@ def nearest_resolution(side: int) -> int:
     return min(RESOLUTIONS, key=lambda r: (abs(r - side), -r))
 
 
-def prepare(config: StyleGAN2RunConfig, progress: bool = True) -> Prepared:
-    prepared = load_for(config, nearest_resolution, progress)
+def prepare(config: StyleGAN2RunConfig, reporter: Reporter = SILENT) -> Prepared:
+    prepared = load_for(config, nearest_resolution, reporter)
     device = pick_device(prepared.config.train.device)
     prepared.config, note = apply_scale(prepared.config, device.type, from_environment().size)
     prepared.notes.append(note)
@@ -245,7 +246,7 @@ class StyleGAN2Model(GANModel):
         return self.net(z, labels, truncation_psi=psi, noise_mode="const", generator=generator).float()
 
 
-def finish(run_dir, prepared: Prepared, device: torch.device, progress: bool) -> None:
+def finish(run_dir, prepared: Prepared, device: torch.device, reporter: Reporter) -> None:
     if prepared.config.model.num_classes:
         class_grid(StyleGAN2Model(ckpt.load(run_dir, kind=SPEC.name, map_location=device), device), run_dir)
     return None

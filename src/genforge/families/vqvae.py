@@ -32,7 +32,7 @@ from genforge.models.perceptual import NETWORKS as PERCEPTUAL_NETWORKS
 from genforge.models.perceptual import FeatureMaps, check_feature_maps, load_feature_maps
 from genforge.models.quantizers import CodebookHealth, build_quantizer
 from genforge.models.vqvae import VQVAE, Decoder, VQVAEConfig, nearest_resolution
-from genforge.progress import track
+from genforge.progress import SILENT, Reporter
 from genforge.training.api import Trainer
 from genforge.training.ddp import step_module
 from genforge.training.precision import autocast, grad_scaler, update
@@ -276,12 +276,16 @@ def load_code_decoder(config: VQVAEConfig, tensors: dict[str, torch.Tensor], dev
 
 @torch.no_grad()
 def encode_images(
-    vqvae: VQVAE, images: np.ndarray, device: torch.device, batch_size: int = 512, progress: bool = True
+    vqvae: VQVAE,
+    images: np.ndarray,
+    device: torch.device,
+    batch_size: int = 512,
+    reporter: Reporter = SILENT,
 ) -> np.ndarray:
     """uint8 (N, H, W, C) -> code grids (N, h, w) in the smallest integer type that holds every code."""
     dtype = code_dtype(vqvae.num_codes)
     out = []
-    for start in track(range(0, len(images), batch_size), "encoding", enabled=progress):
+    for start in reporter.track(range(0, len(images), batch_size), "encoding"):
         x = to_float(images[start : start + batch_size], device)
         out.append(vqvae.encode_indices(x).cpu().numpy().astype(dtype))
     return np.concatenate(out) if out else np.zeros((0, *vqvae.grid_size), dtype)
@@ -327,10 +331,12 @@ class VQVAEModel:
         """(B, C, H, W) in [-1, 1] -> their reconstructions, the same shape."""
         return self.vqvae(images)[0].float().clamp(-1, 1)
 
-    def data(self, source: str | None = None, split: str = "test", n: int = 0) -> ImageData:
+    def data(
+        self, source: str | None = None, split: str = "test", n: int = 0, reporter: Reporter = SILENT
+    ) -> ImageData:
         """Images loaded as this VQ-VAE saw them in training (optionally from another source)."""
         cfg = replace(self.config.data, source=source) if source else self.config.data
-        return load_configured(replace(cfg, limit=n or 0), split=split)[0]
+        return load_configured(replace(cfg, limit=n or 0), split=split, reporter=reporter)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,10 +351,10 @@ def fit_to_data(config: VQVAERunConfig, resolution: int, channels: int) -> VQVAE
     return config
 
 
-def prepare(config: VQVAERunConfig, progress: bool = True) -> Prepared:
+def prepare(config: VQVAERunConfig, reporter: Reporter = SILENT) -> Prepared:
     downsample, asked = config.model.downsample, config.data
     nearest = lambda side: nearest_resolution(side, downsample)  # noqa: E731
-    data, config.data = load_configured(config.data, nearest=nearest, lazy=True, progress=progress)  # packed: on disk
+    data, config.data = load_configured(config.data, nearest=nearest, lazy=True, reporter=reporter)  # packed: on disk
     fit_to_data(config, data.resolution, data.channels)
     if config.optim.perceptual_weight > 0:  # refused now, before the run folder is touched
         check_feature_maps(config.optim.perceptual_net, labelled=data.labels is not None)
@@ -366,12 +372,12 @@ def prepare(config: VQVAERunConfig, progress: bool = True) -> Prepared:
     )
 
 
-def training_data(prepared: Prepared, run_dir, device: torch.device, progress: bool) -> None:
+def training_data(prepared: Prepared, run_dir, device: torch.device, reporter: Reporter) -> None:
     """The frozen perceptual network, when the loss has the term (its classifier trained once, cached)."""
     o = prepared.config.optim
     if o.perceptual_weight > 0:
         prepared.extras["perceptual"] = load_feature_maps(
-            o.perceptual_net, prepared.config.data.source, device, progress
+            o.perceptual_net, prepared.config.data.source, device, reporter
         )
 
 
@@ -387,20 +393,20 @@ def evaluate(model: VQVAEModel, ctx: EvalContext) -> dict[str, Any]:
     in the result): pixel metrics, codebook use, feature distance."""
     result: dict[str, Any] = {}
     try:
-        test = load_configured(replace(ctx.data, limit=ctx.n), split="test")[0]
+        test = load_configured(replace(ctx.data, limit=ctx.n), split="test", reporter=ctx.reporter)[0]
         result["recon_split"] = "test"
     except GenforgeError:
-        test = load_configured(replace(ctx.data, limit=ctx.n), split="train")[0]
+        test = load_configured(replace(ctx.data, limit=ctx.n), split="train", reporter=ctx.reporter)[0]
         result["recon_split"] = "train"
     t0 = time.perf_counter()
     recon = reconstruct_images(model, test.images, ctx.device)
     result["reconstruct_images_per_s"] = len(test) / (time.perf_counter() - t0)
     result.update(reconstruction_metrics(test.images, recon))
-    codes = encode_images(model.vqvae, test.images, ctx.device, progress=False)
+    codes = encode_images(model.vqvae, test.images, ctx.device)
     counts = np.bincount(codes.ravel().astype(np.int64), minlength=model.vqvae.num_codes)
     result.update(codebook_usage=codebook_usage(counts), codebook_perplexity=perplexity(counts))
     # How far reconstructions are from the data, in the same feature space as the generators.
-    scores = evaluate_samples(recon, ctx.reference, ctx.extractor, progress=ctx.progress)
+    scores = evaluate_samples(recon, ctx.reference, ctx.extractor, reporter=ctx.reporter)
     result.update({f"recon_{k}": v for k, v in scores.items() if k in ("fd", "kid", "precision", "recall")})
     result["n"] = len(test)
     return result

@@ -13,7 +13,6 @@ import datetime
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from safetensors.torch import load_file, save
 
 from genforge.errors import GenforgeError
 from genforge.images import to_float
-from genforge.progress import Progress
+from genforge.progress import SILENT, Reporter
 from genforge.runfolder import atomic_write
 
 WEIGHTS_FILE = "classifier.safetensors"
@@ -173,7 +172,7 @@ def train_classifier(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     seed: int = 0,
-    progress: bool = True,
+    reporter: Reporter = SILENT,
     max_shift: int = 0,
 ) -> tuple[Classifier, float]:
     """Train on uint8 (N, H, W, C) images with integer labels; return the model and its test accuracy.
@@ -203,7 +202,7 @@ def train_classifier(
         optimizer, max_lr=3e-3, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.2
     )
     labels_t = torch.from_numpy(train_labels)
-    bar = Progress(total=epochs * steps_per_epoch, desc="training classifier", enabled=progress, unit="step")
+    bar = reporter.progress(total=epochs * steps_per_epoch, desc="training classifier", unit="step")
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(train_images), generator=generator)
@@ -288,7 +287,7 @@ def load_or_train_classifier(
     test_labels: np.ndarray | None,
     *,
     device: torch.device | str = "cpu",
-    progress: bool = True,
+    reporter: Reporter = SILENT,
     **train_options,
 ) -> tuple[Classifier, dict]:
     """The cached classifier for ``dataset_key`` in ``directory``, trained and saved first if missing or stale."""
@@ -299,14 +298,12 @@ def load_or_train_classifier(
         return load_classifier(directory, device)
     started = time.perf_counter()
     model, test_accuracy = train_classifier(
-        train_images, train_labels, test_images, test_labels, device=device, progress=progress, **train_options
+        train_images, train_labels, test_images, test_labels, device=device, reporter=reporter, **train_options
     )
     save_classifier(model, directory, test_accuracy=test_accuracy, dataset_key=dataset_key)
-    if progress:
-        print(
-            f"classifier: test accuracy {test_accuracy:.4f} after {time.perf_counter() - started:.0f} s, saved to {directory}",
-            file=sys.stderr,
-        )
+    reporter.say(
+        f"classifier: test accuracy {test_accuracy:.4f} after {time.perf_counter() - started:.0f} s, saved to {directory}"
+    )
     return load_classifier(directory, device)
 
 

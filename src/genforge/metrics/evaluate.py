@@ -19,7 +19,7 @@ import numpy as np
 from genforge.errors import GenforgeError
 from genforge.metrics import core
 from genforge.metrics.table import computed
-from genforge.progress import track
+from genforge.progress import SILENT, Reporter
 from genforge.runfolder import atomic_path
 
 PR_K = 3  # neighbours for precision/recall (Kynkaanniemi et al.)
@@ -47,7 +47,7 @@ def extract(
     extractor: FeatureExtractor,
     *,
     batch_size: int | None = None,
-    progress: bool = True,
+    reporter: Reporter = SILENT,
     desc: str = "features",
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Run the extractor over ``images`` in batches: features (N, D) and class probs (N, K) or None.
@@ -63,9 +63,7 @@ def extract(
     both = getattr(extractor, "features_and_probs", None)
     probs_fn = getattr(extractor, "class_probs", None)
     feats, probs = [], []
-    for start in track(
-        range(0, len(images), batch_size), desc=f"{desc} ({extractor.name})", enabled=progress, unit="batch"
-    ):
+    for start in reporter.track(range(0, len(images), batch_size), desc=f"{desc} ({extractor.name})", unit="batch"):
         batch = images[start : start + batch_size]
         if both is not None:
             f, p = both(batch)
@@ -147,7 +145,7 @@ def reference_stats(
     cache_path: str | os.PathLike | None = None,
     *,
     batch_size: int | None = None,
-    progress: bool = True,
+    reporter: Reporter = SILENT,
 ) -> Reference:
     """Features, mean, covariance, k-NN radii and class histogram of the real images.
 
@@ -165,7 +163,7 @@ def reference_stats(
             return cached
     if len(real_images) <= DC_K:
         raise GenforgeError(f"reference statistics need more than {DC_K} real images, got {len(real_images)}")
-    feats, probs = extract(real_images, extractor, batch_size=batch_size, progress=progress, desc="real features")
+    feats, probs = extract(real_images, extractor, batch_size=batch_size, reporter=reporter, desc="real features")
     mu, sigma = core.feature_stats(feats)
     radii = core.knn_radii(feats, [PR_K, DC_K])  # (2, N)
     if probs is not None:
@@ -247,7 +245,7 @@ def evaluate_samples(
     kid_subset_size: int = 1000,
     batch_size: int | None = None,
     seed: int = 0,
-    progress: bool = True,
+    reporter: Reporter = SILENT,
 ) -> dict[str, float]:
     """Score uint8 samples (N, H, W, C) against the reference.
 
@@ -259,7 +257,7 @@ def evaluate_samples(
         raise GenforgeError(
             f"the reference statistics were made with the {reference.extractor} extractor, not {extractor.name}"
         )
-    feats, probs = extract(fake_images, extractor, batch_size=batch_size, progress=progress, desc="sample features")
+    feats, probs = extract(fake_images, extractor, batch_size=batch_size, reporter=reporter, desc="sample features")
     return evaluate_features(
         feats, probs, reference, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed, images=fake_images
     )
@@ -276,7 +274,7 @@ def real_vs_real(
 ) -> dict[str, float]:
     """The floor: held-out real images scored as if they were samples. No model can beat it by much."""
     reference = reference_stats(
-        train_images, train_labels, extractor, cache_path, progress=options.get("progress", True)
+        train_images, train_labels, extractor, cache_path, reporter=options.get("reporter", SILENT)
     )
     return evaluate_samples(test_images, reference, extractor, **options)
 

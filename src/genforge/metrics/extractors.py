@@ -21,6 +21,7 @@ from genforge.metrics.classifier import INFO_FILE, ClassifierExtractor, load_or_
 from genforge.metrics.evaluate import Reference, reference_stats
 from genforge.metrics.inception import InceptionExtractor
 from genforge.paths import cache_root
+from genforge.progress import SILENT, Reporter
 
 FEATURES = ("classifier", "inception")
 REAL_N = 10_000  # real images in the reference set (k-NN metrics grow with its square)
@@ -80,7 +81,7 @@ def describe_tune_reference(held: range, n_train: int) -> str:
 
 
 def train_evaluator(
-    source: str, device: torch.device, progress: bool = True, epochs: int = 3, seed: int = 0
+    source: str, device: torch.device, reporter: Reporter = SILENT, epochs: int = 3, seed: int = 0
 ) -> tuple[Any, dict]:
     """The dataset's classifier (trained on its labelled train split, cached with its test accuracy).
 
@@ -90,14 +91,14 @@ def train_evaluator(
     """
     key = dataset_key(source, "train", None, "none", None)
     folder = key if seed == 0 else f"{key}-seed{seed}"
-    train = load_dataset(source, split="train")
+    train = load_dataset(source, split="train", reporter=reporter)
     if train.labels is None:
         raise GenforgeError(
             f"{source}: the classifier extractor needs class labels (class sub-folders or a labels array); "
             "use --features inception for unlabelled data"
         )
     try:
-        test = load_dataset(source, split="test")
+        test = load_dataset(source, split="test", reporter=reporter)
         test_images, test_labels = test.images, test.labels
     except GenforgeError:  # single-split data: hold out every tenth image for the accuracy figure
         held = np.arange(len(train)) % 10 == 0
@@ -111,16 +112,16 @@ def train_evaluator(
         test_images,
         test_labels,
         device=device,
-        progress=progress,
+        reporter=reporter,
         epochs=epochs,
         seed=seed,
     )
 
 
-def get_extractor(name: str, source: str, device: torch.device, progress: bool = True):
+def get_extractor(name: str, source: str, device: torch.device, reporter: Reporter = SILENT):
     """A feature extractor by name (``FEATURES``) for the real data ``source``."""
     if name == "classifier":
-        model, info = train_evaluator(source, device, progress)
+        model, info = train_evaluator(source, device, reporter)
         extractor = ClassifierExtractor(model, device)
         extractor.info = info
         return extractor
@@ -130,7 +131,11 @@ def get_extractor(name: str, source: str, device: torch.device, progress: bool =
 
 
 def reference_images(
-    data_cfg: DataConfig, split: str = "train", n: int = REAL_N, purpose: str = "evaluate"
+    data_cfg: DataConfig,
+    split: str = "train",
+    n: int = REAL_N,
+    purpose: str = "evaluate",
+    reporter: Reporter = SILENT,
 ) -> tuple[ImageData, np.ndarray, int, DataConfig]:
     """The real images a reference is made of, their indices in ``split``, the split's size (as
     far as it was read), and the data section made concrete. ``purpose`` "evaluate": up to ``n``
@@ -141,12 +146,12 @@ def reference_images(
     if split != "train":
         if purpose == "tune":
             raise GenforgeError("tune's reference comes from the training split")
-        real, data_cfg = load_configured(replace(data_cfg, limit=n), split=split)
+        real, data_cfg = load_configured(replace(data_cfg, limit=n), split=split, reporter=reporter)
         return real, np.arange(len(real)), len(real), data_cfg
     # evaluate's images are the first REAL_N of any split of LARGE or more: LARGE images tell which
     # case holds; tune's may lie anywhere (a packed dataset is opened, not read, and read by index)
     limit = LARGE if purpose == "evaluate" else 0
-    data, data_cfg = load_configured(replace(data_cfg, limit=limit), split=split, lazy=True)
+    data, data_cfg = load_configured(replace(data_cfg, limit=limit), split=split, lazy=True, reporter=reporter)
     for_evaluate, for_tune = reference_indices(len(data))
     chosen = np.asarray(for_tune, dtype=np.int64) if purpose == "tune" else for_evaluate[: n or None]
     if len(chosen) == 0:
@@ -161,16 +166,16 @@ def reference(
     data_cfg: DataConfig,
     split: str = "train",
     n: int = REAL_N,
-    progress: bool = True,
+    reporter: Reporter = SILENT,
     purpose: str = "evaluate",
 ) -> Reference:
     """Cached statistics of the real images ``reference_images`` picks, loaded exactly as the run's
     data config says."""
-    real, indices, _, data_cfg = reference_images(data_cfg, split, n, purpose)
+    real, indices, _, data_cfg = reference_images(data_cfg, split, n, purpose, reporter)
     key = dataset_key(data_cfg.source, split, data_cfg.resolution, data_cfg.fit, data_cfg.channels or None)
     # The statistics are features of one set of weights: a retrained classifier gets its own file.
     info = getattr(extractor, "info", None)
     weights = f"-{hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:8]}" if info else ""
     where = f"n{len(real)}" if purpose == "evaluate" else f"tune{len(real)}"
     path = cache_root() / "reference" / f"{key}_{where}_{extractor.name}{weights}.npz"
-    return reference_stats(real.images, real.labels, extractor, cache_path=path, progress=progress)
+    return reference_stats(real.images, real.labels, extractor, cache_path=path, reporter=reporter)

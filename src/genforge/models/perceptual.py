@@ -31,6 +31,7 @@ from genforge.errors import GenforgeError
 from genforge.metrics.classifier import Classifier, fit_input
 from genforge.metrics.extractors import train_evaluator
 from genforge.metrics.inception import InceptionExtractor, resize_like_tf, weights_path
+from genforge.progress import SILENT, Reporter
 
 NETWORKS = ("classifier", "inception")
 CLASSIFIER_SEED = 1  # the perceptual classifier's seed; the evaluator's is 0
@@ -109,10 +110,10 @@ def check_feature_maps(name: str, labelled: bool) -> None:
         weights_path()  # the optional package's weights, or one clear error
 
 
-def load_feature_maps(name: str, source: str, device: torch.device, progress: bool = True) -> FeatureMaps:
+def load_feature_maps(name: str, source: str, device: torch.device, reporter: Reporter = SILENT) -> FeatureMaps:
     """The frozen perceptual network ``name`` for data ``source`` (training its classifier once)."""
     if name == "classifier":
-        classifier, _ = train_evaluator(source, device, progress, seed=CLASSIFIER_SEED)
+        classifier, _ = train_evaluator(source, device, reporter, seed=CLASSIFIER_SEED)
         return ClassifierMaps(classifier).to(device)
     if name == "inception":
         return InceptionMaps(InceptionExtractor(device).model.net.layers).to(device)

@@ -9,7 +9,6 @@ each evaluation) may take ``INCEPTION_SHARE`` of the time budget, and never more
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,6 +23,7 @@ from genforge.images import to_uint8
 from genforge.metrics.evaluate import DC_K, collapse_warning, evaluate_samples
 from genforge.metrics.extractors import choose_features, get_extractor, reference
 from genforge.metrics.table import during_training
+from genforge.progress import SILENT, Reporter
 
 INCEPTION_SHARE = 0.1  # of a time budget that in-training Inception scoring may take
 INCEPTION_SECONDS = 60.0  # at most per evaluation (and for the reference), budget or not
@@ -64,11 +64,11 @@ def _seconds_per_image(extractor, images: np.ndarray) -> float:
     return max((time.perf_counter() - started) / len(images), 1e-6)
 
 
-def training_evaluator(trainer, prepared, progress: bool = True) -> Callable[[int], dict[str, float]]:
+def training_evaluator(trainer, prepared, reporter: Reporter = SILENT) -> Callable[[int], dict[str, float]]:
     """``evaluate(step) -> scores`` over samples of the trainer's sampler (``train.eval_samples``
     with classifier features; a budget-fitted count with Inception's).
 
-    Prints the choice in one line, and a warning when coverage or recall falls sharply against the
+    Says the choice in one line through ``reporter``, and a warning when coverage or recall falls sharply against the
     best seen so far.
     """
     if trainer.evaluation_samples is None:
@@ -76,28 +76,28 @@ def training_evaluator(trainer, prepared, progress: bool = True) -> Callable[[in
     cfg = prepared.config.train
     data_cfg = prepared.data_config
     features, why = choose_features(data_cfg.source)
-    extractor = get_extractor(features, data_cfg.source, trainer.device, progress)
+    extractor = get_extractor(features, data_cfg.source, trainer.device, reporter)
     if features == "classifier":
         n = cfg.eval_samples or 2000
-        ref = reference(extractor, replace(data_cfg, limit=0), n=max(n, 2000), progress=progress)
+        ref = reference(extractor, replace(data_cfg, limit=0), n=max(n, 2000), reporter=reporter)
         said = f"in-training evaluation: classifier features, n={n:,} ({why})"
     else:
-        probe, _ = load_configured(replace(data_cfg, limit=8))  # real images: the model's own draws stay untouched
+        # real images: the model's own draws stay untouched
+        probe, _ = load_configured(replace(data_cfg, limit=8), reporter=reporter)
         n, fitted = inception_samples(cfg, _seconds_per_image(extractor, probe.images))
-        ref = reference(extractor, replace(data_cfg, limit=0), n=n, progress=progress)
+        ref = reference(extractor, replace(data_cfg, limit=0), n=n, reporter=reporter)
         said = f"in-training evaluation: inception features, n={n:,} ({why}; {fitted})"
-    if progress:
-        print(said, file=sys.stderr, flush=True)
+    reporter.say(said)
     history: list[dict] = []
 
     def evaluate_now(step: int) -> dict[str, float]:
         g = torch.Generator(device=trainer.device).manual_seed(step)
         chunks = [to_uint8(trainer.evaluation_samples(min(500, n - i), g)) for i in range(0, n, 500)]
-        scores = evaluate_samples(np.concatenate(chunks), ref, extractor, kid_subsets=10, progress=False)
+        scores = evaluate_samples(np.concatenate(chunks), ref, extractor, kid_subsets=10)
         keep = {k: float(scores[k]) for k in during_training() if k in scores}
         warning = collapse_warning(history, keep)
-        if warning and progress:
-            print(f"\nwarning at step {step}: {warning}", file=sys.stderr, flush=True)
+        if warning:
+            reporter.say(f"\nwarning at step {step}: {warning}")
         history.append(keep)
         return {**keep, "n": n}
 

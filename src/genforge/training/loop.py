@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from genforge.config import TrainConfig
 from genforge.errors import GenforgeError
 from genforge.images import make_grid, save_png, to_uint8
 from genforge.metrics.table import shown_on
-from genforge.progress import Progress
+from genforge.progress import SILENT, Progress, Reporter
 from genforge.runfolder import RunFolder, append_record, keep_records_until, record
 from genforge.training import distributed
 from genforge.training.api import Trainer
@@ -122,7 +121,7 @@ def run(
     config: dict[str, Any],
     state: dict[str, Any] | None = None,
     evaluate: Callable[[int], dict[str, float]] | None = None,
-    progress: bool = True,
+    reporter: Reporter = SILENT,
     stop_after: int | None = None,
     resume_from: ckpt.Checkpoint | None = None,
     sink: EventSink | NullSink | None = None,
@@ -132,7 +131,8 @@ def run(
     ``state`` is stored in every checkpoint beside the trainer's own (e.g. the precision the
     run chose). ``evaluate(step)`` is called every ``cfg.eval_every`` steps. ``stop_after`` ends
     this session early after that many steps, as an interruption would (tests use it). ``sink``
-    receives what is logged as TensorBoard events.
+    receives what is logged as TensorBoard events. ``reporter`` shows the budget, the progress line
+    and the end of an interrupted session (rank 0's; the other ranks are silent).
 
     Under torchrun (see ``distributed``) every rank runs this loop over its share of each batch;
     losses are averaged over the ranks before they are logged, every rank stops at the same step,
@@ -142,15 +142,15 @@ def run(
     run_dir = Path(run_dir)
     world = distributed.current()
     noise = {"noise": trainer.noise}
-    at = _start(trainer, noise, run_dir, world, resume_from, progress)
+    reporter = reporter.when(world.main)
+    at = _start(trainer, noise, run_dir, world, resume_from, reporter)
     total_steps, budget = budget_of(cfg)
     stop = Stop(total_steps, budget, stop_after)
-    _say(progress, describe_budget(cfg))
+    reporter.say(describe_budget(cfg))
     at.time_up = at.elapsed >= budget
-    bar = Progress(
+    bar = reporter.progress(
         total=total_steps,
         initial=at.step,
-        enabled=progress and world.main,
         unit="step",
         eta=lambda: stop.time_left(at),  # asked for every progress line
     )
@@ -172,9 +172,7 @@ def run(
     finally:
         bar.close()
     if at.interrupted:
-        _say(
-            progress, f"interrupted ({stop.why()}) at step {at.step}; checkpoint saved; run the same command to resume"
-        )
+        reporter.say(f"interrupted ({stop.why()}) at step {at.step}; checkpoint saved; run the same command to resume")
     return RunResult(at.step, at.interrupted, time.perf_counter() - at.session_start, at.images_per_second, at.last)
 
 
@@ -184,14 +182,14 @@ def _start(
     run_dir: Path,
     world: distributed.World,
     resume_from: ckpt.Checkpoint | None,
-    progress: bool,
+    reporter: Reporter,
 ) -> LoopState:
     """The state a session starts from: a new run's, or the checkpoint's it resumes from."""
     step, elapsed = 0, 0.0
     if resume_from is not None:
         restore_payload(trainer, noise, resume_from)
         step, elapsed = resume_from.step, float(resume_from.state.get("elapsed", 0.0))
-        _say(progress, f"resuming {run_dir} from step {step} ({elapsed / 60:.1f} min trained)")
+        reporter.say(f"resuming {run_dir} from step {step} ({elapsed / 60:.1f} min trained)")
     if world.main:
         keep_records_until(run_dir, step)  # what was logged after the checkpoint will be logged again
     return LoopState(step, elapsed, saved=step if resume_from is not None else -1)
@@ -434,11 +432,6 @@ def _time_left(step: int, total: int | None, elapsed: float, budget: float) -> f
     if budget != math.inf:
         left.append(budget - elapsed)
     return max(0.0, min(left)) if left else None
-
-
-def _say(progress: bool, message: str) -> None:
-    if progress:
-        print(message, file=sys.stderr, flush=True)
 
 
 class _SignalFlag:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 
 from genforge.config import to_dict
 from genforge.paths import cache_root
+from genforge.progress import SILENT, Reporter
 from genforge.runfolder import atomic_write
 from genforge.training import distributed
 from genforge.training.devices import _sync, machine_key
@@ -80,7 +80,7 @@ def candidates(train_cfg, device: torch.device) -> list[tuple[str, bool]]:
     return [(p, c) for p in precisions for c in layouts]
 
 
-def choose(spec, prepared, device: torch.device, batch, *, progress: bool = True) -> Choice:
+def choose(spec, prepared, device: torch.device, batch, *, reporter: Reporter = SILENT) -> Choice:
     """The precision and memory layout to train with (see the module's docstring).
 
     ``batch(per_step)`` gives one real training step's examples and labels to time the step on
@@ -100,8 +100,8 @@ def choose(spec, prepared, device: torch.device, batch, *, progress: bool = True
     if cached is not None:
         best = _best(cached)
         return Choice(best["precision"], best["channels_last"], "cache", cached, path)
-    if progress and main:
-        print("measuring the fastest precision on this machine (cached for the next run)...", file=sys.stderr)
+    if main:
+        reporter.say("measuring the fastest precision on this machine (cached for the next run)...")
     table: list[dict[str, Any]] = []
     steps, fastest = None, None  # timed steps per candidate (the first one measured decides); the best so far
     slowdown = {p: distributed.from_main(kernel_slowdown(device, DTYPES[p])) for p in {p for p, _ in options}}

@@ -8,7 +8,6 @@ and touched.
 from __future__ import annotations
 
 import contextlib
-import sys
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from genforge import checkpoint as ckpt
 from genforge.config import TrainConfig, dump_yaml, to_dict
 from genforge.errors import GenforgeError
+from genforge.progress import SILENT, Reporter
 from genforge.runfolder import RunFolder, RunLock, append_record, atomic_write, clean_temporary, inside, record
 from genforge.training import distributed, tensorboard
 from genforge.training.api import Family, Prepared
@@ -53,23 +53,24 @@ def train(
     config: Any,
     out: str | Path,
     *,
-    progress: bool = True,
+    reporter: Reporter = SILENT,
     stop_after: int | None = None,
     dry_run: bool = False,
 ) -> RunResult | Any:
     """Train (or resume) a run of family ``spec`` into ``out``.
 
     Returns the RunResult, or with ``dry_run`` the resolved config (data-decided fields filled).
+    ``reporter`` receives what the run has to say (silent by default).
     Under torchrun every process calls this: rank 0 alone prints and writes the run folder, and
     every rank resumes from the checkpoint rank 0 found (``out`` must then be on a filesystem all
     machines share).
     """
     out = Path(out)
     world = distributed.from_environment()
-    progress = progress and world.main
+    reporter = reporter.when(world.main)
     if out.exists() and not out.is_dir():
         raise GenforgeError(f"{out}: exists and is not a folder; pick another --out")
-    prepared = spec.prepare(config, progress)
+    prepared = spec.prepare(config, reporter)
     config = prepared.config
     if dry_run:
         return config
@@ -82,9 +83,9 @@ def train(
         saved = check_resume(out, spec, to_dict(config), distributed.from_main(_found(out) if world.main else None))
         _check_world(out, saved, world)
         for note in prepared.notes:  # after the resume check: a refused run prints its one error line only
-            _say(progress, note)
+            reporter.say(note)
         with RunLock(out) if world.main else contextlib.nullcontext():
-            return _train_locked(spec, prepared, out, device, saved, world, events, progress, stop_after)
+            return _train_locked(spec, prepared, out, device, saved, world, events, reporter, stop_after)
 
 
 def _train_locked(
@@ -95,17 +96,17 @@ def _train_locked(
     saved: ckpt.Checkpoint | None,
     world: distributed.World,
     events: bool,
-    progress: bool,
+    reporter: Reporter,
     stop_after: int | None,
 ) -> RunResult:
     config = prepared.config
     if world.main:
         clean_temporary(out)
         if spec.training_data is not None:
-            spec.training_data(prepared, out, device, progress)
+            spec.training_data(prepared, out, device, reporter)
     distributed.barrier()  # the others read what rank 0 made (the prior's code cache)
     if not world.main and spec.training_data is not None:
-        spec.training_data(prepared, out, device, progress)
+        spec.training_data(prepared, out, device, reporter)
     examples = on_device(prepared.images, device)
     labels = on_device(prepared.labels, device) if prepared.labels is not None else None
     train_cfg = config.train
@@ -120,13 +121,15 @@ def _train_locked(
         mirror=prepared.mirror,
     )
     with batches:  # stops the thread that reads batches ahead, however training ends
-        return _train_batches(spec, prepared, out, device, saved, world, events, progress, stop_after, batches)
+        return _train_batches(spec, prepared, out, device, saved, world, events, reporter, stop_after, batches)
 
 
-def _train_batches(spec, prepared, out: Path, device, saved, world, events: bool, progress: bool, stop_after, batches):
+def _train_batches(
+    spec, prepared, out: Path, device, saved, world, events: bool, reporter: Reporter, stop_after, batches
+):
     config = prepared.config
     train_cfg = config.train
-    choice = _precision(spec, prepared, device, saved, batches, progress)
+    choice = _precision(spec, prepared, device, saved, batches, reporter)
     if world.main:
         atomic_write(RunFolder(out).config, dump_yaml(config))
     prepared.config = _with_choice(config, choice)  # what the trainer is built with
@@ -134,16 +137,15 @@ def _train_batches(spec, prepared, out: Path, device, saved, world, events: bool
     batches.channels_last = choice.channels_last
     batches.per_step = trainer.batches_per_step
     processes = f", {world.size} processes x {train_cfg.batch_size // world.size} images" if world.distributed else ""
-    _say(
-        progress,
-        f"training {spec.name} on {device}, {choice.describe()}, batch {train_cfg.batch_size}{processes} -> {out}",
+    reporter.say(
+        f"training {spec.name} on {device}, {choice.describe()}, batch {train_cfg.batch_size}{processes} -> {out}"
     )
     evaluate = None
     if train_cfg.eval_every:
         if trainer.evaluation_samples is None:
             raise GenforgeError("train.eval_every applies to families that generate images; set it to 0 for this one")
         if world.main:  # evaluation runs once, on rank 0
-            evaluate = training_evaluator(trainer, prepared, progress)
+            evaluate = training_evaluator(trainer, prepared, reporter)
     state = {
         "precision": {"precision": choice.precision, "channels_last": choice.channels_last},
         "world_size": world.size,
@@ -159,13 +161,13 @@ def _train_batches(spec, prepared, out: Path, device, saved, world, events: bool
             config=to_dict(config),
             state=state,
             evaluate=evaluate,
-            progress=progress,
+            reporter=reporter,
             stop_after=stop_after,
             resume_from=saved,
             sink=sink,
         )
         if spec.finish is not None and not result.interrupted and world.main:
-            scores = spec.finish(out, prepared, device, progress)
+            scores = spec.finish(out, prepared, device, reporter)
             if scores:
                 append_record(out, record("eval", result.step, scores))
                 sink.evaluation(result.step, scores)
@@ -238,7 +240,7 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, A
 
 
 def _precision(
-    spec: Family, prepared: Prepared, device, saved: ckpt.Checkpoint | None, batches: Batches, progress: bool
+    spec: Family, prepared: Prepared, device, saved: ckpt.Checkpoint | None, batches: Batches, reporter: Reporter
 ) -> Choice:
     """A resumed run keeps the precision it started with (bit-identical resume); a new run
     takes the configured one or measures (cached per machine)."""
@@ -254,15 +256,10 @@ def _precision(
         batches.per_step = per_step
         return batches.get(0)
 
-    return choose(spec, prepared, device, batch, progress=progress)
+    return choose(spec, prepared, device, batch, reporter=reporter)
 
 
 def _with_choice(config: Any, choice: Choice) -> Any:
     """The config the trainer is built with: the chosen precision and layout made concrete."""
     train = replace(config.train, precision=choice.precision, channels_last=choice.channels_last)
     return replace(config, train=train)
-
-
-def _say(progress: bool, message: str) -> None:
-    if progress:
-        print(message, file=sys.stderr, flush=True)

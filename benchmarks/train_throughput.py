@@ -126,7 +126,7 @@ def build(arm: str, setting: str, batch_size: int, folder: Path, source: str, vq
         m = prepared.config.model
         rng = np.random.RandomState(0)
         prepared.images = rng.randint(0, m.vocab_size, (len(prepared.labels), m.grid_h, m.grid_w)).astype(np.int16)
-    elif spec.training_data is not None:  # e.g. the perceptual network
+    else:  # what training makes first, e.g. the perceptual network (a no-op for most families)
         spec.training_data(prepared, folder, torch.device("cpu"), SILENT)
     trainer = spec.build(prepared, torch.device("cpu"), DTYPES[precision])
     return spec, prepared, trainer

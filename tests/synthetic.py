@@ -7,6 +7,7 @@ classifier learns the classes in one short epoch and a few training steps change
 from __future__ import annotations
 
 import contextlib
+import copy
 import gzip
 import io
 import struct
@@ -150,3 +151,11 @@ def error_line(err: str) -> str:
 
 def is_png(path: Path) -> bool:
     return Path(path).is_file() and Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def respec(spec, **changes):
+    """A copy of a family (a FamilySpec instance) with some of its attributes or methods replaced."""
+    changed = copy.copy(spec)
+    for name, value in changes.items():
+        setattr(changed, name, value)
+    return changed

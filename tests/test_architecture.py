@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from genforge import checkpoint as ckpt
 from genforge import cli as cli_module
+from genforge import families
 from genforge.commands import registry as commands
 from genforge.commands.registry import Command
 from genforge.config import DataConfig, TrainConfig, fill_from_data
@@ -25,7 +26,7 @@ from genforge.data import load_configured
 from genforge.errors import GenforgeError
 from genforge.families import gan_trainer, prior, registry, vqvae
 from genforge.families.registry import FamilySpec, Prepared, register, score_generator
-from genforge.progress import Reporter
+from genforge.progress import SILENT, Reporter
 from genforge.runfolder import append_record, read_records, record
 from genforge.training.api import Trainer
 from synthetic import cli, install_evaluator, is_png, one_error, records, write_npz
@@ -108,16 +109,26 @@ class ToyModel:
         return self.net.sample(n, generator)
 
 
-TOY = FamilySpec(
-    name="toy",
-    summary="the mean image plus noise",
-    config_class=ToyRunConfig,
-    presets={"default": {}},
-    prepare=toy_prepare,
-    build=lambda prepared, device, dtype: ToyTrainer(prepared.config, device),
-    load=ToyModel,
-    evaluate=score_generator,
-)
+class Toy(FamilySpec):
+    name = "toy"
+    summary = "the mean image plus noise"
+    config_class = ToyRunConfig
+    presets = {"default": {}}
+
+    def prepare(self, config, reporter):
+        return toy_prepare(config, reporter)
+
+    def build(self, prepared, device, dtype):
+        return ToyTrainer(prepared.config, device)
+
+    def load(self, checkpoint, device):
+        return ToyModel(checkpoint, device)
+
+    def evaluate(self, model, ctx):
+        return score_generator(model, ctx)
+
+
+TOY = Toy()
 
 
 @pytest.fixture
@@ -159,7 +170,7 @@ def test_a_family_defined_in_a_test_trains_resumes_samples_evaluates_and_is_repo
 def test_the_toy_family_is_the_one_in_the_docs():
     """docs/architecture.md shows the same class and function names as the family above."""
     doc = (SRC.parents[1] / "docs" / "architecture.md").read_text()
-    for name in ("ToyRunConfig", "ToyTrainer", "ToyModel", "register(", "FamilySpec(", "score_generator"):
+    for name in ("ToyRunConfig", "ToyTrainer", "ToyModel", "register(", "(FamilySpec):", "score_generator"):
         assert name in doc, name
 
 
@@ -429,6 +440,37 @@ def test_the_trainer_defaults_are_no_ops():
     assert trainer.log_extras() == {} and trainer.watch({"loss": 1.0}) is None
     assert trainer.batches_per_step == 1 and trainer.state_records == frozenset()
     assert trainer.evaluation_samples is None
+
+
+def test_every_family_is_a_class_of_its_own_module():
+    """A family is a FamilySpec subclass in its own module whose methods an editor can follow:
+    the four required ones are defined in that class, not stored as values on an instance."""
+    for name in families.names():
+        cls = type(families.get(name))
+        assert issubclass(cls, FamilySpec) and cls is not FamilySpec, name
+        assert cls.__module__ == f"genforge.families.{name}", cls
+        for method in ("prepare", "build", "load", "evaluate"):
+            assert callable(vars(cls).get(method)), (name, method)
+            assert method not in vars(families.get(name)), (name, method)  # not an instance attribute
+
+
+def test_a_family_without_a_required_method_cannot_be_built_and_its_hooks_default_to_nothing():
+    class Half(FamilySpec):
+        name = "half"
+        summary = "half a family"
+        config_class = ToyRunConfig
+        presets = {"default": {}}
+
+        def prepare(self, config, reporter):
+            return toy_prepare(config, reporter)
+
+    with pytest.raises(TypeError, match="abstract"):
+        Half()
+    toy, config = Toy(), {"data": {"source": "x"}}
+    assert toy.migrate(config) is config and toy.from_arguments(argparse.Namespace()) == {}
+    assert toy.training_data(None, Path("."), torch.device("cpu"), SILENT) is None
+    assert toy.finish(Path("."), None, torch.device("cpu"), SILENT) is None
+    assert toy.sample_flags == () and not toy.exports and toy.grid_caption == "samples"
 
 
 LONGEST_LOOP_FUNCTION = 60

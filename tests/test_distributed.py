@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from synthetic import (
     cli,
     install_evaluator,
     one_error,
+    respec,
     sets,
     train,
     write_idx_folder,
@@ -252,7 +252,7 @@ def test_gan_two_ranks_with_half_the_batch_end_where_one_process_ends(tmp_path, 
 def vqvae_worker(rank: int, data: str, out: str, log: str, dump: str) -> None:
     seen = watch_writes(rank, Path(out))
     spec, built = families.get("vqvae"), []
-    capture = replace(spec, build=lambda *args: built.append(spec.build(*args)) or built[-1])
+    capture = respec(spec, build=lambda *args: built.append(spec.build(*args)) or built[-1])
     # k-means initialisation and a dead-code restart after 2 steps both happen in these 6 steps
     sets = ["train.steps=6", "train.checkpoint_every=3", "model.quantizer.restart_after=2"]
     config = lambda: config_of("vqvae", *sets, data={"source": data})
@@ -290,7 +290,7 @@ def prior_worker(rank: int, vqvae: str, out: str, log: str, dump: str) -> None:
     sets = ["train.steps=4", "train.checkpoint_every=2", "train.log_every=2"]
     sets += ["train.precision=auto", "train.probe_seconds=0.02"]
     spec, built = families.get("prior"), []
-    capture = replace(spec, build=lambda *args: built.append(spec.build(*args)) or built[-1])
+    capture = respec(spec, build=lambda *args: built.append(spec.build(*args)) or built[-1])
     assert runs.train(capture, config_of("prior", *sets, vqvae=vqvae), out, stop_after=2).step == 2
     Path(f"{dump}-{rank}").write_text(str(built[-1].dtype))
     assert runs.train(capture, config_of("prior", *sets, vqvae=vqvae), out).step == 4

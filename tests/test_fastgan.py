@@ -5,7 +5,6 @@ samples, evaluates, exports ONNX, trains on two ranks with D's decoders in step)
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ from genforge.models.fastgan import (
     with_fixed_weights,
 )
 from genforge.training import runs
-from synthetic import COMMON, cli, install_evaluator, is_png, one_error, records, sets, write_npz
+from synthetic import COMMON, cli, install_evaluator, is_png, one_error, records, respec, sets, write_npz
 
 TINY = ["model.ngf=8", "model.ndf=8", "model.max_width=32", "model.z_dim=16"]
 
@@ -244,7 +243,7 @@ def test_samples_evaluates_and_exports(bars, tmp_path, monkeypatch):
 
 def two_rank_worker(rank: int, data: str, out: str, dump: str) -> None:
     spec, built = families.get("fastgan"), []
-    capture = replace(spec, build=lambda *args: built.append(spec.build(*args)) or built[-1])
+    capture = respec(spec, build=lambda *args: built.append(spec.build(*args)) or built[-1])
     values = [*COMMON, *TINY, "train.batch_size=8", "train.device=cpu", "train.channels_last=false"]
     values += ["train.tensorboard=false", "train.checkpoint_every=2"]
     config = lambda: spec.resolve("default", None, [*values, "train.steps=3"], {"data": {"source": data}})  # noqa: E731

@@ -28,7 +28,7 @@ from genforge.data import load_dataset
 from genforge.errors import GenforgeError
 from genforge.families import registry
 from genforge.training import loop
-from synthetic import COMMON, TINY_GAN, TINY_VQVAE, cli, one_error, sets, write_idx_folder, write_npz
+from synthetic import COMMON, TINY_GAN, TINY_VQVAE, cli, one_error, respec, sets, write_idx_folder, write_npz
 
 DATA_FAMILIES = ("gan", "stylegan2", "vqvae")
 
@@ -158,11 +158,11 @@ def test_sample_flags_name_the_families_they_apply_to():
 
 def test_a_new_familys_sample_flag_joins_the_parser(monkeypatch):
     flag = registry.SampleFlag("--wiggle", "wiggle", "how far each latent wiggles")
-    fake = dataclasses.replace(families.get("gan"), name="fake", sample_flags=(flag,))
+    fake = respec(families.get("gan"), name="fake", sample_flags=(flag,))
     monkeypatch.setitem(registry.FAMILIES, "fake", fake)
     sample = subparser(cli_module.build_parser(), "sample")
     assert sample._option_string_actions["--wiggle"].help == "fake: how far each latent wiggles"
-    clash = dataclasses.replace(fake, name="clash", sample_flags=(dataclasses.replace(flag, key="wobble"),))
+    clash = respec(fake, name="clash", sample_flags=(dataclasses.replace(flag, key="wobble"),))
     monkeypatch.setitem(registry.FAMILIES, "clash", clash)
     with pytest.raises(GenforgeError, match="families fake and clash declare --wiggle differently"):
         cli_module.build_parser()

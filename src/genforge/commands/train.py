@@ -90,15 +90,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         spec = families.get(name)
         family = kinds.add_parser(name, help=spec.summary, description=spec.summary)
         _train_flags(family, spec)
-        if spec.add_arguments is not None:
-            spec.add_arguments(family)
+        spec.add_arguments(family)
 
 
 def run(args: argparse.Namespace) -> int:
     spec = families.get(args.family)
-    extra = _flag_overrides(args)
-    if spec.from_arguments is not None:
-        extra.update(spec.from_arguments(args))
+    extra = {**_flag_overrides(args), **spec.from_arguments(args)}
     config = spec.resolve(args.preset, args.config, args.sets, extra)
     if _trains_on_data(spec) and not _names_data(args):
         raise GenforgeError(

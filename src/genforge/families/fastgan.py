@@ -32,7 +32,7 @@ from genforge.errors import GenforgeError
 from genforge.families.gan import GANModel, fit_to_data
 from genforge.families.gan_config import AugmentConfig, GANOptimConfig
 from genforge.families.gan_trainer import GANTrainer
-from genforge.families.registry import FamilySpec, Prepared, register, score_generator
+from genforge.families.registry import EvalContext, FamilySpec, Prepared, register, score_generator
 from genforge.losses import d_hinge_margins, fastgan_reconstruction
 from genforge.models.fastgan import RESOLUTIONS, Discriminator, FastGANConfig, Generator, with_fixed_weights
 from genforge.models.graphs import GeneratorGraph
@@ -168,21 +168,33 @@ def migrate(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "augment": {"mirror": False, **config.get("augment", {})}}
 
 
-SPEC = register(
-    FamilySpec(
-        name="fastgan",
-        summary="a FastGAN (skip-layer excitation, D with self-supervised decoders; hinge, DiffAugment, EMA)",
-        config_class=FastGANRunConfig,
-        presets=FASTGAN_PRESETS,
-        prepare=prepare,
-        build=build,
-        load=FastGANModel,
-        evaluate=score_generator,
-        migrate=migrate,
-        exports={  # the stored noise images (noise_mode const), spectral norm's weights fixed
-            "generator": lambda model: GeneratorGraph(
-                with_fixed_weights(model.net), model.config.model.z_dim, noise_mode="const"
-            )
-        },
-    )
-)
+class FastGANFamily(FamilySpec):
+    """The FastGAN family: the functions above, scored as a generator."""
+
+    name = "fastgan"
+    summary = "a FastGAN (skip-layer excitation, D with self-supervised decoders; hinge, DiffAugment, EMA)"
+    config_class = FastGANRunConfig
+    presets = FASTGAN_PRESETS
+    exports = {  # the stored noise images (noise_mode const), spectral norm's weights fixed
+        "generator": lambda model: GeneratorGraph(
+            with_fixed_weights(model.net), model.config.model.z_dim, noise_mode="const"
+        )
+    }
+
+    def prepare(self, config: FastGANRunConfig, reporter: Reporter = SILENT) -> Prepared:
+        return prepare(config, reporter)
+
+    def build(self, prepared: Prepared, device: torch.device, dtype: torch.dtype) -> FastGANTrainer:
+        return build(prepared, device, dtype)
+
+    def load(self, checkpoint: ckpt.Checkpoint, device: torch.device) -> FastGANModel:
+        return FastGANModel(checkpoint, device)
+
+    def evaluate(self, model: FastGANModel, ctx: EvalContext) -> dict[str, Any]:
+        return score_generator(model, ctx)
+
+    def migrate(self, config: dict[str, Any]) -> dict[str, Any]:
+        return migrate(config)
+
+
+SPEC = register(FastGANFamily())

@@ -282,19 +282,34 @@ SAMPLE_FLAGS = (
     INTERPOLATE,
 )
 
-SPEC = register(
-    FamilySpec(
-        name="gan",
-        summary="a GAN with DCGAN networks (losses: " + ", ".join(GAN_LOSSES) + "; DiffAugment / ADA)",
-        config_class=GANRunConfig,
-        presets=GAN_PRESETS,
-        prepare=prepare,
-        build=build,
-        load=GANModel,
-        evaluate=evaluate,
-        finish=finish,
-        migrate=migrate,
-        sample_flags=SAMPLE_FLAGS,
-        exports={"generator": lambda model: GeneratorGraph(model.net, model.config.model.z_dim, model.num_classes)},
-    )
-)
+
+class GANFamily(FamilySpec):
+    """The DCGAN family: its config, data, trainer and inference model are the functions above."""
+
+    name = "gan"
+    summary = "a GAN with DCGAN networks (losses: " + ", ".join(GAN_LOSSES) + "; DiffAugment / ADA)"
+    config_class = GANRunConfig
+    presets = GAN_PRESETS
+    sample_flags = SAMPLE_FLAGS
+    exports = {"generator": lambda model: GeneratorGraph(model.net, model.config.model.z_dim, model.num_classes)}
+
+    def prepare(self, config: GANRunConfig, reporter: Reporter = SILENT) -> Prepared:
+        return prepare(config, reporter)
+
+    def build(self, prepared: Prepared, device: torch.device, dtype: torch.dtype) -> GANTrainer:
+        return build(prepared, device, dtype)
+
+    def load(self, checkpoint: ckpt.Checkpoint, device: torch.device) -> GANModel:
+        return GANModel(checkpoint, device)
+
+    def evaluate(self, model: GANModel, ctx: EvalContext) -> dict[str, Any]:
+        return evaluate(model, ctx)
+
+    def finish(self, run_dir: Path, prepared: Prepared, device: torch.device, reporter: Reporter) -> None:
+        return finish(run_dir, prepared, device, reporter)
+
+    def migrate(self, config: dict[str, Any]) -> dict[str, Any]:
+        return migrate(config)
+
+
+SPEC = register(GANFamily())

@@ -11,6 +11,7 @@ its own even if the VQ-VAE run moves. Sampling settings chosen by ``genforge tun
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from genforge import checkpoint as ckpt
-from genforge.config import TrainConfig, check, fraction, from_dict, non_negative, one_of, positive, to_dict
+from genforge.config import DataConfig, TrainConfig, check, fraction, from_dict, non_negative, one_of, positive, to_dict
 from genforge.data import load_configured
 from genforge.errors import GenforgeError
 from genforge.families.registry import (
@@ -448,24 +449,50 @@ def migrate(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-SPEC = register(
-    FamilySpec(
-        name="prior",
-        summary="a transformer prior over a VQ-VAE's codes (ar or maskgit), so the VQ-VAE generates",
-        config_class=PriorRunConfig,
-        presets=PRIOR_PRESETS,
-        prepare=prepare,
-        build=build,
-        load=PriorModel,
-        evaluate=evaluate,
-        data_config=data_config,
-        training_data=training_data,
-        finish=finish,
-        add_arguments=add_arguments,
-        from_arguments=from_arguments,
-        sample_flags=SAMPLE_FLAGS,
-        migrate=migrate,
-        cannot_export="its sampling loop runs in Python, step by step; export its VQ-VAE's decoder "
-        "(genforge export VQVAE_RUN --part decoder) and draw codes in PyTorch",
+class PriorFamily(FamilySpec):
+    """The prior family: a transformer over a VQ-VAE run's codes; its data is that run's."""
+
+    name = "prior"
+    summary = "a transformer prior over a VQ-VAE's codes (ar or maskgit), so the VQ-VAE generates"
+    config_class = PriorRunConfig
+    presets = PRIOR_PRESETS
+    sample_flags = SAMPLE_FLAGS
+    cannot_export = (
+        "its sampling loop runs in Python, step by step; export its VQ-VAE's decoder "
+        "(genforge export VQVAE_RUN --part decoder) and draw codes in PyTorch"
     )
-)
+
+    def prepare(self, config: PriorRunConfig, reporter: Reporter = SILENT) -> Prepared:
+        return prepare(config, reporter)
+
+    def build(self, prepared: Prepared, device: torch.device, dtype: torch.dtype) -> PriorTrainer:
+        return build(prepared, device, dtype)
+
+    def load(self, checkpoint: ckpt.Checkpoint, device: torch.device) -> PriorModel:
+        return PriorModel(checkpoint, device)
+
+    def evaluate(self, model: PriorModel, ctx: EvalContext) -> dict[str, Any]:
+        return evaluate(model, ctx)
+
+    def data_config(self, c: ckpt.Checkpoint) -> DataConfig:
+        return data_config(c)
+
+    def training_data(self, prepared: Prepared, run_dir: Path, device: torch.device, reporter: Reporter) -> None:
+        return training_data(prepared, run_dir, device, reporter)
+
+    def finish(
+        self, run_dir: Path, prepared: Prepared, device: torch.device, reporter: Reporter
+    ) -> dict[str, float] | None:
+        return finish(run_dir, prepared, device, reporter)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_arguments(parser)
+
+    def from_arguments(self, args: argparse.Namespace) -> dict[str, Any]:
+        return from_arguments(args)
+
+    def migrate(self, config: dict[str, Any]) -> dict[str, Any]:
+        return migrate(config)
+
+
+SPEC = register(PriorFamily())

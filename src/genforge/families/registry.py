@@ -1,8 +1,8 @@
 """The family registry: what a model family declares, once, in its own module.
 
-A family (``gan``, ``vqvae``, ``prior``, or one of your own) is a ``FamilySpec``: its run config
-class and presets, and five functions that the rest of genforge calls without knowing which
-family it holds:
+A family (``gan``, ``stylegan2``, ``fastgan``, ``vqvae``, ``prior``, or one of your own) is a
+subclass of ``FamilySpec`` in its own module: its run config class and presets, and the methods
+that the rest of genforge calls without knowing which family it holds:
 
     prepare(config, reporter)           -> Prepared  data loaded, config filled from it; writes nothing
     build(prepared, device, dtype)      -> Trainer   modules + optimizers + train_step, for the loop
@@ -13,8 +13,9 @@ family it holds:
 
 plus optional hooks (extra ``train`` flags, the ``sample`` flags its models take, data the
 trainer needs made in the run folder, work after training, legacy-config migration, export
-graphs). ``Prepared`` and the ``Trainer`` base class live in ``training.api``, beside the loop
-that calls them (imported here too). ``register`` adds a spec; training, the CLI, sampling,
+graphs), whose defaults do nothing. ``Prepared``, the ``Trainer`` base class and ``Family`` (the
+part of a family that training calls, ``FamilySpec``'s base) live in ``training.api``, beside the
+loop that calls them (imported here too). ``register`` adds an instance; training, the CLI, sampling,
 evaluation and the report look families up with ``get``. See docs/architecture.md.
 """
 
@@ -23,10 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from abc import abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -38,7 +41,7 @@ from genforge.families.sampling import TunedSampling
 from genforge.images import to_uint8
 from genforge.metrics.evaluate import Reference, evaluate_features, extract
 from genforge.progress import SILENT, Reporter
-from genforge.training.api import Prepared, Trainer  # defined where training calls them; re-exported here
+from genforge.training.api import Family, Prepared, Trainer  # noqa: F401 - defined where training calls them; re-exported here
 
 
 class Model(Protocol):
@@ -143,42 +146,44 @@ class SampleFlag:
     old: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class FamilySpec:
-    name: str  # the word on the command line and in checkpoints: `genforge train NAME`
-    summary: str  # one line for --help
-    config_class: type
-    presets: Mapping[str, dict[str, Any]]
-    prepare: Callable[[Any, Reporter], Prepared]
-    build: Callable[[Prepared, torch.device, torch.dtype], Trainer]
-    load: Callable[[ckpt.Checkpoint, torch.device], Model]
-    evaluate: Callable[[Model, EvalContext], dict[str, Any]]
-    data_config: Callable[[ckpt.Checkpoint], DataConfig] = lambda c: _data_config(c)
-    # (prepared, run_dir, device, reporter) -> None: make what training needs inside the run
-    # folder (the prior's code cache); runs after the run folder is locked.
-    training_data: Callable[[Prepared, Path, torch.device, Reporter], None] | None = None
-    # (run_dir, prepared, device, reporter) -> dict of scores recorded as an "eval" record
-    finish: Callable[[Path, Prepared, torch.device, Reporter], dict[str, float] | None] | None = None
-    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None  # extra `train` flags
-    from_arguments: Callable[[argparse.Namespace], dict[str, Any]] | None = None  # them -> config values
+class FamilySpec(Family):
+    """A model family: a family's module subclasses this, fills in the class attributes and the
+    methods, and registers one instance (``SPEC = register(GANFamily())``).
+
+    Required: ``name``, ``summary``, ``config_class``, ``presets`` and the methods ``prepare``,
+    ``build`` (training's, from ``training.api.Family``), ``load`` and ``evaluate``. The rest
+    have defaults that do nothing or declare nothing.
+    """
+
+    summary: ClassVar[str]  # one line for --help
+    presets: ClassVar[Mapping[str, dict[str, Any]]]  # named starting points of the config
     sample_flags: tuple[SampleFlag, ...] = ()  # the `genforge sample` flags its models take
-    migrate: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # an old run's config -> today's
     grid_caption: str = "samples"  # what the pictures in samples/ show
-    exports: Mapping[str, Callable[[Model], Any]] = field(default_factory=dict)  # part -> models.graphs graph
+    exports: Mapping[str, Callable[[Model], Any]] = MappingProxyType({})  # part -> models.graphs graph
     cannot_export: str | None = None  # why `genforge export` refuses this family, if it does
+
+    @abstractmethod
+    def load(self, checkpoint: ckpt.Checkpoint, device: torch.device) -> Model:
+        """A trained model rebuilt from a checkpoint alone, with only what it infers with (see ``Model``)."""
+
+    @abstractmethod
+    def evaluate(self, model: Model, ctx: EvalContext) -> dict[str, Any]:
+        """What "how good is it?" means for this family (``score_generator`` for generators)."""
+
+    def data_config(self, c: ckpt.Checkpoint) -> DataConfig:
+        """The real data its samples are compared with (the prior's is its VQ-VAE's)."""
+        return from_dict(DataConfig, c.config.get("data", {}))
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Extra ``genforge train NAME`` flags (the prior's ``--vqvae``)."""
+
+    def from_arguments(self, args: argparse.Namespace) -> dict[str, Any]:
+        """Those flags -> config values."""
+        return {}
 
     def resolve(self, preset: str | None = "default", config_file=None, sets=(), extra=None) -> Any:
         """defaults < preset < YAML file < --set overrides < explicit flags (``extra``)."""
         return resolve(self.config_class, self.presets, preset, config_file, sets, extra)
-
-    def config_of(self, c: ckpt.Checkpoint) -> Any:
-        """The run config stored in a checkpoint, as today's config class (old runs migrated)."""
-        values = self.migrate(c.config) if self.migrate is not None else c.config
-        return from_dict(self.config_class, values)
-
-
-def _data_config(c: ckpt.Checkpoint) -> DataConfig:
-    return from_dict(DataConfig, c.config.get("data", {}))
 
 
 FAMILIES: dict[str, FamilySpec] = {}

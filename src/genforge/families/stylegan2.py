@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +32,7 @@ from genforge.families.gan import INTERPOLATE, GANModel, class_grid, load_for
 from genforge.families.gan import migrate as gan_migrate
 from genforge.families.gan_config import AugmentConfig, GANOptimConfig, check_penalties
 from genforge.families.gan_trainer import GANTrainer
-from genforge.families.registry import FamilySpec, Prepared, SampleFlag, register, score_generator
+from genforge.families.registry import EvalContext, FamilySpec, Prepared, SampleFlag, register, score_generator
 from genforge.models.graphs import GeneratorGraph
 from genforge.models.stylegan2 import RESOLUTIONS, Discriminator, Generator, StyleGAN2Config, widths
 from genforge.progress import SILENT, Reporter
@@ -252,26 +253,40 @@ def finish(run_dir, prepared: Prepared, device: torch.device, reporter: Reporter
     return None
 
 
-SPEC = register(
-    FamilySpec(
-        name="stylegan2",
-        summary="a StyleGAN2 (mapping network, modulated convolutions, residual D; lazy R1, ADA, EMA)",
-        config_class=StyleGAN2RunConfig,
-        presets=STYLEGAN2_PRESETS,
-        prepare=prepare,
-        build=build,
-        load=StyleGAN2Model,
-        evaluate=score_generator,
-        finish=finish,
-        sample_flags=(
-            SampleFlag("--truncation", "truncation", "psi, pulls each w towards the mean w (1: off)", metavar="PSI"),
-            INTERPOLATE,
-        ),
-        migrate=migrate,
-        exports={
-            "generator": lambda model: GeneratorGraph(
-                model.net, model.config.model.z_dim, model.num_classes, noise_mode="const"
-            )
-        },
+class StyleGAN2Family(FamilySpec):
+    """The StyleGAN2 family: the GAN family's data and trainer with StyleGAN2's networks."""
+
+    name = "stylegan2"
+    summary = "a StyleGAN2 (mapping network, modulated convolutions, residual D; lazy R1, ADA, EMA)"
+    config_class = StyleGAN2RunConfig
+    presets = STYLEGAN2_PRESETS
+    sample_flags = (
+        SampleFlag("--truncation", "truncation", "psi, pulls each w towards the mean w (1: off)", metavar="PSI"),
+        INTERPOLATE,
     )
-)
+    exports = {
+        "generator": lambda model: GeneratorGraph(
+            model.net, model.config.model.z_dim, model.num_classes, noise_mode="const"
+        )
+    }
+
+    def prepare(self, config: StyleGAN2RunConfig, reporter: Reporter = SILENT) -> Prepared:
+        return prepare(config, reporter)
+
+    def build(self, prepared: Prepared, device: torch.device, dtype: torch.dtype) -> GANTrainer:
+        return build(prepared, device, dtype)
+
+    def load(self, checkpoint: ckpt.Checkpoint, device: torch.device) -> StyleGAN2Model:
+        return StyleGAN2Model(checkpoint, device)
+
+    def evaluate(self, model: StyleGAN2Model, ctx: EvalContext) -> dict[str, Any]:
+        return score_generator(model, ctx)
+
+    def finish(self, run_dir: Path, prepared: Prepared, device: torch.device, reporter: Reporter) -> None:
+        return finish(run_dir, prepared, device, reporter)
+
+    def migrate(self, config: dict[str, Any]) -> dict[str, Any]:
+        return migrate(config)
+
+
+SPEC = register(StyleGAN2Family())

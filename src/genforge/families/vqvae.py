@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -436,22 +437,36 @@ def migrate(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "model": model, "discriminator": disc, "augment": augment}
 
 
-SPEC = register(
-    FamilySpec(
-        name="vqvae",
-        summary="a VQ-VAE: encoder, vector-quantized codebook (or FSQ), decoder",
-        config_class=VQVAERunConfig,
-        presets=VQVAE_PRESETS,
-        prepare=prepare,
-        build=build,
-        load=VQVAEModel,
-        evaluate=evaluate,
-        training_data=training_data,
-        migrate=migrate,
-        grid_caption="originals and reconstructions, in pairs",
-        exports={
-            "decoder": lambda model: DecoderGraph(model.vqvae),
-            "encoder": lambda model: EncoderGraph(model.vqvae),
-        },
-    )
-)
+class VQVAEFamily(FamilySpec):
+    """The VQ-VAE family: it reconstructs; it generates through a prior (families/prior.py)."""
+
+    name = "vqvae"
+    summary = "a VQ-VAE: encoder, vector-quantized codebook (or FSQ), decoder"
+    config_class = VQVAERunConfig
+    presets = VQVAE_PRESETS
+    grid_caption = "originals and reconstructions, in pairs"
+    exports = {
+        "decoder": lambda model: DecoderGraph(model.vqvae),
+        "encoder": lambda model: EncoderGraph(model.vqvae),
+    }
+
+    def prepare(self, config: VQVAERunConfig, reporter: Reporter = SILENT) -> Prepared:
+        return prepare(config, reporter)
+
+    def build(self, prepared: Prepared, device: torch.device, dtype: torch.dtype) -> VQVAETrainer:
+        return build(prepared, device, dtype)
+
+    def load(self, checkpoint: ckpt.Checkpoint, device: torch.device) -> VQVAEModel:
+        return VQVAEModel(checkpoint, device)
+
+    def evaluate(self, model: VQVAEModel, ctx: EvalContext) -> dict[str, Any]:
+        return evaluate(model, ctx)
+
+    def training_data(self, prepared: Prepared, run_dir: Path, device: torch.device, reporter: Reporter) -> None:
+        return training_data(prepared, run_dir, device, reporter)
+
+    def migrate(self, config: dict[str, Any]) -> dict[str, Any]:
+        return migrate(config)
+
+
+SPEC = register(VQVAEFamily())

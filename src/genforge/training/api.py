@@ -4,8 +4,8 @@ where they are called (``families/`` implements them, and ``families.registry`` 
 ``Trainer`` is a base class: a family's trainer derives from it, implements the four required
 methods, and overrides an optional hook only where it has something to say; the defaults are
 no-ops, so the loop calls every hook without asking first. ``Prepared`` is what a family's
-``prepare`` hands to training, and ``Family`` is the part of a family's spec that training reads
-(``families.registry.FamilySpec`` is one).
+``prepare`` hands to training, and ``Family`` is the base class of a family as training calls it
+(``families.registry.FamilySpec`` adds what the commands call).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from genforge import checkpoint as ckpt
-from genforge.config import DataConfig
+from genforge.config import DataConfig, from_dict
 from genforge.progress import Reporter
 
 
@@ -92,22 +92,40 @@ class Trainer(ABC):
         return None
 
 
-class Family(Protocol):
-    """What training reads of a family's spec (``families.registry.FamilySpec`` is one)."""
+class Family(ABC):
+    """A model family, as training calls it: the base class of ``families.registry.FamilySpec``,
+    which a family's own class derives from (``class GANFamily(FamilySpec)`` in families/gan.py), so
+    ``spec.prepare`` leads to this declaration and from there to each family's implementation.
 
-    @property
-    def name(self) -> str: ...
+    ``prepare`` and ``build`` are required; the other hooks default to doing nothing, so training
+    calls them without asking first.
+    """
 
-    @property
-    def prepare(self) -> Callable[[Any, Reporter], Prepared]: ...
+    name: ClassVar[str]  # the word on the command line and in checkpoints: `genforge train NAME`
+    config_class: ClassVar[type]  # its run config: a dataclass of dataclasses with `train: TrainConfig`
 
-    @property
-    def build(self) -> Callable[[Prepared, torch.device, torch.dtype], Trainer]: ...
+    @abstractmethod
+    def prepare(self, config: Any, reporter: Reporter) -> Prepared:
+        """Load the data and fill in what the data decides (resolution, channels, classes); writes nothing."""
 
-    @property
-    def training_data(self) -> Callable[[Prepared, Path, torch.device, Reporter], None] | None: ...
+    @abstractmethod
+    def build(self, prepared: Prepared, device: torch.device, dtype: torch.dtype) -> Trainer:
+        """The modules, optimizers and ``train_step`` the loop drives."""
 
-    @property
-    def finish(self) -> Callable[[Path, Prepared, torch.device, Reporter], dict[str, float] | None] | None: ...
+    def training_data(self, prepared: Prepared, run_dir: Path, device: torch.device, reporter: Reporter) -> None:
+        """Make what training needs inside the locked run folder (the prior's code cache)."""
+        return None
 
-    def config_of(self, c: ckpt.Checkpoint) -> Any: ...
+    def finish(
+        self, run_dir: Path, prepared: Prepared, device: torch.device, reporter: Reporter
+    ) -> dict[str, float] | None:
+        """Work after training; scores returned are recorded as an "eval" record."""
+        return None
+
+    def migrate(self, config: dict[str, Any]) -> dict[str, Any]:
+        """An old run's stored config -> today's keys (and the values it trained with)."""
+        return config
+
+    def config_of(self, c: ckpt.Checkpoint) -> Any:
+        """The run config stored in a checkpoint, as today's config class (old runs migrated)."""
+        return from_dict(self.config_class, self.migrate(c.config))

@@ -102,10 +102,9 @@ def _train_locked(
     config = prepared.config
     if world.main:
         clean_temporary(out)
-        if spec.training_data is not None:
-            spec.training_data(prepared, out, device, reporter)
+        spec.training_data(prepared, out, device, reporter)
     distributed.barrier()  # the others read what rank 0 made (the prior's code cache)
-    if not world.main and spec.training_data is not None:
+    if not world.main:
         spec.training_data(prepared, out, device, reporter)
     examples = on_device(prepared.images, device)
     labels = on_device(prepared.labels, device) if prepared.labels is not None else None
@@ -166,7 +165,7 @@ def _train_batches(
             resume_from=saved,
             sink=sink,
         )
-        if spec.finish is not None and not result.interrupted and world.main:
+        if not result.interrupted and world.main:
             scores = spec.finish(out, prepared, device, reporter)
             if scores:
                 append_record(out, record("eval", result.step, scores))

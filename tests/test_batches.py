@@ -4,6 +4,7 @@ a run from an image folder with the mirror on resumes bit-identically."""
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from genforge.config import from_dict, to_dict
 from genforge.data import PackedImages, PackWriter
 from genforge.errors import GenforgeError
 from genforge.families.gan_config import GANRunConfig
-from genforge.progress import SILENT
+from genforge.progress import SILENT, Reporter
 from genforge.training import batches as batches_module
 from genforge.training import runs
 from genforge.training.batches import Batches, on_device
@@ -184,6 +185,49 @@ def test_a_run_from_an_image_folder_with_the_mirror_resumes_bit_identically(tmp_
     for name in a.tensors:
         assert torch.equal(a.tensors[name], b.tensors[name]), name
     assert a.config["augment"]["mirror"] is True and len(list((tmp_path / "cache" / "folders").iterdir())) == 1
+
+
+def test_a_run_saved_before_the_mirror_default_resumes_from_an_unlabelled_folder_as_it_trained(
+    tmp_path, monkeypatch, capsys
+):
+    """Left null, augment.mirror is on for this folder; the run being resumed trained without it
+    (its stored config has no key), so it resumes without flips, says so, and is not refused."""
+    monkeypatch.setenv("GENFORGE_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, image in enumerate(np.random.default_rng(2).integers(0, 256, (16, 16, 16, 3), dtype=np.uint8)):
+        Image.fromarray(image).save(folder / f"{i:02d}.png")
+    gan = families.get("gan")
+    sets = ["model.z_dim=8", "model.g_width=8", "model.d_width=8", "train.batch_size=8", "train.device=cpu"]
+    sets += ["train.precision=fp32", "train.channels_last=false", "train.grid_images=4", "train.checkpoint_every=2"]
+
+    def config(steps):
+        return gan.resolve("default", None, [*sets, f"train.steps={steps}"], {"data": {"source": str(folder)}})
+
+    run = tmp_path / "run"
+    runs.train(gan, config(2), run)
+    assert ckpt.load(run).config["augment"]["mirror"] is True  # today's default for this folder
+    meta_path = ckpt.find(run) / ckpt.META
+    meta = json.loads(meta_path.read_text())
+    meta["config"]["augment"].pop("mirror")  # as a run saved before the key existed
+    meta_path.write_text(json.dumps(meta))
+    (run / "config.yaml").unlink()
+
+    capsys.readouterr()
+    result = runs.train(gan, config(4), run, reporter=Reporter())
+    err = capsys.readouterr().err
+    assert result.step == 4 and not result.interrupted
+    assert ckpt.load(run).config["augment"]["mirror"] is False  # resumed as it trained
+    assert "augment.mirror: False as the run trained" in err and "augment.mirror: on" not in err
+    # asked for explicitly, the difference is still refused with one line naming the key
+    with pytest.raises(GenforgeError, match="augment.mirror=False, this command asks for True"):
+        runs.train(
+            gan,
+            gan.resolve(
+                "default", None, [*sets, "train.steps=6", "augment.mirror=true"], {"data": {"source": str(folder)}}
+            ),
+            run,
+        )
 
 
 @pytest.mark.parametrize("family", ["gan", "stylegan2", "fastgan", "vqvae"])

@@ -39,15 +39,16 @@ MIRROR_NOTE = (
 )
 
 
-def default_mirror(section, labelled: bool) -> list[str]:
+def default_mirror(section, labelled: bool) -> tuple[list[str], tuple[str, ...]]:
     """Fill ``section.mirror`` (an augment config section) where it is null, the default: on for
     data without labels (a folder of one's own photos), off for labelled data (digits, clothes,
     emoji by category). The emoji-32 table measured it on: 0.80x the KID of plain DCGAN, recall
-    0.10 -> 0.29. Returns the note training prints when it turned the mirror on."""
+    0.10 -> 0.29. Returns the note training prints when it turned the mirror on, and the config
+    keys it decided (``Prepared.decided``: a resumed run keeps the value it trained with)."""
     if section.mirror is not None:
-        return []
+        return [], ()
     section.mirror = not labelled
-    return [MIRROR_NOTE] if section.mirror else []
+    return ([MIRROR_NOTE] if section.mirror else []), ("augment.mirror",)
 
 
 def _per_sample(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -145,9 +145,17 @@ def prepare(config: FastGANRunConfig, reporter: Reporter = SILENT) -> Prepared:
     data, config.data = load_configured(config.data, nearest=nearest_resolution, lazy=True, reporter=reporter)
     notes = [note] if (note := fit_note(asked, config.data)) else []
     fit_to_data(config, data.resolution, data.channels)
-    notes += default_mirror(config.augment, labelled=data.labels is not None)
+    mirror_notes, decided = default_mirror(config.augment, labelled=data.labels is not None)
+    notes += mirror_notes
     return Prepared(
-        config, data, None, num_classes=0, data_config=config.data, notes=notes, mirror=config.augment.mirror
+        config,
+        data,
+        None,
+        num_classes=0,
+        data_config=config.data,
+        notes=notes,
+        mirror=config.augment.mirror,
+        decided=decided,
     )
 
 

@@ -215,7 +215,8 @@ def load_for(config, nearest: Callable[[int], int], reporter: Reporter = SILENT)
             raise GenforgeError(f"conditional: true needs class labels, and {config.data.source} has none")
         num_classes = data.num_classes
     fit_to_data(config, data.resolution, data.channels, num_classes)
-    notes += default_mirror(config.augment, labelled=data.labels is not None)
+    mirror_notes, decided = default_mirror(config.augment, labelled=data.labels is not None)
+    notes += mirror_notes
     return Prepared(
         config,
         data,
@@ -224,6 +225,7 @@ def load_for(config, nearest: Callable[[int], int], reporter: Reporter = SILENT)
         data_config=config.data,
         notes=notes,
         mirror=config.augment.mirror,
+        decided=decided,
     )
 
 

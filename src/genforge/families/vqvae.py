@@ -361,7 +361,8 @@ def prepare(config: VQVAERunConfig, reporter: Reporter = SILENT) -> Prepared:
         check_feature_maps(config.optim.perceptual_net, labelled=data.labels is not None)
     grid = to_float(data.take(np.arange(min(len(data), config.train.grid_images // 2))))
     notes = [note] if (note := fit_note(asked, config.data)) else []
-    notes += default_mirror(config.augment, labelled=data.labels is not None)
+    mirror_notes, decided = default_mirror(config.augment, labelled=data.labels is not None)
+    notes += mirror_notes
     return Prepared(
         config,
         data,
@@ -370,6 +371,7 @@ def prepare(config: VQVAERunConfig, reporter: Reporter = SILENT) -> Prepared:
         data_config=config.data,
         notes=notes,
         mirror=config.augment.mirror,
+        decided=decided,
     )
 
 

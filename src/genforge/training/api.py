@@ -36,6 +36,9 @@ class Prepared:
     extras: dict[str, Any] = field(default_factory=dict)  # family-specific (the prior's VQ-VAE, ...)
     notes: list[str] = field(default_factory=list)  # one-line facts training prints at start (how data was fitted)
     mirror: bool = False  # x-flip each real image with probability 0.5 when drawn (the config's augment.mirror)
+    # Config keys (dotted) the data decided because they were left null: a resumed run whose stored
+    # value differs keeps the value it trained with (runs.train prepares again with it set).
+    decided: tuple[str, ...] = ()
 
 
 class Trainer(ABC):

@@ -8,6 +8,7 @@ and touched.
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ def train(
     reporter = reporter.when(world.main)
     if out.exists() and not out.is_dir():
         raise GenforgeError(f"{out}: exists and is not a folder; pick another --out")
+    asked = copy.deepcopy(config)  # prepare fills the config in place; a resume may prepare again
     prepared = spec.prepare(config, reporter)
     config = prepared.config
     if dry_run:
@@ -80,7 +82,9 @@ def train(
     if prepared.images is not None:  # refused before anything is written (a prior's codes: by Batches, later)
         distributed.check_batch(len(prepared.images), config.train.batch_size, world.size)
     with distributed.session(world, pick_device(config.train.device), config.train.rank_timeout_minutes) as device:
-        saved = check_resume(out, spec, to_dict(config), distributed.from_main(_found(out) if world.main else None))
+        found = distributed.from_main(_found(out) if world.main else None)
+        saved = check_resume(out, spec, to_dict(config), found, decided=prepared.decided)
+        prepared = _as_the_run_trained(spec, asked, prepared, saved)
         _check_world(out, saved, world)
         for note in prepared.notes:  # after the resume check: a refused run prints its one error line only
             reporter.say(note)
@@ -196,9 +200,12 @@ def _check_world(out: Path, saved: ckpt.Checkpoint | None, world) -> None:
         )
 
 
-def check_resume(out: Path, spec: Family, config: dict[str, Any], found: str | None) -> ckpt.Checkpoint | None:
+def check_resume(
+    out: Path, spec: Family, config: dict[str, Any], found: str | None, decided: tuple[str, ...] = ()
+) -> ckpt.Checkpoint | None:
     """If ``out`` holds a run (its checkpoint ``found``, see ``_found``), make sure it is of this
-    family and trains the same thing."""
+    family and trains the same thing. The ``decided`` keys (filled from the data where the command
+    left them null) may differ: the run keeps what it trained with (``_as_the_run_trained``)."""
     if found is None:
         return None
     found = Path(found)
@@ -213,7 +220,7 @@ def check_resume(out: Path, spec: Family, config: dict[str, Any], found: str | N
     # Through today's config class: an option added since the run started reads as its default
     # (the family's migrate gives it the value the run trained with where that differs).
     old = to_dict(spec.config_of(saved))
-    differences = _differences(old, config)
+    differences = [d for d in _differences(old, config) if d[0] not in decided]
     if differences:
         key, before, now = differences[0]
         raise GenforgeError(
@@ -221,6 +228,37 @@ def check_resume(out: Path, spec: Family, config: dict[str, Any], found: str | N
             "resume with the same settings or train into a new --out folder"
         )
     return saved
+
+
+def _as_the_run_trained(spec: Family, asked: Any, prepared: Prepared, saved: ckpt.Checkpoint | None) -> Prepared:
+    """A resumed run keeps the values it trained with where the data decides a default now: a
+    run saved before ``augment.mirror`` defaulted to on for unlabelled data resumes without
+    flips. Such keys are prepared again, set to the stored values, and said in one line each."""
+    if saved is None or not prepared.decided:
+        return prepared
+    stored, now = to_dict(spec.config_of(saved)), to_dict(prepared.config)
+    kept = {key: _at(stored, key) for key in prepared.decided if _at(stored, key) != _at(now, key)}
+    if not kept:
+        return prepared
+    for key, value in kept.items():
+        *sections, name = key.split(".")
+        section = asked
+        for part in sections:
+            section = getattr(section, part)
+        setattr(section, name, value)
+    again = spec.prepare(asked, SILENT)  # the data was read (and its cache built) by the first prepare
+    again.notes += [
+        f"{key}: {value!r} as the run trained (this data's default is {_at(now, key)!r}; resuming keeps it)"
+        for key, value in kept.items()
+    ]
+    return again
+
+
+def _at(values: dict[str, Any], key: str) -> Any:
+    """``values["augment"]["mirror"]`` for the key "augment.mirror" (None where it is missing)."""
+    for part in key.split("."):
+        values = values.get(part) if isinstance(values, dict) else None
+    return values
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -76,6 +76,7 @@ def _entry(rank: int, port: int, worker, args: tuple) -> None:
     dist.init_process_group("gloo", timeout=timedelta(seconds=60))
     try:
         worker(rank, *args)
+        dist.barrier()  # leave together (as distributed.session does)
     finally:
         dist.destroy_process_group()
 

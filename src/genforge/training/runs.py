@@ -8,13 +8,12 @@ and touched.
 from __future__ import annotations
 
 import contextlib
-import copy
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from genforge import checkpoint as ckpt
-from genforge.config import TrainConfig, dump_yaml, to_dict
+from genforge.config import TrainConfig, dump_yaml, from_dict, merge, nest, to_dict
 from genforge.errors import GenforgeError
 from genforge.progress import SILENT, Reporter
 from genforge.runfolder import RunFolder, RunLock, append_record, atomic_write, clean_temporary, inside, record
@@ -71,7 +70,7 @@ def train(
     reporter = reporter.when(world.main)
     if out.exists() and not out.is_dir():
         raise GenforgeError(f"{out}: exists and is not a folder; pick another --out")
-    asked = copy.deepcopy(config)  # prepare fills the config in place; a resume may prepare again
+    asked = to_dict(config)  # before prepare, which fills the config in place; a resume may prepare again
     prepared = spec.prepare(config, reporter)
     config = prepared.config
     if dry_run:
@@ -230,7 +229,9 @@ def check_resume(
     return saved
 
 
-def _as_the_run_trained(spec: Family, asked: Any, prepared: Prepared, saved: ckpt.Checkpoint | None) -> Prepared:
+def _as_the_run_trained(
+    spec: Family, asked: dict[str, Any], prepared: Prepared, saved: ckpt.Checkpoint | None
+) -> Prepared:
     """A resumed run keeps the values it trained with where the data decides a default now: a
     run saved before ``augment.mirror`` defaulted to on for unlabelled data resumes without
     flips. Such keys are prepared again, set to the stored values, and said in one line each."""
@@ -241,12 +242,9 @@ def _as_the_run_trained(spec: Family, asked: Any, prepared: Prepared, saved: ckp
     if not kept:
         return prepared
     for key, value in kept.items():
-        *sections, name = key.split(".")
-        section = asked
-        for part in sections:
-            section = getattr(section, part)
-        setattr(section, name, value)
-    again = spec.prepare(asked, SILENT)  # the data was read (and its cache built) by the first prepare
+        asked = merge(asked, nest(key.split("."), value))
+    # the data was read (and its cache built) by the first prepare
+    again = spec.prepare(from_dict(spec.config_class, asked), SILENT)
     again.notes += [
         f"{key}: {value!r} as the run trained (this data's default is {_at(now, key)!r}; resuming keeps it)"
         for key, value in kept.items()

@@ -22,6 +22,7 @@ probability p, as ADA does.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -49,6 +50,12 @@ def default_mirror(section, labelled: bool) -> tuple[list[str], tuple[str, ...]]
         return [], ()
     section.mirror = not labelled
     return ([MIRROR_NOTE] if section.mirror else []), ("augment.mirror",)
+
+
+def stored_mirror(augment: Any) -> dict[str, Any]:
+    """A stored config's augment section (a dict, or missing) with ``mirror`` as the run trained:
+    runs saved before the key existed trained without flips (``migrate`` of every image family)."""
+    return {"mirror": False, **(augment if isinstance(augment, dict) else {})}
 
 
 def _per_sample(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

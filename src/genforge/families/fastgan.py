@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from genforge import checkpoint as ckpt
-from genforge.augment import default_mirror
+from genforge.augment import default_mirror, stored_mirror
 from genforge.config import DataConfig, TrainConfig, check, non_negative
 from genforge.data import fit_note, load_configured
 from genforge.draws import rand
@@ -173,7 +173,7 @@ class FastGANModel(GANModel):
 
 def migrate(config: dict[str, Any]) -> dict[str, Any]:
     """Runs from before FastGAN read `augment.mirror` trained without it."""
-    return {**config, "augment": {"mirror": False, **config.get("augment", {})}}
+    return {**config, "augment": stored_mirror(config.get("augment"))}
 
 
 class FastGANFamily(FamilySpec):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from genforge import checkpoint as ckpt
-from genforge.augment import default_mirror
+from genforge.augment import default_mirror, stored_mirror
 from genforge.config import fill_from_data
 from genforge.data import fit_note, load_configured
 from genforge.errors import GenforgeError
@@ -269,7 +269,7 @@ def migrate(config: dict[str, Any]) -> dict[str, Any]:
     augment = config.get("augment")
     if isinstance(augment, dict) and augment.get("policy") == "ada" and "pipeline" not in augment:
         config["augment"] = augment = {**augment, "pipeline": "diffaugment"}
-    config["augment"] = {"mirror": False, **(augment if isinstance(augment, dict) else {})}
+    config["augment"] = stored_mirror(augment)
     return config
 
 

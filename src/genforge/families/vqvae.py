@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from genforge import checkpoint as ckpt
-from genforge.augment import default_mirror
+from genforge.augment import default_mirror, stored_mirror
 from genforge.config import DataConfig, TrainConfig, check, fill_from_data, fraction, non_negative, one_of, positive
 from genforge.data import ImageData, fit_note, load_configured
 from genforge.errors import GenforgeError
@@ -435,8 +435,7 @@ def migrate(config: dict[str, Any]) -> dict[str, Any]:
     if "in_channels" in disc:
         disc["width"] = disc.pop("channels", PatchGANConfig.width)
         disc["channels"] = disc.pop("in_channels")
-    augment = {"mirror": False, **config.get("augment", {})}
-    return {**config, "model": model, "discriminator": disc, "augment": augment}
+    return {**config, "model": model, "discriminator": disc, "augment": stored_mirror(config.get("augment"))}
 
 
 class VQVAEFamily(FamilySpec):
